@@ -1,0 +1,150 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Agent, request, type IncomingMessage } from 'node:http';
+import type { Plan } from '../reconciler/index.js';
+import type { Kind } from '../state/index.js';
+import { ApiError, codeForStatus, type ErrorCode } from './errors.js';
+import { kindPlural } from './kinds.js';
+import type {
+  ApplyRequest,
+  ApplyResponse,
+  BlobJson,
+  DeleteRequest,
+  DeleteResponse,
+  EventJson,
+  NodeJson,
+  PlanRequest,
+  ResourceJson,
+  StatusJson,
+  TicketRequest,
+  VersionJson,
+} from './types.js';
+
+// A typed client for the node API, used by the CLI and, in-process, by tests and benchmarks.
+
+export interface ClientOptions {
+  server: string; // http://127.0.0.1:7400
+  token?: string;
+  timeoutMs?: number;
+}
+
+export class ApiClient {
+  readonly server: string;
+  private readonly token: string | undefined;
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  private readonly timeoutMs: number;
+
+  constructor(opts: ClientOptions) {
+    this.server = opts.server.replace(/\/+$/, '');
+    this.token = opts.token;
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  version(): Promise<VersionJson> {
+    return this.json('GET', '/v1/version');
+  }
+  status(): Promise<StatusJson> {
+    return this.json('GET', '/v1/status');
+  }
+  async list(kind: Kind): Promise<ResourceJson[]> {
+    return (await this.json<{ items: ResourceJson[] }>('GET', `/v1/resources/${kindPlural(kind)}`)).items;
+  }
+  get(kind: Kind, name: string): Promise<ResourceJson> {
+    return this.json('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`);
+  }
+  async events(kind: Kind, name: string): Promise<EventJson[]> {
+    return (await this.json<{ items: EventJson[] }>('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}/events`)).items;
+  }
+  async nodes(): Promise<NodeJson[]> {
+    return (await this.json<{ items: NodeJson[] }>('GET', '/v1/nodes')).items;
+  }
+  plan(req: PlanRequest): Promise<Plan> {
+    return this.json('POST', '/v1/plan', req);
+  }
+  apply(req: ApplyRequest): Promise<ApplyResponse> {
+    return this.json('POST', '/v1/apply', req);
+  }
+  delete(req: DeleteRequest): Promise<DeleteResponse> {
+    return this.json('POST', '/v1/delete', req);
+  }
+  ticket(req: TicketRequest): Promise<{ ticket: string }> {
+    return this.json('POST', '/v1/tickets', req);
+  }
+  async hasBlob(hash: string): Promise<boolean> {
+    const res = await this.send('HEAD', `/v1/blobs/${hash}`);
+    res.resume();
+    if (res.statusCode === 200) return true;
+    if (res.statusCode === 404) return false;
+    throw await errorFrom(res);
+  }
+
+  /** Streams a file to the node's blob store; the node verifies it against `hash`. */
+  async putBlob(hash: string, file: string, onProgress?: (sent: number, total: number) => void): Promise<BlobJson> {
+    const { size } = await stat(file);
+    const body = createReadStream(file, { highWaterMark: 1 << 20 });
+    let sent = 0;
+    body.on('data', (c) => {
+      sent += (c as Buffer).length;
+      onProgress?.(sent, size);
+    });
+    const res = await this.send('PUT', `/v1/blobs/${hash}`, body, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, 0);
+    return readResult<BlobJson>(res);
+  }
+
+  async json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string> = payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {};
+    return readResult<T>(await this.send(method, path, payload, headers));
+  }
+
+  private send(
+    method: string,
+    path: string,
+    body?: Buffer | NodeJS.ReadableStream,
+    headers: Record<string, string> = {},
+    timeoutMs = this.timeoutMs,
+  ): Promise<IncomingMessage> {
+    const url = new URL(this.server + path);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        { method, agent: this.agent, headers: { ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) } },
+        resolve,
+      );
+      if (timeoutMs > 0) {
+        req.setTimeout(timeoutMs, () => req.destroy(new ApiError('unreachable', `no answer from ${this.server} within ${timeoutMs / 1000}s`)));
+      }
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err instanceof ApiError) return reject(err);
+        // A server that rejects an upload early closes the socket while we still write: prefer its answer.
+        reject(new ApiError('unreachable', `cannot reach the Blixard API at ${this.server}: ${err.code ?? err.message} (is a node running? \`blixard node start\` or \`blixard up\`)`));
+      });
+      if (body === undefined) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else body.pipe(req);
+    });
+  }
+}
+
+async function readResult<T>(res: IncomingMessage): Promise<T> {
+  if ((res.statusCode ?? 500) >= 400) throw await errorFrom(res);
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+}
+
+async function errorFrom(res: IncomingMessage): Promise<ApiError> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    const e = (JSON.parse(text) as { error: { code: ErrorCode; message: string; details?: unknown } }).error;
+    return new ApiError(e.code, e.message, e.details);
+  } catch {
+    return new ApiError(codeForStatus(res.statusCode ?? 500), text || `HTTP ${res.statusCode}`);
+  }
+}

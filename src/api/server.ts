@@ -1,0 +1,159 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Kind } from '../state/index.js';
+import { ApiError } from './errors.js';
+import { kindFromPlural } from './kinds.js';
+import type {
+  ApplyRequest,
+  ApplyResponse,
+  BlobJson,
+  DeleteRequest,
+  DeleteResponse,
+  EventJson,
+  NodeJson,
+  PlanRequest,
+  ResourceJson,
+  StatusJson,
+  TicketRequest,
+  VersionJson,
+} from './types.js';
+import type { Plan } from '../reconciler/index.js';
+
+// The node's HTTP API: loopback, bearer token, JSON bodies up to 8 MiB, blob uploads streamed.
+// It only translates HTTP to calls on a backend the node composes; it holds no state.
+
+export const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
+
+export interface ApiBackend {
+  version(): VersionJson;
+  status(): Promise<StatusJson>;
+  ready(): boolean;
+  list(kind: Kind): Promise<ResourceJson[]>;
+  get(kind: Kind, name: string): Promise<ResourceJson | undefined>;
+  events(kind: Kind, name: string): EventJson[];
+  nodes(): NodeJson[];
+  plan(req: PlanRequest): Promise<Plan>;
+  apply(req: ApplyRequest): Promise<ApplyResponse>;
+  delete(req: DeleteRequest): Promise<DeleteResponse>;
+  hasBlob(hash: string): Promise<boolean>;
+  putBlob(hash: string, body: Readable, size: number | null): Promise<BlobJson>;
+  ticket(req: TicketRequest): Promise<{ ticket: string }>;
+}
+
+export interface ApiServerOptions {
+  token: string;
+  backend: ApiBackend;
+  onError?: (err: unknown, req: { method: string; url: string }) => void;
+}
+
+export function createApiServer(opts: ApiServerOptions): Server {
+  const expected = Buffer.from(opts.token);
+  const authorized = (req: IncomingMessage) => {
+    const h = req.headers.authorization ?? '';
+    const got = Buffer.from(h.startsWith('Bearer ') ? h.slice(7).trim() : '');
+    return got.length === expected.length && timingSafeEqual(got, expected);
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const apiErr = err instanceof ApiError ? err : new ApiError('internal', (err as Error)?.message ?? String(err));
+      if (!(err instanceof ApiError)) opts.onError?.(err, { method: req.method ?? '', url: req.url ?? '' });
+      if (!res.headersSent) send(res, apiErr.status, apiErr.toJSON());
+      else res.destroy();
+      // A rejected upload may leave its body unread; drop the connection rather than drain it.
+      if (!req.complete) req.destroy();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const method = req.method ?? 'GET';
+    const b = opts.backend;
+
+    // Liveness and readiness are for supervisors and load balancers: no token (Kubernetes does the same).
+    if (url.pathname === '/healthz') return send(res, 200, { ok: true });
+    if (url.pathname === '/readyz') return b.ready() ? send(res, 200, { ready: true }) : send(res, 503, { ready: false });
+
+    if (parts[0] !== 'v1') throw new ApiError('not-found', `no route ${method} ${url.pathname}`);
+    if (!authorized(req)) throw new ApiError('unauthorized', 'missing or wrong bearer token (see <data-dir>/token)');
+
+    const route = `${method} /${parts.slice(1, 2).join('/')}`;
+    switch (route) {
+      case 'GET /version':
+        return send(res, 200, b.version());
+      case 'GET /status':
+        return send(res, 200, await b.status());
+      case 'GET /nodes':
+        return send(res, 200, { items: b.nodes() });
+      case 'GET /resources': {
+        const kind = kindFromPlural(parts[2]);
+        if (parts.length === 3) return send(res, 200, { items: await b.list(kind) });
+        if (parts.length === 4) {
+          const r = await b.get(kind, parts[3]!);
+          if (!r) throw new ApiError('not-found', `${kind}/${parts[3]} not found`);
+          return send(res, 200, r);
+        }
+        if (parts.length === 5 && parts[4] === 'events') return send(res, 200, { items: b.events(kind, parts[3]!) });
+        break;
+      }
+      case 'POST /plan':
+        return send(res, 200, await b.plan(await readJson<PlanRequest>(req)));
+      case 'POST /apply':
+        return send(res, 200, await b.apply(await readJson<ApplyRequest>(req)));
+      case 'POST /delete':
+        return send(res, 200, await b.delete(await readJson<DeleteRequest>(req)));
+      case 'POST /tickets':
+        return send(res, 200, await b.ticket(await readJson<TicketRequest>(req)));
+      case 'HEAD /blobs':
+      case 'GET /blobs': {
+        const hash = blobHash(parts[2]);
+        const has = await b.hasBlob(hash);
+        if (method === 'HEAD') {
+          res.writeHead(has ? 200 : 404).end();
+          return;
+        }
+        if (!has) throw new ApiError('not-found', `blob ${hash} not found`);
+        return send(res, 200, { hash, present: true });
+      }
+      case 'PUT /blobs': {
+        const hash = blobHash(parts[2]);
+        const len = req.headers['content-length'];
+        return send(res, 200, await b.putBlob(hash, req, len !== undefined ? Number(len) : null));
+      }
+    }
+    throw new ApiError('not-found', `no route ${method} ${url.pathname}`);
+  }
+
+  return server;
+}
+
+function blobHash(s: string | undefined): string {
+  const h = s?.startsWith('blake3:') ? s : `blake3:${s ?? ''}`;
+  if (!/^blake3:[0-9a-f]{64}$/.test(h)) throw new ApiError('invalid', `expected a blob hash blake3:<64 hex>, got ${JSON.stringify(s)}`);
+  return h;
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readJson<T>(req: IncomingMessage): Promise<T> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_REQUEST_BYTES) throw new ApiError('too-large', `request of ${declared} bytes is over the ${MAX_REQUEST_BYTES}-byte limit`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) throw new ApiError('too-large', `request is over the ${MAX_REQUEST_BYTES}-byte limit`);
+    chunks.push(c as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+  } catch {
+    throw new ApiError('invalid', 'request body is not valid JSON');
+  }
+}

@@ -1,0 +1,128 @@
+import type { Plan } from '../reconciler/index.js';
+import type { DesiredResource, Kind, Labels, StoredMetadata, Spec } from '../state/index.js';
+
+// The JSON shapes of the node API (SPEC sections 3 and 4). The CLI prints several of them as-is
+// for `-o json`, so they are a contract with scripts: add fields, never rename or drop them.
+
+export interface Condition {
+  type: 'Scheduled' | 'ImageReady' | 'Running';
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+}
+
+export interface VmStatus {
+  phase: 'Pending' | 'Pulling' | 'Starting' | 'Running' | 'Stopping' | 'Stopped' | 'Failed' | 'Unknown';
+  nodeId: string | null;
+  observedGeneration: number;
+  conditions: Condition[];
+  message: string;
+}
+
+export interface ImageStatus {
+  hash: string | null;
+  size: number | null;
+  holders: string[];
+}
+
+export interface PeerStatus {
+  registered: boolean;
+  ready: boolean;
+}
+
+export interface ResourceJson {
+  apiVersion: string;
+  kind: Kind;
+  metadata: StoredMetadata;
+  spec: Spec;
+  status: VmStatus | ImageStatus | PeerStatus;
+}
+
+export interface EventJson {
+  time: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+export interface NodeJson {
+  nodeId: string;
+  name: string;
+  role: 'voter' | 'worker';
+  ready: boolean;
+  labels: Labels;
+  capacity: { vcpus: number; memoryMiB: number };
+  allocated: { vcpus: number; memoryMiB: number };
+  api: string | null;
+  formats: string[];
+}
+
+export interface StatusJson {
+  nodeId: string;
+  name: string;
+  clusterId: string | null;
+  version: string;
+  raft: {
+    role: 'leader' | 'follower' | 'candidate' | 'learner' | 'none';
+    term: number;
+    leader: string | null;
+    commitIndex: number;
+    appliedIndex: number;
+    members: { nodeId: string; name: string; role: 'voter' | 'learner'; api: string | null }[];
+  };
+  nodes: NodeJson[];
+  vms: { total: number; running: number };
+  images: { total: number };
+  applysets: { name: string; index: number; time: string }[];
+  errors: { time: string; component: string; message: string }[];
+  notes: string[];
+}
+
+export interface VersionJson {
+  version: string;
+  apiVersion: string;
+  nodeId: string;
+}
+
+export interface PlanRequest {
+  desired: DesiredResource[];
+  applyset: string;
+  prune: boolean;
+}
+
+export type ApplyRequest =
+  | (PlanRequest & { maxPrune: number; dryRun: boolean; plan?: undefined })
+  | { plan: Plan; maxPrune: number; dryRun?: boolean };
+
+export interface ApplyResult {
+  kind: Kind;
+  name: string;
+  action: 'created' | 'configured' | 'unchanged' | 'pruned';
+}
+
+export interface ApplyResponse {
+  planId: string;
+  dryRun: boolean;
+  index: number | null;
+  results: ApplyResult[];
+}
+
+export interface DeleteRequest {
+  targets: { kind: Kind; name: string }[];
+}
+
+export interface DeleteResponse {
+  index: number;
+  results: { kind: Kind; name: string; action: 'deleted' | 'notfound' }[];
+}
+
+export interface BlobJson {
+  hash: string;
+  size: number;
+}
+
+export interface TicketRequest {
+  role: 'voter' | 'worker';
+  ttlSeconds: number;
+}

@@ -1,0 +1,105 @@
+import type { Command } from 'commander';
+import { ApiError, resolveKind, KIND_WORDS, type ImageStatus, type NodeJson, type ResourceJson, type VmStatus } from '../api/index.js';
+import { formatBytes, withDefaults, type ImageSpec, type PeerSpec, type VmSpec } from '../state/index.js';
+import { connect } from './connection.js';
+import { age, outputFormat, table, toJson, toYaml, UsageError } from './output.js';
+
+// `blixard get KIND [NAME]`: a table, or -o json|yaml|name|wide (SPEC section 3 shapes).
+
+export default async function get(kindWord: string, name: string | undefined, opts: { output?: string }, cmd: Command): Promise<void> {
+  const kind = resolveKind(kindWord);
+  if (!kind) throw new UsageError(`unknown kind ${JSON.stringify(kindWord)}: expected one of ${KIND_WORDS.join(', ')}`);
+  const format = outputFormat(opts.output, ['table', 'json', 'yaml', 'name', 'wide']);
+  const client = await connect(cmd.optsWithGlobals());
+  try {
+    if (kind === 'Node') {
+      let nodes = await client.nodes();
+      if (name) {
+        nodes = nodes.filter((n) => n.name === name || n.nodeId === name);
+        if (nodes.length === 0) throw new ApiError('not-found', `node ${name} not found`);
+      }
+      const one = name ? nodes[0] : undefined;
+      if (format === 'json') return void process.stdout.write(toJson(one ?? { items: nodes }));
+      if (format === 'yaml') return void process.stdout.write(toYaml(one ?? { items: nodes }));
+      if (format === 'name') return void process.stdout.write(nodes.map((n) => `Node/${n.name}\n`).join(''));
+      return void process.stdout.write(nodeTable(nodes, format === 'wide'));
+    }
+    const items = name ? [await client.get(kind, name)] : await client.list(kind);
+    if (format === 'json') return void process.stdout.write(toJson(name ? items[0] : { items }));
+    if (format === 'yaml') return void process.stdout.write(toYaml(name ? items[0] : { items }));
+    if (format === 'name') return void process.stdout.write(items.map((r) => `${r.kind}/${r.metadata.name}\n`).join(''));
+    if (items.length === 0) return void process.stderr.write(`No ${kind} resources found.\n`);
+    process.stdout.write(resourceTable(items, format === 'wide'));
+  } finally {
+    client.close();
+  }
+}
+
+export function resourceTable(items: ResourceJson[], wide: boolean): string {
+  const kind = items[0]!.kind;
+  if (kind === 'VirtualMachine') {
+    return table(
+      ['NAME', 'PHASE', 'NODE', 'VCPUS', 'MEMORY', 'AGE', ...(wide ? ['IMAGE', 'STATE', 'GENERATION', 'MESSAGE'] : [])],
+      items.map((r) => {
+        const s = withDefaults('VirtualMachine', r.spec) as VmSpec;
+        const st = r.status as VmStatus;
+        return [
+          r.metadata.name,
+          st.phase,
+          st.nodeId ? st.nodeId.slice(0, 10) : '<none>',
+          String(s.vcpus),
+          `${s.memoryMiB}Mi`,
+          age(r.metadata.creationTimestamp),
+          ...(wide ? [s.image, s.state!, `${st.observedGeneration}/${r.metadata.generation}`, st.message] : []),
+        ];
+      }),
+    );
+  }
+  if (kind === 'Image') {
+    return table(
+      ['NAME', 'FORMAT', 'HASH', 'SIZE', 'HOLDERS', 'AGE', ...(wide ? ['SOURCE'] : [])],
+      items.map((r) => {
+        const s = r.spec as ImageSpec;
+        const st = r.status as ImageStatus;
+        return [
+          r.metadata.name,
+          s.format,
+          st.hash ? (wide ? st.hash : st.hash.slice(0, 19)) : '<none>',
+          st.size === null ? '<unknown>' : formatBytes(st.size),
+          String(st.holders.length),
+          age(r.metadata.creationTimestamp),
+          ...(wide ? [s.path ?? s.blob ?? ''] : []),
+        ];
+      }),
+    );
+  }
+  return table(
+    ['NAME', 'NODE-ID', 'ROLE', 'ADDRESSES', 'AGE'],
+    items.map((r) => {
+      const s = withDefaults('Peer', r.spec) as PeerSpec;
+      return [r.metadata.name, wide ? s.nodeId : s.nodeId.slice(0, 10), s.role!, (s.addresses ?? []).join(',') || '<none>', age(r.metadata.creationTimestamp)];
+    }),
+  );
+}
+
+function nodeTable(nodes: NodeJson[], wide: boolean): string {
+  return table(
+    ['NAME', 'NODE-ID', 'ROLE', 'READY', 'VCPUS', 'MEMORY', ...(wide ? ['ALLOCATED', 'FORMATS', 'LABELS', 'API'] : [])],
+    nodes.map((n) => [
+      n.name,
+      wide ? n.nodeId : n.nodeId.slice(0, 10),
+      n.role,
+      n.ready ? 'True' : 'False',
+      String(n.capacity.vcpus),
+      `${n.capacity.memoryMiB}Mi`,
+      ...(wide
+        ? [
+            `${n.allocated.vcpus} vcpu, ${n.allocated.memoryMiB}Mi`,
+            n.formats.join(',') || '<none>',
+            Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '<none>',
+            n.api ?? '<none>',
+          ]
+        : []),
+    ]),
+  );
+}

@@ -1,0 +1,89 @@
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { startNode, type RunningNode, type SettingFlags } from '../node/index.js';
+import { UsageError } from './output.js';
+
+// `blixard node start`: the daemon in the foreground. Logs (pino, JSON) go to stderr; the one
+// line scripts wait for, `ready nodeId=<id> api=<url>`, goes to stdout once the node serves.
+
+interface StartFlags {
+  name?: string;
+  api?: string;
+  listen?: string;
+  bootstrap?: boolean;
+  join?: string;
+  role?: 'voter' | 'worker';
+  hypervisor?: string;
+  labels?: string;
+  vcpus?: string;
+  memoryMib?: string;
+  prefetch?: 'assigned' | 'all';
+  maxTransferRate?: string;
+  imageCacheSize?: string;
+  nodeTimeout?: string;
+  fenceAfter?: string;
+  discovery?: 'none' | 'iroh';
+}
+
+export default async function nodeStart(flags: StartFlags, cmd: Command): Promise<void> {
+  const g = cmd.optsWithGlobals() as { dataDir?: string };
+  const dataDir = g.dataDir ?? process.env.BLIXARD_DATA_DIR;
+  if (!dataDir) throw new UsageError('--data-dir: required for node start');
+  const log = pino({ base: { pid: process.pid }, level: process.env.BLIXARD_LOG_LEVEL ?? 'info' }, pino.destination(2));
+  const node = await startNode({ dataDir, flags: settingFlags(flags), bootstrap: !!flags.bootstrap, ...(flags.join ? { join: flags.join } : {}), log });
+  // startNode returns once the API serves; no request is handled before this synchronous write.
+  process.stdout.write(`ready nodeId=${node.nodeId} api=${node.apiUrl}\n`);
+  log.info({ nodeId: node.nodeId, api: node.apiUrl }, 'ready');
+  await runUntilSignal(node, log);
+}
+
+/** Serves until SIGTERM or SIGINT, then stops cleanly (VMs, when there are some, keep running). */
+export async function runUntilSignal(node: RunningNode, log: { info(o: object, m?: string): void; error(o: object, m?: string): void }): Promise<void> {
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping');
+      node.stop().then(resolve, (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await stopped;
+}
+
+export function settingFlags(f: StartFlags): SettingFlags {
+  const int = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag}: expected a positive integer, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return {
+    name: f.name,
+    api: f.api,
+    listen: f.listen,
+    role: f.role,
+    hypervisor: f.hypervisor,
+    labels: f.labels === undefined ? undefined : parseLabels(f.labels),
+    vcpus: int('--vcpus', f.vcpus),
+    memoryMiB: int('--memory-mib', f.memoryMib),
+    prefetch: f.prefetch,
+    maxTransferRate: f.maxTransferRate,
+    imageCacheSize: f.imageCacheSize,
+    nodeTimeout: f.nodeTimeout,
+    fenceAfter: f.fenceAfter,
+    discovery: f.discovery,
+  };
+}
+
+function parseLabels(s: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of s.split(',').filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--labels: expected k=v,k2=v2, got ${JSON.stringify(s)}`);
+    out[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  return out;
+}

@@ -1,0 +1,71 @@
+import { stringify } from 'yaml';
+import { formatDuration } from '../state/index.js';
+
+// How the CLI prints: colour only on a TTY and never with NO_COLOR; tables like kubectl's.
+
+export interface Out {
+  color: boolean;
+  tty: boolean;
+  write(s: string): void;
+  err(s: string): void;
+}
+
+export function terminal(): Out {
+  const tty = !!process.stdout.isTTY;
+  return {
+    tty,
+    color: tty && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb',
+    write: (s) => process.stdout.write(s),
+    err: (s) => process.stderr.write(s),
+  };
+}
+
+const CODES = { red: 31, green: 32, yellow: 33, cyan: 36, bold: 1, dim: 2 } as const;
+export type Style = keyof typeof CODES;
+
+export function paint(out: Out, style: Style, s: string): string {
+  return out.color ? `\x1b[${CODES[style]}m${s}\x1b[0m` : s;
+}
+
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('   ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function age(iso: string | null | undefined, now = Date.now()): string {
+  if (!iso) return '<none>';
+  return formatDuration(Math.max(0, now - Date.parse(iso)));
+}
+
+export function toYaml(v: unknown): string {
+  return stringify(v, { lineWidth: 0 });
+}
+
+export function toJson(v: unknown): string {
+  return JSON.stringify(v, null, 2) + '\n';
+}
+
+export type OutputFormat = 'json' | 'yaml' | 'name' | 'wide' | 'table';
+
+export function outputFormat(o: string | undefined, allowed: OutputFormat[]): OutputFormat {
+  const f = (o ?? 'table') as OutputFormat;
+  if (!allowed.includes(f)) throw new UsageError(`-o: expected one of ${allowed.filter((a) => a !== 'table').join(', ')}, got ${JSON.stringify(o)}`);
+  return f;
+}
+
+/** Bad flags or arguments: exit 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A command that ran fine but whose answer is "no" (differences found, not found): exit with `code`. */
+export class ExitStatus extends Error {
+  constructor(readonly code: number, message = '') {
+    super(message);
+    this.name = 'ExitStatus';
+  }
+}

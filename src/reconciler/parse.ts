@@ -1,0 +1,211 @@
+import { LineCounter, isMap, isScalar, isSeq, parseAllDocuments } from 'yaml';
+import type { Document, Node as YamlNode } from 'yaml';
+import type { z } from 'zod';
+import type { ImageSpec, Kind, Labels, PeerSpec, VmSpec } from '../state/index.js';
+import { formatPath, type ManifestError } from './errors.js';
+import { KIND_NAMES, SCHEMAS, knownKeys, show } from './schema.js';
+import type { Source } from './sources.js';
+import { closest } from './suggest.js';
+
+// YAML text -> typed manifests, with every problem located (eemeli/yaml + zod, as in DESIGN.md).
+
+/** YAML aliases may expand at most this many times per document ("billion laughs" guard). */
+export const MAX_ALIAS_COUNT = 100;
+
+export type Manifest =
+  | ManifestOf<'VirtualMachine', VmSpec>
+  | ManifestOf<'Image', ImageSpec>
+  | ManifestOf<'Peer', PeerSpec>;
+
+interface ManifestOf<K extends Kind, S> {
+  kind: K;
+  name: string;
+  labels: Labels;
+  spec: S;
+  file: string;
+  dir: string;
+  /** 1-based line and column of the node at `path`, or the deepest existing node above it. */
+  locate(path: readonly (string | number)[]): { line: number; col: number };
+}
+
+export interface ParseResult {
+  manifests: Manifest[];
+  errors: ManifestError[];
+}
+
+export function parseSources(sources: Source[]): ParseResult {
+  const manifests: Manifest[] = [];
+  const errors: ManifestError[] = [];
+  for (const src of sources) {
+    const r = parseSource(src);
+    manifests.push(...r.manifests);
+    errors.push(...r.errors);
+  }
+  return { manifests, errors };
+}
+
+export function parseSource(src: Source): ParseResult {
+  const lineCounter = new LineCounter();
+  const manifests: Manifest[] = [];
+  const errors: ManifestError[] = [];
+  const at = (offset: number) => {
+    const p = lineCounter.linePos(offset);
+    return { line: p.line, col: p.col };
+  };
+  const docs = parseAllDocuments(src.text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  if (!Array.isArray(docs)) return { manifests, errors }; // an empty stream: nothing to apply
+
+  for (const doc of docs) {
+    if (doc.errors.length > 0) {
+      for (const e of doc.errors) {
+        errors.push({ file: src.file, ...at(e.pos[0]), message: yamlMessage(e.message), severity: 'error' });
+      }
+      continue;
+    }
+    if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue; // `---` with nothing
+
+    const locate = (path: readonly (string | number)[]) => at(offsetOf(doc, path));
+    const where: Locator = { value: locate, key: (path) => at(keyOffset(doc, path)) };
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (err) {
+      // yaml throws (rather than reporting) when aliases expand too far: turn it into a located error.
+      const msg = /alias/i.test((err as Error).message)
+        ? `expected at most ${MAX_ALIAS_COUNT} alias expansions, got more (YAML alias bomb?)`
+        : (err as Error).message;
+      errors.push({ file: src.file, ...locate([]), message: msg, severity: 'error' });
+      continue;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      errors.push({ file: src.file, ...locate([]), message: `expected a mapping with apiVersion, kind, metadata and spec, got ${show(value)}`, severity: 'error' });
+      continue;
+    }
+    const obj = value as Record<string, unknown>;
+    const name = typeof (obj.metadata as { name?: unknown } | undefined)?.name === 'string' ? ((obj.metadata as { name: string }).name) : undefined;
+    const kind = obj.kind;
+    if (typeof kind !== 'string' || !KIND_NAMES.includes(kind)) {
+      const hint = typeof kind === 'string' ? closest(kind, KIND_NAMES) : undefined;
+      errors.push({
+        file: src.file,
+        ...locate(['kind']),
+        ...(name !== undefined ? { ref: `${typeof kind === 'string' ? kind : '?'}/${name}` } : {}),
+        path: 'kind',
+        message:
+          kind === undefined
+            ? `required field is missing: expected one of ${KIND_NAMES.join(', ')}`
+            : `expected one of ${KIND_NAMES.join(', ')}, got ${show(kind)}${hint ? ` (did you mean "${hint}"?)` : ''}`,
+        severity: 'error',
+      });
+      continue;
+    }
+    const ref = `${kind}/${name ?? '?'}`;
+    const schema = SCHEMAS[kind as Kind] as z.ZodType;
+    const parsed = schema.safeParse(obj, { reportInput: true });
+    if (!parsed.success) {
+      for (const iss of parsed.error.issues) errors.push(...issueErrors(iss, kind, ref, src.file, where));
+      continue;
+    }
+    const data = parsed.data as { metadata: { name: string; labels?: Labels }; spec: unknown };
+    manifests.push({
+      kind: kind as Kind,
+      name: data.metadata.name,
+      labels: data.metadata.labels ?? {},
+      spec: data.spec,
+      file: src.file,
+      dir: src.dir,
+      locate,
+    } as Manifest);
+  }
+  return { manifests, errors };
+}
+
+type Issue = z.core.$ZodIssue;
+
+interface Locator {
+  /** The node at a path (or the deepest existing one above it). */
+  value(path: readonly (string | number)[]): { line: number; col: number };
+  /** The key of the pair at a path: where an unknown or missing field is shown. */
+  key(path: readonly (string | number)[]): { line: number; col: number };
+}
+
+function issueErrors(iss: Issue, kind: string, ref: string, file: string, where: Locator): ManifestError[] {
+  const path = iss.path.filter((s): s is string | number => typeof s !== 'symbol');
+  if (iss.code === 'unrecognized_keys') {
+    const known = knownKeys(kind, path);
+    return iss.keys.map((key) => {
+      const hint = closest(key, known.filter((k) => !iss.keys.includes(k)));
+      return {
+        file,
+        ...where.key([...path, key]),
+        ref,
+        path: formatPath([...path, key]),
+        message: `unknown field${hint ? ` (did you mean "${hint}"?)` : `; expected one of ${known.join(', ')}`}`,
+        severity: 'error' as const,
+      };
+    });
+  }
+  let message = iss.message;
+  if (iss.code === 'invalid_value' && typeof iss.input === 'string') {
+    const hint = closest(iss.input, iss.values.map(String));
+    if (hint) message += ` (did you mean "${hint}"?)`;
+  }
+  // A missing key points at the mapping that lacks it; its own key line is what editors show.
+  const missing = iss.input === undefined && iss.code !== 'custom';
+  const pos = missing ? where.key(path.slice(0, -1)) : where.value(path);
+  return [{ file, ...pos, ref, path: formatPath(path), message, severity: 'error' }];
+}
+
+/** Offset of the deepest node along `path` (DESIGN.md: walk doc.contents with get(seg, true)). */
+function offsetOf(doc: Document.Parsed, path: readonly (string | number)[]): number {
+  let node: YamlNode | null = doc.contents as YamlNode | null;
+  let best = node?.range?.[0] ?? 0;
+  for (const seg of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) break;
+      node = pair.value as YamlNode | null;
+      // A key with no value (`image:`) has no value node: point at the key.
+      const keyNode = pair.key as YamlNode;
+      best = node?.range?.[0] ?? keyNode.range?.[0] ?? best;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      const item = node.items[seg] as YamlNode | undefined;
+      if (!item) break;
+      node = item;
+      best = item.range?.[0] ?? best;
+    } else break;
+  }
+  return best;
+}
+
+/** Offset of the key of the pair at `path` (for unknown fields), else of the deepest node. */
+function keyOffset(doc: Document.Parsed, path: readonly (string | number)[]): number {
+  if (path.length === 0) return offsetOf(doc, path);
+  const parent: YamlNode | null = nodeAt(doc, path.slice(0, -1));
+  const last = path[path.length - 1];
+  if (isMap(parent)) {
+    const pair = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === String(last));
+    const k = pair?.key as YamlNode | undefined;
+    if (k?.range) return k.range[0];
+  }
+  return offsetOf(doc, path);
+}
+
+function nodeAt(doc: Document.Parsed, path: readonly (string | number)[]): YamlNode | null {
+  let node: YamlNode | null = doc.contents as YamlNode | null;
+  for (const seg of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) return node;
+      node = pair.value as YamlNode | null;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      node = (node.items[seg] as YamlNode | undefined) ?? node;
+    } else return node;
+  }
+  return node;
+}
+
+function yamlMessage(m: string): string {
+  // yaml's messages are good but sometimes end with a position we already print.
+  return 'invalid YAML: ' + m.replace(/ at line \d+, column \d+.*$/s, '').trim();
+}

@@ -1,0 +1,73 @@
+import type { ImageSource, Kind, Labels, Spec } from './types.js';
+
+// The entries of the replicated log. Each is decided by the leader (time, ids) so that applying it
+// is deterministic on every replica: the state machine reads no clock and no randomness.
+
+export interface NodeRecord {
+  nodeId: string;
+  name: string;
+  role: 'voter' | 'worker';
+  api: string | null;
+  addresses: string[];
+  labels: Labels;
+  capacity: { vcpus: number; memoryMiB: number };
+  /** Image formats this node's drivers can run (empty until a driver is enabled). */
+  formats: string[];
+  registeredAt: string;
+  updatedAt: string;
+}
+
+export type ApplyAction = 'create' | 'configure' | 'unchanged' | 'prune';
+
+export interface ApplyChange {
+  kind: Kind;
+  name: string;
+  action: ApplyAction;
+  /** The resourceVersion the plan read; 0 when the resource did not exist. */
+  read: number;
+  labels?: Labels;
+  spec?: Spec;
+  source?: ImageSource;
+}
+
+export interface DeleteTarget {
+  kind: Kind;
+  name: string;
+}
+
+export type Command =
+  | { op: 'bootstrap'; time: string; clusterId: string; node: NodeRecord }
+  | { op: 'registerNode'; time: string; node: NodeRecord }
+  | { op: 'apply'; time: string; planId: string; applyset: string; changes: ApplyChange[] }
+  | { op: 'delete'; time: string; targets: DeleteTarget[] }
+  | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string };
+
+export interface Conflict {
+  kind: Kind;
+  name: string;
+  read: number;
+  current: number;
+}
+
+export type ApplyOutcome =
+  | { ok: true; index: number; results: { kind: Kind; name: string; action: 'created' | 'configured' | 'unchanged' | 'pruned' }[] }
+  | { ok: false; code: 'conflict'; message: string; conflicts: Conflict[] }
+  | { ok: false; code: 'invalid'; message: string };
+
+export type DeleteOutcome =
+  | { ok: true; index: number; results: { kind: Kind; name: string; action: 'deleted' | 'notfound' }[] }
+  | { ok: false; code: 'invalid'; message: string };
+
+export type CommandOutcome =
+  | ApplyOutcome
+  | DeleteOutcome
+  | { ok: true; index: number }
+  | { ok: false; code: 'exists' | 'unknown'; message: string };
+
+export function encodeCommand(c: Command): Uint8Array {
+  return Buffer.from(JSON.stringify(c), 'utf8');
+}
+
+export function decodeCommand(data: Uint8Array): Command {
+  return JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) as Command;
+}

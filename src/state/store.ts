@@ -1,0 +1,285 @@
+import { createHash } from 'node:crypto';
+import type { ApplyChange, ApplyOutcome, Command, CommandOutcome, Conflict, DeleteOutcome, DeleteTarget, NodeRecord } from './commands.js';
+import { decodeCommand } from './commands.js';
+import { changeEffects, comparable } from './effects.js';
+import { resourceKey, type Kind, type StoredResource, type VmSpec } from './types.js';
+
+// The desired-state store: the Raft state machine. `apply(entry, index)` is deterministic and
+// synchronous; every replica that applies the same entries in the same order holds the same state.
+// It validates what it can decide alone (versions read by a plan, references between resources)
+// and turns a bad entry into an outcome rather than an exception, so a replica never diverges.
+
+export interface ApplysetRecord {
+  name: string;
+  index: number; // log index of the last apply through this set
+  time: string;
+  planId: string;
+}
+
+export interface JoinSecret {
+  secretHash: string;
+  role: 'voter' | 'worker';
+  expiresAt: string;
+  createdAt: string;
+}
+
+interface Snapshot {
+  version: 1;
+  clusterId: string | null;
+  resources: StoredResource[];
+  nodes: NodeRecord[];
+  applysets: ApplysetRecord[];
+  appliedPlans: string[];
+  joinSecrets: JoinSecret[];
+}
+
+/** How many applied plan ids the store remembers (a saved plan applies at most once). */
+export const PLAN_MEMORY = 1000;
+
+export class DesiredStateStore {
+  clusterId: string | null = null;
+  private resources = new Map<string, StoredResource>();
+  private nodes = new Map<string, NodeRecord>();
+  private applysets = new Map<string, ApplysetRecord>();
+  private appliedPlans: string[] = [];
+  private appliedPlanSet = new Set<string>();
+  private joinSecrets: JoinSecret[] = [];
+  appliedIndex = 0;
+
+  // --- StateMachine ---
+
+  apply(data: Uint8Array, index: number): CommandOutcome {
+    this.appliedIndex = index;
+    let cmd: Command;
+    try {
+      cmd = decodeCommand(data);
+    } catch {
+      return { ok: false, code: 'unknown', message: 'undecodable log entry' };
+    }
+    return this.applyCommand(cmd, index);
+  }
+
+  applyCommand(cmd: Command, index: number): CommandOutcome {
+    this.appliedIndex = Math.max(this.appliedIndex, index);
+    switch (cmd.op) {
+      case 'bootstrap':
+        if (this.clusterId !== null) return { ok: false, code: 'exists', message: `cluster ${this.clusterId} is already bootstrapped` };
+        this.clusterId = cmd.clusterId;
+        this.nodes.set(cmd.node.nodeId, { ...cmd.node });
+        return { ok: true, index };
+      case 'registerNode': {
+        const prev = this.nodes.get(cmd.node.nodeId);
+        this.nodes.set(cmd.node.nodeId, { ...cmd.node, registeredAt: prev?.registeredAt ?? cmd.node.registeredAt });
+        return { ok: true, index };
+      }
+      case 'apply':
+        return this.applySet(cmd.planId, cmd.applyset, cmd.time, cmd.changes, index);
+      case 'delete':
+        return this.deleteTargets(cmd.targets, index);
+      case 'addJoinSecret':
+        // Expired secrets go when a new one comes: time comes from entries, never from a clock.
+        this.joinSecrets = this.joinSecrets.filter((s) => s.expiresAt > cmd.time);
+        this.joinSecrets.push({ secretHash: cmd.secretHash, role: cmd.role, expiresAt: cmd.expiresAt, createdAt: cmd.time });
+        return { ok: true, index };
+      default:
+        return { ok: false, code: 'unknown', message: `unknown command ${(cmd as { op: string }).op}` };
+    }
+  }
+
+  snapshot(): Uint8Array {
+    const s: Snapshot = {
+      version: 1,
+      clusterId: this.clusterId,
+      resources: [...this.resources.values()],
+      nodes: [...this.nodes.values()],
+      applysets: [...this.applysets.values()],
+      appliedPlans: this.appliedPlans,
+      joinSecrets: this.joinSecrets,
+    };
+    return Buffer.from(JSON.stringify(s), 'utf8');
+  }
+
+  restore(data: Uint8Array, index: number): void {
+    const s = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) as Snapshot;
+    if (s.version !== 1) throw new Error(`unsupported store snapshot version ${String(s.version)}`);
+    this.clusterId = s.clusterId;
+    this.resources = new Map(s.resources.map((r) => [resourceKey(r.kind, r.metadata.name), r]));
+    this.nodes = new Map(s.nodes.map((n) => [n.nodeId, n]));
+    this.applysets = new Map(s.applysets.map((a) => [a.name, a]));
+    this.appliedPlans = s.appliedPlans;
+    this.appliedPlanSet = new Set(s.appliedPlans);
+    this.joinSecrets = s.joinSecrets;
+    this.appliedIndex = index;
+  }
+
+  // --- reads ---
+
+  get(kind: Kind, name: string): StoredResource | undefined {
+    return this.resources.get(resourceKey(kind, name));
+  }
+
+  list(kind?: Kind): StoredResource[] {
+    const out: StoredResource[] = [];
+    for (const r of this.resources.values()) if (!kind || r.kind === kind) out.push(r);
+    return out.sort((a, b) => (a.kind === b.kind ? cmp(a.metadata.name, b.metadata.name) : cmp(a.kind, b.kind)));
+  }
+
+  /** Resources whose inventory is `applyset`: what `--prune` may delete. */
+  inventory(applyset: string): StoredResource[] {
+    return this.list().filter((r) => r.applyset === applyset);
+  }
+
+  applyset(name: string): ApplysetRecord | undefined {
+    return this.applysets.get(name);
+  }
+
+  listApplysets(): ApplysetRecord[] {
+    return [...this.applysets.values()].sort((a, b) => cmp(a.name, b.name));
+  }
+
+  listNodes(): NodeRecord[] {
+    return [...this.nodes.values()].sort((a, b) => cmp(a.name, b.name));
+  }
+
+  node(nodeId: string): NodeRecord | undefined {
+    return this.nodes.get(nodeId);
+  }
+
+  hasAppliedPlan(planId: string): boolean {
+    return this.appliedPlanSet.has(planId);
+  }
+
+  activeJoinSecrets(now: string): JoinSecret[] {
+    return this.joinSecrets.filter((s) => s.expiresAt > now);
+  }
+
+  get size(): number {
+    return this.resources.size;
+  }
+
+  // --- commands ---
+
+  private applySet(planId: string, applyset: string, time: string, changes: ApplyChange[], index: number): ApplyOutcome {
+    if (this.appliedPlanSet.has(planId)) {
+      return { ok: false, code: 'conflict', message: `plan ${planId} was already applied`, conflicts: [] };
+    }
+    const conflicts: Conflict[] = [];
+    for (const c of changes) {
+      const current = this.resources.get(resourceKey(c.kind, c.name))?.metadata.resourceVersion ?? 0;
+      if (current !== c.read) conflicts.push({ kind: c.kind, name: c.name, read: c.read, current });
+    }
+    if (conflicts.length > 0) {
+      const list = conflicts.map((c) => `${c.kind}/${c.name} (read version ${c.read}, now ${c.current})`).join(', ');
+      return { ok: false, code: 'conflict', message: `changed since the plan read it: ${list}`, conflicts };
+    }
+    const invalid = this.referenceProblems(
+      changes.filter((c) => c.action !== 'prune'),
+      changes.filter((c) => c.action === 'prune'),
+    );
+    if (invalid) return { ok: false, code: 'invalid', message: invalid };
+
+    const results: Extract<ApplyOutcome, { ok: true }>['results'] = [];
+    for (const c of changes) {
+      const key = resourceKey(c.kind, c.name);
+      const cur = this.resources.get(key);
+      if (c.action === 'prune') {
+        this.resources.delete(key);
+        results.push({ kind: c.kind, name: c.name, action: 'pruned' });
+        continue;
+      }
+      if (!cur) {
+        const r: StoredResource = {
+          kind: c.kind,
+          metadata: { name: c.name, labels: { ...(c.labels ?? {}) }, uid: uidFor(this.clusterId, index, key), generation: 1, resourceVersion: index, creationTimestamp: time },
+          spec: c.spec!,
+          applyset,
+        };
+        if (c.source) r.source = c.source;
+        this.resources.set(key, r);
+        results.push({ kind: c.kind, name: c.name, action: 'created' });
+        continue;
+      }
+      // Decide "configured" here, not from the plan's label, so the stored state is a function of
+      // the log alone. The plan's version check already guarantees the two agree.
+      const fx = changeEffects(c.kind, comparable(c.kind, cur.metadata.labels, cur.spec, cur.source), comparable(c.kind, c.labels ?? {}, c.spec!, c.source));
+      const owned = cur.applyset === applyset;
+      if (fx.patch.length === 0) {
+        if (!owned) this.resources.set(key, { ...cur, applyset, metadata: { ...cur.metadata, resourceVersion: index } });
+        results.push({ kind: c.kind, name: c.name, action: 'unchanged' });
+        continue;
+      }
+      const next: StoredResource = {
+        kind: c.kind,
+        metadata: {
+          ...cur.metadata,
+          labels: { ...(c.labels ?? {}) },
+          generation: cur.metadata.generation + (fx.specChanged ? 1 : 0),
+          resourceVersion: index,
+        },
+        spec: c.spec!,
+        applyset,
+      };
+      if (c.source) next.source = c.source;
+      this.resources.set(key, next);
+      results.push({ kind: c.kind, name: c.name, action: 'configured' });
+    }
+    this.rememberPlan(planId);
+    this.applysets.set(applyset, { name: applyset, index, time, planId });
+    return { ok: true, index, results };
+  }
+
+  private deleteTargets(targets: DeleteTarget[], index: number): DeleteOutcome {
+    const existing = targets.filter((t) => this.resources.has(resourceKey(t.kind, t.name)));
+    const invalid = this.referenceProblems([], existing);
+    if (invalid) return { ok: false, code: 'invalid', message: invalid };
+    const results: Extract<DeleteOutcome, { ok: true }>['results'] = [];
+    for (const t of targets) {
+      const had = this.resources.delete(resourceKey(t.kind, t.name));
+      results.push({ kind: t.kind, name: t.name, action: had ? 'deleted' : 'notfound' });
+    }
+    return { ok: true, index, results };
+  }
+
+  /** A VM must name an Image that exists once the change is made (SPEC section 2). */
+  private referenceProblems(upserts: { kind: Kind; name: string; spec?: unknown }[], removals: { kind: Kind; name: string }[]): string | null {
+    const removed = new Set(removals.map((r) => resourceKey(r.kind, r.name)));
+    const upserted = new Map(upserts.map((u) => [resourceKey(u.kind, u.name), u]));
+    const imageExists = (name: string) => {
+      const key = resourceKey('Image', name);
+      return upserted.has(key) || (this.resources.has(key) && !removed.has(key));
+    };
+    const problems: string[] = [];
+    for (const u of upserts) {
+      if (u.kind !== 'VirtualMachine') continue;
+      const image = (u.spec as VmSpec).image;
+      if (!imageExists(image)) problems.push(`VirtualMachine/${u.name} needs Image/${image}, which does not exist`);
+    }
+    const removedImages = removals.filter((r) => r.kind === 'Image' && !upserted.has(resourceKey('Image', r.name)));
+    if (removedImages.length > 0) {
+      const gone = new Set(removedImages.map((r) => r.name));
+      for (const r of this.resources.values()) {
+        const key = resourceKey(r.kind, r.metadata.name);
+        if (r.kind !== 'VirtualMachine' || removed.has(key) || upserted.has(key)) continue;
+        const image = (r.spec as VmSpec).image;
+        if (gone.has(image)) problems.push(`Image/${image} is still used by VirtualMachine/${r.metadata.name}`);
+      }
+    }
+    return problems.length > 0 ? problems.join('; ') : null;
+  }
+
+  private rememberPlan(planId: string): void {
+    this.appliedPlans.push(planId);
+    this.appliedPlanSet.add(planId);
+    while (this.appliedPlans.length > PLAN_MEMORY) this.appliedPlanSet.delete(this.appliedPlans.shift()!);
+  }
+}
+
+/** A uid every replica derives alike from the entry that created the resource. */
+export function uidFor(clusterId: string | null, index: number, key: string): string {
+  const h = createHash('sha256').update(`${clusterId ?? ''}/${index}/${key}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
