@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest';
+import { encodeCommand, type ApplyChange, type Command } from './commands.js';
+import { DesiredStateStore, PLAN_MEMORY, uidFor } from './store.js';
+
+// The store is the Raft state machine: deterministic, all-or-nothing per entry, and equal on
+// every replica that applies the same entries.
+
+const T = '2026-01-01T00:00:00.000Z';
+const img = (name: string, read = 0): ApplyChange => ({ kind: 'Image', name, action: read ? 'configure' : 'create', read, labels: {}, spec: { blob: `blake3:${'a'.repeat(64)}`, format: 'raw' } });
+const vm = (name: string, read = 0, spec: Record<string, unknown> = {}): ApplyChange => ({ kind: 'VirtualMachine', name, action: read ? 'configure' : 'create', read, labels: {}, spec: { image: 'base', ...spec } });
+const apply = (planId: string, changes: ApplyChange[], applyset = 'default'): Command => ({ op: 'apply', time: T, planId, applyset, changes });
+
+function feed(store: DesiredStateStore, cmds: Command[], from = 1) {
+  return cmds.map((c, i) => store.apply(encodeCommand(c), from + i));
+}
+
+describe('DesiredStateStore', () => {
+  it('creates resources with uid, generation 1, resourceVersion = index, creation time from the entry', () => {
+    const s = new DesiredStateStore();
+    const [out] = feed(s, [apply('p1', [img('base'), vm('web')])], 7);
+    expect(out).toMatchObject({ ok: true, index: 7, results: [{ action: 'created' }, { action: 'created' }] });
+    const r = s.get('VirtualMachine', 'web')!;
+    expect(r.metadata).toEqual({ name: 'web', labels: {}, uid: uidFor(null, 7, 'VirtualMachine/web'), generation: 1, resourceVersion: 7, creationTimestamp: T });
+    expect(r.applyset).toBe('default');
+  });
+
+  it('rejects the whole entry when any read version changed (per-resource optimistic concurrency)', () => {
+    const s = new DesiredStateStore();
+    feed(s, [apply('p1', [img('base'), vm('a'), vm('b')])]);
+    const snapshotBefore = Buffer.from(s.snapshot()).toString();
+    const [out] = feed(s, [apply('p2', [vm('a', 1, { vcpus: 2 }), vm('b', 0, { vcpus: 2 })])], 2);
+    expect(out).toMatchObject({ ok: false, code: 'conflict', conflicts: [{ kind: 'VirtualMachine', name: 'b', read: 0, current: 1 }] });
+    expect(Buffer.from(s.snapshot()).toString()).toBe(snapshotBefore);
+  });
+
+  it('refuses a VM whose image does not exist after the entry, and an Image still in use', () => {
+    const s = new DesiredStateStore();
+    expect(feed(s, [apply('p1', [vm('orphan')])])[0]).toMatchObject({ ok: false, code: 'invalid' });
+    expect(s.size).toBe(0);
+    feed(s, [apply('p2', [img('base'), vm('web')])], 2);
+    expect(feed(s, [{ op: 'delete', time: T, targets: [{ kind: 'Image', name: 'base' }] }], 3)[0]).toMatchObject({ ok: false, code: 'invalid' });
+    expect(feed(s, [{ op: 'delete', time: T, targets: [{ kind: 'Image', name: 'base' }, { kind: 'VirtualMachine', name: 'web' }] }], 4)[0]).toMatchObject({ ok: true });
+    expect(s.size).toBe(0);
+  });
+
+  it('applies a plan id at most once', () => {
+    const s = new DesiredStateStore();
+    feed(s, [apply('p1', [img('base')])]);
+    expect(feed(s, [apply('p1', [img('base', 1)])], 2)[0]).toMatchObject({ ok: false, code: 'conflict', message: 'plan p1 was already applied' });
+  });
+
+  it('forgets the oldest plan ids past PLAN_MEMORY, identically on every replica', () => {
+    const s = new DesiredStateStore();
+    feed(s, [apply('p0', [img('base')])]);
+    for (let i = 1; i <= PLAN_MEMORY; i++) s.applyCommand(apply(`p${i}`, [{ ...img('base', s.get('Image', 'base')!.metadata.resourceVersion), action: 'unchanged' }]), i + 1);
+    expect(s.hasAppliedPlan('p0')).toBe(false);
+    expect(s.hasAppliedPlan(`p${PLAN_MEMORY}`)).toBe(true);
+  });
+
+  it('moves ownership to the applyset that last applied a resource (prune then leaves it alone)', () => {
+    const s = new DesiredStateStore();
+    feed(s, [apply('p1', [img('base'), vm('shared')], 'a')]);
+    expect(s.inventory('a').map((r) => r.metadata.name)).toEqual(['base', 'shared']);
+    const rv = s.get('VirtualMachine', 'shared')!.metadata.resourceVersion;
+    feed(s, [apply('p2', [{ ...vm('shared', rv), action: 'unchanged' }], 'b')], 2);
+    expect(s.inventory('a').map((r) => r.metadata.name)).toEqual(['base']);
+    expect(s.inventory('b').map((r) => r.metadata.name)).toEqual(['shared']);
+  });
+
+  it('restores from its snapshot to an equal state', () => {
+    const s = new DesiredStateStore();
+    feed(s, [
+      { op: 'bootstrap', time: T, clusterId: 'c1', node: { nodeId: 'n'.repeat(64), name: 'n1', role: 'voter', api: null, addresses: [], labels: {}, capacity: { vcpus: 1, memoryMiB: 1 }, formats: [], registeredAt: T, updatedAt: T } },
+      apply('p1', [img('base'), vm('a')]),
+      { op: 'addJoinSecret', time: T, secretHash: 'h', role: 'worker', expiresAt: '2027-01-01T00:00:00.000Z' },
+    ]);
+    const copy = new DesiredStateStore();
+    copy.restore(s.snapshot(), 3);
+    expect(Buffer.from(copy.snapshot()).toString()).toBe(Buffer.from(s.snapshot()).toString());
+    expect(copy.appliedIndex).toBe(3);
+    expect(copy.clusterId).toBe('c1');
+    expect(copy.activeJoinSecrets('2026-06-01T00:00:00.000Z')).toHaveLength(1);
+  });
+
+  it('is deterministic: two replicas fed the same entries hold byte-identical state', () => {
+    const cmds: Command[] = [apply('p1', [img('base'), vm('a'), vm('b')]), apply('p2', [vm('a', 1, { memoryMiB: 512 })]), { op: 'delete', time: T, targets: [{ kind: 'VirtualMachine', name: 'b' }] }];
+    const a = new DesiredStateStore();
+    const b = new DesiredStateStore();
+    feed(a, cmds);
+    feed(b, cmds);
+    expect(Buffer.from(a.snapshot()).equals(Buffer.from(b.snapshot()))).toBe(true);
+    expect(a.get('VirtualMachine', 'a')!.metadata.generation).toBe(2);
+  });
+
+  it('turns an undecodable entry into an outcome instead of throwing', () => {
+    const s = new DesiredStateStore();
+    expect(s.apply(Buffer.from('{not json'), 1)).toMatchObject({ ok: false, code: 'unknown' });
+    expect(s.appliedIndex).toBe(1);
+  });
+});

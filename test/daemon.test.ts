@@ -1,0 +1,269 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiError, type ApplyResponse, type ImageStatus } from '../src/api/index.js';
+import { blake3File } from '../src/images/index.js';
+import { cli, removeDir, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+
+// One real daemon (real process, Iroh node, loopback API) and the compiled CLI against it.
+
+let work: string;
+let d: Daemon;
+let conn: string[];
+const run = (args: string[], input?: string) => cli([...conn, ...args], { configHome: path.join(work, 'config'), cwd: work, ...(input !== undefined ? { input } : {}) });
+
+const image = (name: string, file = 'app.sh') => `apiVersion: blixard.dev/v1
+kind: Image
+metadata: { name: ${name} }
+spec: { path: ./${file}, format: executable, readyPattern: ready }
+`;
+const vm = (name: string, extra = '') => `apiVersion: blixard.dev/v1
+kind: VirtualMachine
+metadata: { name: ${name}, labels: { app: demo } }
+spec:
+  image: app${extra}
+`;
+const docs = (...d: string[]) => d.join('---\n');
+
+async function writeSet(dir: string, files: Record<string, string>): Promise<string> {
+  const abs = path.join(work, dir);
+  await removeDir(abs);
+  await mkdir(abs, { recursive: true });
+  for (const [name, text] of Object.entries(files)) await writeFile(path.join(abs, name), text, { mode: 0o755 });
+  return dir;
+}
+
+function results(stdout: string): string[] {
+  return (JSON.parse(stdout) as ApplyResponse).results.map((r) => `${r.kind}/${r.name}=${r.action}`).sort();
+}
+
+beforeAll(async () => {
+  work = await tempDir();
+  d = await startDaemon({ dataDir: path.join(work, 'node'), configHome: path.join(work, 'config') });
+  conn = ['--server', d.api, '--token', d.token];
+  await writeFile(path.join(work, 'app.sh'), '#!/bin/sh\necho ready\nexec sleep 100000\n', { mode: 0o755 });
+});
+
+afterAll(async () => {
+  await d?.stop();
+  await removeDir(work);
+});
+
+describe('apply', () => {
+  it('applies nothing when one document of the set is bad, and says where', async () => {
+    const dir = await writeSet('bad-set', {
+      'app.sh': '#!/bin/sh\necho ready\n',
+      'a.yaml': docs(image('app'), vm('good-1')),
+      'b.yaml': docs(vm('good-2'), vm('bad-1', '\n  vcpus: two')),
+    });
+    const r = run(['apply', '-f', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${path.join(dir, 'b.yaml')}:12:10 VirtualMachine/bad-1 spec.vcpus: expected a positive integer, got "two"`);
+    expect(r.stderr).toContain('nothing was applied');
+    expect(await d.client.list('VirtualMachine')).toEqual([]);
+    expect(await d.client.list('Image')).toEqual([]);
+  });
+
+  it('is idempotent: a second apply is all unchanged, also when defaults are left out or spelled out', async () => {
+    const dir = await writeSet('idem', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('idem-1')) });
+    expect(results(run(['apply', '-f', dir, '-o', 'json']).stdout)).toEqual(['Image/app=created', 'VirtualMachine/idem-1=created']);
+    const before = await d.client.get('VirtualMachine', 'idem-1');
+    expect(results(run(['apply', '-f', dir, '-o', 'json']).stdout)).toEqual(['Image/app=unchanged', 'VirtualMachine/idem-1=unchanged']);
+    // The same VM with every default written out is the same desired state.
+    await writeFile(
+      path.join(work, dir, 'set.yaml'),
+      docs(image('app'), vm('idem-1', '\n  vcpus: 1\n  memoryMiB: 256\n  state: Running\n  restartPolicy: Always\n  ports: []')),
+    );
+    expect(results(run(['apply', '-f', dir, '-o', 'json']).stdout)).toEqual(['Image/app=unchanged', 'VirtualMachine/idem-1=unchanged']);
+    const after = await d.client.get('VirtualMachine', 'idem-1');
+    expect(after.metadata).toEqual(before.metadata);
+    expect(run(['diff', '-f', dir]).code).toBe(0);
+  });
+
+  it('bumps generation for a spec change but not for a label change; resourceVersion for both', async () => {
+    const dir = await writeSet('gen', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('gen-1')) });
+    run(['apply', '-f', dir]);
+    const v1 = (await d.client.get('VirtualMachine', 'gen-1')).metadata;
+    await writeFile(path.join(work, dir, 'set.yaml'), docs(image('app'), vm('gen-1', '\n  memoryMiB: 512')));
+    expect(run(['apply', '-f', dir]).stdout).toContain('VirtualMachine/gen-1 configured');
+    const v2 = (await d.client.get('VirtualMachine', 'gen-1')).metadata;
+    expect(v2.generation).toBe(v1.generation + 1);
+    expect(v2.resourceVersion).toBeGreaterThan(v1.resourceVersion);
+    expect(v2.uid).toBe(v1.uid);
+    await writeFile(path.join(work, dir, 'set.yaml'), docs(image('app'), vm('gen-1', '\n  memoryMiB: 512').replace('app: demo', 'app: other')));
+    run(['apply', '-f', dir]);
+    const v3 = (await d.client.get('VirtualMachine', 'gen-1')).metadata;
+    expect(v3.generation).toBe(v2.generation);
+    expect(v3.resourceVersion).toBeGreaterThan(v2.resourceVersion);
+  });
+
+  it('--dry-run reports and changes nothing', async () => {
+    const dir = await writeSet('dry', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('dry-1')) });
+    const r = run(['apply', '-f', dir, '--dry-run']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('VirtualMachine/dry-1 created (dry run)');
+    await expect(d.client.get('VirtualMachine', 'dry-1')).rejects.toMatchObject({ code: 'not-found' });
+  });
+
+  it('reads manifests from stdin with -f -', async () => {
+    const r = run(['apply', '-f', '-', '-o', 'json'], docs(image('app'), vm('stdin-1')));
+    expect(r.code).toBe(0);
+    expect(results(r.stdout)).toContain('VirtualMachine/stdin-1=created');
+  });
+});
+
+describe('prune', () => {
+  it('removes only what the previous apply of the same applyset created', async () => {
+    const a = await writeSet('prune-a', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('pa-1'), vm('pa-2')) });
+    const b = await writeSet('prune-b', { 'set.yaml': vm('pb-1') });
+    expect(run(['apply', '-f', a, '--applyset', 'team-a']).code).toBe(0);
+    expect(run(['apply', '-f', b, '--applyset', 'team-b']).code).toBe(0);
+    await writeFile(path.join(work, a, 'set.yaml'), docs(image('app'), vm('pa-1')));
+    const diff = run(['diff', '-f', a, '--prune', '--applyset', 'team-a']);
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toContain('# VirtualMachine/pa-2: prune (delete)');
+    const r = run(['apply', '-f', a, '--prune', '--applyset', 'team-a', '-o', 'json']);
+    expect(r.code).toBe(0);
+    expect(results(r.stdout)).toEqual(['Image/app=unchanged', 'VirtualMachine/pa-1=unchanged', 'VirtualMachine/pa-2=pruned']);
+    const names = (await d.client.list('VirtualMachine')).map((x) => x.metadata.name);
+    expect(names).toContain('pb-1'); // another applyset's resource is not touched
+    expect(names).toContain('pa-1');
+    expect(names).not.toContain('pa-2');
+  });
+
+  it('refuses to prune more than --max-prune and prints what it would delete', async () => {
+    const dir = await writeSet('maxprune', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('mp-1'), vm('mp-2'), vm('mp-3')) });
+    run(['apply', '-f', dir, '--applyset', 'mp']);
+    await writeFile(path.join(work, dir, 'set.yaml'), docs(image('app')));
+    const r = run(['apply', '-f', dir, '--applyset', 'mp', '--prune', '--max-prune', '2']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('VirtualMachine/mp-1 would be pruned');
+    expect(r.stderr).toContain('more than --max-prune 2');
+    expect((await d.client.list('VirtualMachine')).map((x) => x.metadata.name)).toEqual(expect.arrayContaining(['mp-1', 'mp-2', 'mp-3']));
+    expect(run(['apply', '-f', dir, '--applyset', 'mp', '--prune', '--max-prune', '3']).code).toBe(0);
+  });
+});
+
+describe('saved plans and conflicts', () => {
+  it('applies a saved plan exactly once', async () => {
+    const dir = await writeSet('plan', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('plan-1')) });
+    const diff = run(['diff', '-f', dir, '--out', 'plan.json']);
+    expect(diff.code).toBe(1);
+    const first = run(['apply', '--plan', 'plan.json']);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain('VirtualMachine/plan-1 created');
+    const again = run(['apply', '--plan', 'plan.json']);
+    expect(again.code).toBe(4);
+  });
+
+  it('refuses a saved plan with exit 4 after a write to what it read, and applies nothing of it', async () => {
+    const dir = await writeSet('plan2', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('p2-1'), vm('p2-2')) });
+    run(['apply', '-f', dir]);
+    await writeFile(path.join(work, dir, 'set.yaml'), docs(image('app'), vm('p2-1', '\n  memoryMiB: 300'), vm('p2-2', '\n  memoryMiB: 300')));
+    expect(run(['diff', '-f', dir, '--out', 'plan2.json']).code).toBe(1);
+    // Someone else changes one of the resources the plan read.
+    const other = await writeSet('plan2-other', { 'set.yaml': vm('p2-2', '\n  memoryMiB: 999') });
+    expect(run(['apply', '-f', other]).code).toBe(0);
+    const r = run(['apply', '--plan', 'plan2.json']);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain('VirtualMachine/p2-2');
+    expect(((await d.client.get('VirtualMachine', 'p2-1')).spec as { memoryMiB?: number }).memoryMiB).toBeUndefined();
+    expect(((await d.client.get('VirtualMachine', 'p2-2')).spec as { memoryMiB?: number }).memoryMiB).toBe(999);
+  });
+
+  it('lets one of many concurrent conflicting applies win; the others get a conflict (exit 4)', async () => {
+    const dir = await writeSet('race', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': image('app') });
+    expect(run(['apply', '-f', dir]).code).toBe(0);
+    const set = (mem: number) => ({
+      desired: [{ kind: 'VirtualMachine' as const, name: 'race-1', labels: {}, spec: { image: 'app', memoryMiB: mem } }],
+      applyset: 'race',
+      prune: false,
+      maxPrune: 0,
+      dryRun: false,
+    });
+    await d.client.apply(set(100));
+    const outcomes = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => d.client.apply(set(200 + i))));
+    const won = outcomes.filter((o) => o.status === 'fulfilled');
+    const lost = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+    expect(won.length).toBeGreaterThanOrEqual(1);
+    for (const l of lost) {
+      expect(l.reason).toBeInstanceOf(ApiError);
+      expect((l.reason as ApiError).code).toBe('conflict');
+      expect((l.reason as ApiError).exitCode).toBe(4);
+    }
+    // Every winner was applied at its own log index: no two writes saw the same version.
+    const indices = won.map((o) => (o as PromiseFulfilledResult<ApplyResponse>).value.index);
+    expect(new Set(indices).size).toBe(indices.length);
+    const final = await d.client.get('VirtualMachine', 'race-1');
+    expect(final.metadata.resourceVersion).toBe(Math.max(...(indices as number[])));
+  });
+});
+
+describe('images', () => {
+  it('uploads image files into the Iroh blob store and records their BLAKE3', async () => {
+    const dir = await writeSet('img', { 'disk.bin': 'x'.repeat(3 * 1024 * 1024), 'set.yaml': image('blobby', 'disk.bin').replace('executable', 'raw') });
+    expect(run(['apply', '-f', dir]).code).toBe(0);
+    const want = await blake3File(path.join(work, dir, 'disk.bin'));
+    const st = (await d.client.get('Image', 'blobby')).status as ImageStatus;
+    expect(st.hash).toBe(want.hash);
+    expect(st.size).toBe(3 * 1024 * 1024);
+    expect(st.holders).toEqual([d.nodeId]);
+    expect(await d.client.hasBlob(want.hash)).toBe(true);
+    // New content under the same path is a change.
+    await writeFile(path.join(work, dir, 'disk.bin'), 'y'.repeat(1024));
+    expect(run(['apply', '-f', dir]).stdout).toContain('Image/blobby configured');
+  });
+
+  it('refuses an upload whose bytes do not match the announced hash, and stores nothing', async () => {
+    const file = path.join(work, 'liar.bin');
+    await writeFile(file, 'these bytes are not what the hash says');
+    const claimed = `blake3:${createHash('sha256').update('something else').digest('hex')}`;
+    await expect(d.client.putBlob(claimed, file)).rejects.toMatchObject({ code: 'invalid' });
+    expect(await d.client.hasBlob(claimed)).toBe(false);
+    const real = await blake3File(file);
+    expect(await d.client.hasBlob(real.hash)).toBe(false);
+  });
+
+  it('refuses a hash pin that does not match the file, before anything is sent', async () => {
+    const dir = await writeSet('pin', {
+      'app.sh': '#!/bin/sh\necho ready\n',
+      'set.yaml': image('pinned').replace('readyPattern: ready', `readyPattern: ready, hash: "blake3:${'0'.repeat(64)}"`),
+    });
+    const r = run(['apply', '-f', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Image\/pinned spec\.hash: expected the image content to match the pinned blake3:0{64}, got blake3:[0-9a-f]{64}/);
+    await expect(d.client.get('Image', 'pinned')).rejects.toMatchObject({ code: 'not-found' });
+  });
+});
+
+describe('get, describe, delete', () => {
+  it('prints resources in the SPEC shapes and exits 1 for a missing one', async () => {
+    const dir = await writeSet('get', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('get-1')) });
+    run(['apply', '-f', dir]);
+    const one = JSON.parse(run(['get', 'vm', 'get-1', '-o', 'json']).stdout);
+    expect(one).toMatchObject({ apiVersion: 'blixard.dev/v1', kind: 'VirtualMachine', metadata: { name: 'get-1', labels: { app: 'demo' } }, spec: { image: 'app' } });
+    expect(Object.keys(one.metadata).sort()).toEqual(['creationTimestamp', 'generation', 'labels', 'name', 'resourceVersion', 'uid']);
+    expect(Object.keys(one.status).sort()).toEqual(['conditions', 'message', 'nodeId', 'observedGeneration', 'phase']);
+    // Never pretends a VM runs: nothing in this build runs VMs.
+    expect(one.status.phase).toBe('Pending');
+    expect(one.status.nodeId).toBeNull();
+    expect(run(['get', 'virtualmachines', '-o', 'name']).stdout).toContain('VirtualMachine/get-1');
+    expect(run(['get', 'vms']).stdout).toMatch(/^NAME\s+PHASE\s+NODE/);
+    expect(run(['get', 'vm', 'nope']).code).toBe(1);
+    expect(run(['get', 'flavours']).code).toBe(2);
+    const desc = run(['describe', 'vm', 'get-1']);
+    expect(desc.stdout).toContain('Conditions:');
+    expect(desc.stdout).toMatch(/Normal\s+Created/);
+  });
+
+  it('refuses to delete an Image a VM still uses, and deletes by file or by name', async () => {
+    const dir = await writeSet('del', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('del-1')) });
+    run(['apply', '-f', dir]);
+    const inUse = run(['delete', 'image', 'app']);
+    expect(inUse.code).toBe(2);
+    expect(inUse.stderr).toContain('Image/app is still used by VirtualMachine/');
+    expect(run(['delete', 'vm', 'del-1']).stdout).toContain('VirtualMachine/del-1 deleted');
+    expect(run(['delete', 'vm', 'del-1']).code).toBe(1);
+  });
+});
