@@ -6,7 +6,8 @@ import type { Plan, PlannedChange } from '../reconciler/index.js';
 import type { Comparable, VmSpec } from '../state/index.js';
 import { connect } from './connection.js';
 import { loadAgainst, uploadFiles } from './manifests.js';
-import { ExitStatus, paint, terminal, toJson, toYaml, UsageError, type Out } from './output.js';
+import { ExitStatus, paint, terminal, toJson, UsageError, type Out } from './output.js';
+import { plainYaml } from './plain-yaml.js';
 
 // `blixard diff`: what an apply would change, as a unified diff (or RFC 6902 patches), each change
 // labelled with its effect on a running VM. Exit 0 when nothing differs, 1 when something does.
@@ -85,7 +86,7 @@ function view(name: string, c: Comparable | null): string {
   if (!c) return '';
   const doc: Record<string, unknown> = { metadata: { name, ...(Object.keys(c.metadata.labels).length ? { labels: c.metadata.labels } : {}) }, spec: c.spec };
   if (c.source) doc.content = c.source;
-  return toYaml(doc);
+  return plainYaml(doc);
 }
 
 /** `diff --actual`: where what is observed differs from what is stored. */

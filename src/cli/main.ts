@@ -1,6 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ApiError } from '../api/index.js';
-import { ManifestSetError, formatError } from '../reconciler/index.js';
 import { ExitStatus, UsageError } from './output.js';
 
 // The `blixard` program. Commands are declared here (cheap) and loaded only when run, so a
@@ -131,6 +130,11 @@ function lazy(modulePath: string): Handler {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // The yaml parser reads process.env.LOG_TOKENS once per token; process.env is a C++-backed
+  // object that costs about a microsecond per read, which is a fifth of the time to parse a folder
+  // of 10,000 manifests. A plain copy reads the same values (native code still sees the real
+  // environment, and child processes get this copy).
+  process.env = { ...process.env };
   const p = program();
   try {
     await p.parseAsync(argv);
@@ -154,9 +158,11 @@ function exitCodeOf(e: unknown): number {
     say(`error: ${e.message}`);
     return 2;
   }
-  if (e instanceof ManifestSetError) {
-    for (const err of e.errors) say(formatError(err));
-    say(`error: ${e.errors.length} problem${e.errors.length === 1 ? '' : 's'} in the manifests; nothing was applied`);
+  // Matched by name: importing the manifest code here would slow every command's start.
+  if ((e as Error)?.name === 'ManifestSetError') {
+    const n = (e as Error & { errors: unknown[] }).errors.length;
+    say((e as Error).message);
+    say(`error: ${n} problem${n === 1 ? '' : 's'} in the manifests; nothing was applied`);
     return 2;
   }
   if (e instanceof ApiError) {

@@ -1,5 +1,5 @@
 import type { DesiredResource } from '../state/index.js';
-import type { ManifestError } from './errors.js';
+import { sortErrors, type ManifestError } from './errors.js';
 import { parseSources, type Manifest } from './parse.js';
 import { readSources, type ReadOptions } from './sources.js';
 import { checkSet, type ImageFile, type SetOptions } from './validate.js';
@@ -18,8 +18,8 @@ export interface LoadedSet {
 export async function loadManifests(paths: string[], opts: ReadOptions & SetOptions): Promise<LoadedSet> {
   const read = await readSources(paths, opts);
   const parsed = parseSources(read.sources);
-  const checked = await checkSet(parsed.manifests, opts);
-  const all = [...read.errors, ...parsed.errors, ...checked.errors];
+  const checked = await checkSet(parsed.manifests, opts, parsed.refs);
+  const all = sortErrors([...read.errors, ...parsed.errors, ...checked.errors]);
   return {
     errors: all.filter((e) => e.severity === 'error'),
     warnings: all.filter((e) => e.severity === 'warning'),

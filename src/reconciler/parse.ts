@@ -1,5 +1,5 @@
-import { LineCounter, isMap, isScalar, isSeq, parseAllDocuments } from 'yaml';
-import type { Document, Node as YamlNode } from 'yaml';
+import { LineCounter, isMap, isScalar, isSeq, parseAllDocuments, visit } from 'yaml';
+import type { Document, Node as YamlNode, YAMLError } from 'yaml';
 import type { z } from 'zod';
 import type { ImageSpec, Kind, Labels, PeerSpec, VmSpec } from '../state/index.js';
 import { formatPath, type ManifestError } from './errors.js';
@@ -28,53 +28,88 @@ interface ManifestOf<K extends Kind, S> {
   locate(path: readonly (string | number)[]): { line: number; col: number };
 }
 
+/** Every document with a known kind and a name, valid or not: for duplicate and reference checks. */
+export interface DocRef {
+  kind: Kind;
+  name: string;
+  file: string;
+  locate(path: readonly (string | number)[]): { line: number; col: number };
+}
+
 export interface ParseResult {
   manifests: Manifest[];
+  refs: DocRef[];
   errors: ManifestError[];
 }
 
 export function parseSources(sources: Source[]): ParseResult {
   const manifests: Manifest[] = [];
+  const refs: DocRef[] = [];
   const errors: ManifestError[] = [];
   for (const src of sources) {
     const r = parseSource(src);
     manifests.push(...r.manifests);
+    refs.push(...r.refs);
     errors.push(...r.errors);
   }
-  return { manifests, errors };
+  return { manifests, refs, errors };
 }
 
 export function parseSource(src: Source): ParseResult {
   const lineCounter = new LineCounter();
   const manifests: Manifest[] = [];
+  const refs: DocRef[] = [];
   const errors: ManifestError[] = [];
   const at = (offset: number) => {
     const p = lineCounter.linePos(offset);
     return { line: p.line, col: p.col };
   };
   const docs = parseAllDocuments(src.text, { lineCounter, uniqueKeys: true, prettyErrors: false });
-  if (!Array.isArray(docs)) return { manifests, errors }; // an empty stream: nothing to apply
+  if (!Array.isArray(docs)) return { manifests, refs, errors }; // an empty stream: nothing to apply
 
-  for (const doc of docs) {
+  for (const [docIndex, doc] of docs.entries()) {
+    const locate = (path: readonly (string | number)[]) => at(offsetOf(doc, path));
+    // Kind and name as written, read from the syntax tree (no alias expansion, works with errors).
+    const rawKind = scalarAt(doc, ['kind']);
+    const rawName = scalarAt(doc, ['metadata', 'name']);
+    const docRef = typeof rawName === 'string' ? `${typeof rawKind === 'string' ? rawKind : '?'}/${rawName}` : undefined;
+    if (typeof rawKind === 'string' && KIND_NAMES.includes(rawKind) && typeof rawName === 'string') {
+      refs.push({ kind: rawKind as Kind, name: rawName, file: src.file, locate: lazyLocator(src, docIndex) });
+    }
+
     if (doc.errors.length > 0) {
+      const seenAt = new Set<number>();
       for (const e of doc.errors) {
-        errors.push({ file: src.file, ...at(e.pos[0]), message: yamlMessage(e.message), severity: 'error' });
+        // One slip often trips several rules at the same place; the first says it best.
+        if (seenAt.has(e.pos[0])) continue;
+        seenAt.add(e.pos[0]);
+        errors.push(yamlError(e, doc, src.file, at, docRef));
       }
       continue;
     }
     if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue; // `---` with nothing
 
-    const locate = (path: readonly (string | number)[]) => at(offsetOf(doc, path));
     const where: Locator = { value: locate, key: (path) => at(keyOffset(doc, path)) };
     let value: unknown;
     try {
       value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
     } catch (err) {
-      // yaml throws (rather than reporting) when aliases expand too far: turn it into a located error.
-      const msg = /alias/i.test((err as Error).message)
-        ? `expected at most ${MAX_ALIAS_COUNT} alias expansions, got more (YAML alias bomb?)`
-        : (err as Error).message;
-      errors.push({ file: src.file, ...locate([]), message: msg, severity: 'error' });
+      // yaml throws (rather than reporting) for aliases: turn that into a located error.
+      const message = (err as Error).message;
+      const unresolved = /^Unresolved alias[^:]*: (.*)$/.exec(message);
+      if (unresolved) {
+        const alias = findAlias(doc, unresolved[1]!);
+        errors.push({ file: src.file, ...at(alias?.range?.[0] ?? 0), ...(docRef ? { ref: docRef } : {}), message: `invalid YAML: ${message}`, severity: 'error' });
+      } else {
+        const bomb = /excessive alias count/i.test(message);
+        errors.push({
+          file: src.file,
+          ...locate([]),
+          ...(docRef ? { ref: docRef } : {}),
+          message: bomb ? `expected at most ${MAX_ALIAS_COUNT} alias expansions, got more (YAML alias bomb?)` : `invalid YAML: ${message}`,
+          severity: 'error',
+        });
+      }
       continue;
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -82,14 +117,13 @@ export function parseSource(src: Source): ParseResult {
       continue;
     }
     const obj = value as Record<string, unknown>;
-    const name = typeof (obj.metadata as { name?: unknown } | undefined)?.name === 'string' ? ((obj.metadata as { name: string }).name) : undefined;
     const kind = obj.kind;
     if (typeof kind !== 'string' || !KIND_NAMES.includes(kind)) {
       const hint = typeof kind === 'string' ? closest(kind, KIND_NAMES) : undefined;
       errors.push({
         file: src.file,
         ...locate(['kind']),
-        ...(name !== undefined ? { ref: `${typeof kind === 'string' ? kind : '?'}/${name}` } : {}),
+        ...(docRef ? { ref: docRef } : {}),
         path: 'kind',
         message:
           kind === undefined
@@ -99,7 +133,7 @@ export function parseSource(src: Source): ParseResult {
       });
       continue;
     }
-    const ref = `${kind}/${name ?? '?'}`;
+    const ref = docRef ?? `${kind}/?`;
     const schema = SCHEMAS[kind as Kind] as z.ZodType;
     const parsed = schema.safeParse(obj, { reportInput: true });
     if (!parsed.success) {
@@ -114,10 +148,76 @@ export function parseSource(src: Source): ParseResult {
       spec: data.spec,
       file: src.file,
       dir: src.dir,
-      locate,
+      // Keeping 10,000 syntax trees alive for the rare set-level error costs more (in GC) than
+      // parsing the one file again when such an error needs a position.
+      locate: lazyLocator(src, docIndex),
     } as Manifest);
   }
-  return { manifests, errors };
+  return { manifests, refs, errors };
+}
+
+/** A YAML error, located; a duplicate key also names the resource, the field and the first key. */
+function yamlError(e: YAMLError, doc: Document.Parsed, file: string, at: (o: number) => { line: number; col: number }, ref: string | undefined): ManifestError {
+  if (e.code === 'DUPLICATE_KEY') {
+    const dup = findDuplicateKey(doc.contents as YamlNode | null, e.pos[0], []);
+    if (dup) {
+      const first = at(dup.firstOffset);
+      return {
+        file,
+        ...at(e.pos[0]),
+        ...(ref ? { ref } : {}),
+        path: formatPath(dup.path),
+        message: `expected a key unique in its mapping, got a second ${JSON.stringify(dup.path[dup.path.length - 1])} (first at ${file}:${first.line}:${first.col})`,
+        severity: 'error',
+      };
+    }
+  }
+  return { file, ...at(e.pos[0]), ...(ref ? { ref } : {}), message: yamlMessage(e.message), severity: 'error' };
+}
+
+function findDuplicateKey(node: YamlNode | null, offset: number, path: (string | number)[]): { path: (string | number)[]; firstOffset: number } | undefined {
+  if (isMap(node)) {
+    const keys = node.items.map((p) => (isScalar(p.key) ? String(p.key.value) : undefined));
+    for (const [i, pair] of node.items.entries()) {
+      const k = pair.key as YamlNode | null;
+      if (k?.range?.[0] === offset && keys[i] !== undefined) {
+        const first = node.items[keys.indexOf(keys[i])]!.key as YamlNode;
+        return { path: [...path, keys[i]!], firstOffset: first.range?.[0] ?? offset };
+      }
+      const found = findDuplicateKey(pair.value as YamlNode | null, offset, [...path, keys[i] ?? '?']);
+      if (found) return found;
+    }
+  } else if (isSeq(node)) {
+    for (const [i, item] of node.items.entries()) {
+      const found = findDuplicateKey(item as YamlNode | null, offset, [...path, i]);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+function findAlias(doc: Document.Parsed, source: string): YamlNode | undefined {
+  let found: YamlNode | undefined;
+  visit(doc, {
+    Alias(_, node) {
+      if (node.source === source) {
+        found = node;
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return found;
+}
+
+function scalarAt(doc: Document.Parsed, path: string[]): unknown {
+  let node: YamlNode | null = doc.contents as YamlNode | null;
+  for (const seg of path) {
+    if (!isMap(node)) return undefined;
+    const pair = node.items.find((p) => isScalar(p.key) && p.key.value === seg);
+    node = (pair?.value as YamlNode | null) ?? null;
+  }
+  return isScalar(node) ? node.value : undefined;
 }
 
 type Issue = z.core.$ZodIssue;
@@ -145,6 +245,11 @@ function issueErrors(iss: Issue, kind: string, ref: string, file: string, where:
       };
     });
   }
+  if (iss.code === 'invalid_key') {
+    // A bad key of a record (labels): the key's own problem, shown at the key.
+    const inner = iss.issues[0]?.message ?? iss.message;
+    return [{ file, ...where.key(path), ref, path: formatPath(path), message: inner, severity: 'error' }];
+  }
   let message = iss.message;
   if (iss.code === 'invalid_value' && typeof iss.input === 'string') {
     const hint = closest(iss.input, iss.values.map(String));
@@ -154,6 +259,23 @@ function issueErrors(iss: Issue, kind: string, ref: string, file: string, where:
   const missing = iss.input === undefined && iss.code !== 'custom';
   const pos = missing ? where.key(path.slice(0, -1)) : where.value(path);
   return [{ file, ...pos, ref, path: formatPath(path), message, severity: 'error' }];
+}
+
+const reparsed = new WeakMap<Source, { docs: Document.Parsed[]; lineCounter: LineCounter }>();
+
+function lazyLocator(src: Source, docIndex: number): Manifest['locate'] {
+  return (path) => {
+    let r = reparsed.get(src);
+    if (!r) {
+      const lineCounter = new LineCounter();
+      const docs = parseAllDocuments(src.text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+      r = { docs: Array.isArray(docs) ? docs : [], lineCounter };
+      reparsed.set(src, r);
+    }
+    const doc = r.docs[docIndex];
+    const p = r.lineCounter.linePos(doc ? offsetOf(doc, path) : 0);
+    return { line: p.line, col: p.col };
+  };
 }
 
 /** Offset of the deepest node along `path` (DESIGN.md: walk doc.contents with get(seg, true)). */

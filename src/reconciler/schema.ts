@@ -12,7 +12,8 @@ export function show(v: unknown): string {
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
   const s = JSON.stringify(v);
-  return s.length > 60 ? s.slice(0, 57) + '..."' : s;
+  // Cut long values, but say how long they were: the length may be the problem.
+  return s.length > 60 ? `${s.slice(0, 57)}..." (${String(v).length} characters)` : s;
 }
 
 // An error customiser: missing values say so; anything else says what was expected and what came.
@@ -68,8 +69,8 @@ export const imageSpec = z
     {
       path: z.string(expect('a file path relative to the manifest')).min(1, expect('a non-empty file path')).optional(),
       blob: z
-        .string(expect('blake3:<64 hex digits> or an Iroh blob ticket'))
-        .refine((s) => BLAKE3_REF.test(s) || BLOB_TICKET.test(s), expect('blake3:<64 hex digits> or an Iroh blob ticket'))
+        .string(expect('blake3:<64 lowercase hex digits> or an Iroh blob ticket'))
+        .refine((s) => BLAKE3_REF.test(s) || BLOB_TICKET.test(s), expect('blake3:<64 lowercase hex digits> or an Iroh blob ticket'))
         .optional(),
       initrd: z.string(expect('a file path relative to the manifest')).min(1, expect('a non-empty file path')).optional(),
       format: z.enum(['kernel', 'raw', 'qcow2', 'executable'], expect('one of kernel, raw, qcow2, executable')),

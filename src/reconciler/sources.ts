@@ -1,4 +1,5 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { ManifestError } from './errors.js';
 
@@ -36,7 +37,7 @@ export async function readSources(paths: string[], opts: ReadOptions = {}): Prom
         continue;
       }
       const text = await readStdin(opts.stdin, max);
-      if (text === null) fileError('<stdin>', `is over the limit of ${mib(max)} per manifest file`);
+      if (text === null) fileError('<stdin>', `is over the limit of ${max} bytes (${mib(max)}) per manifest file`);
       else sources.push({ file: '<stdin>', dir: cwd, text });
       continue;
     }
@@ -55,24 +56,24 @@ export async function readSources(paths: string[], opts: ReadOptions = {}): Prom
     } else files.push(p);
   }
 
-  // Read in bounded parallel batches: a folder of 10,000 manifests should not open 10,000 fds.
-  const unique = [...new Set(files)];
-  for (let i = 0; i < unique.length; i += 64) {
-    const batch = await Promise.all(
-      unique.slice(i, i + 64).map(async (file) => {
-        const abs = path.resolve(cwd, file);
-        try {
-          const st = await stat(abs);
-          if (st.size > max) return { file, error: `is ${mib(st.size)}, over the limit of ${mib(max)} per manifest file` };
-          return { file, text: await readFile(abs, 'utf8'), dir: path.dirname(abs) };
-        } catch (err) {
-          return { file, error: `cannot be read: ${(err as Error).message}` };
+  // Synchronous reads: the CLI does nothing else meanwhile, and for a folder of 10,000 small
+  // manifests one open-read-close each is several times faster than the promise-based API.
+  for (const file of new Set(files)) {
+    const abs = path.resolve(cwd, file);
+    try {
+      const fd = openSync(abs, 'r');
+      try {
+        const size = fstatSync(fd).size;
+        if (size > max) {
+          fileError(file, `is ${size} bytes, over the limit of ${max} bytes (${mib(max)}) per manifest file`);
+          continue;
         }
-      }),
-    );
-    for (const r of batch) {
-      if ('error' in r) fileError(r.file, r.error as string);
-      else sources.push({ file: r.file, dir: r.dir, text: r.text });
+        sources.push({ file, dir: path.dirname(abs), text: readFileSync(fd, 'utf8') });
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      fileError(file, `cannot be read: ${(err as Error).message}`);
     }
   }
   return { sources, errors };

@@ -4,7 +4,7 @@ import { blake3File, hashOfTicket } from '../images/index.js';
 import type { z } from 'zod';
 import { API_VERSION, type DesiredResource, type ImageSource } from '../state/index.js';
 import { formatPath, type ManifestError } from './errors.js';
-import type { Manifest } from './parse.js';
+import type { DocRef, Manifest } from './parse.js';
 import { BLAKE3_REF, KIND_NAMES, SCHEMAS, show } from './schema.js';
 
 // Checks that need the whole set (and the disk): duplicate names, references between resources,
@@ -35,30 +35,37 @@ export interface CheckedSet {
   files: ImageFile[];
 }
 
-export async function checkSet(manifests: Manifest[], opts: SetOptions): Promise<CheckedSet> {
+/**
+ * `refs` names every document of the set with a kind and a name, including those with schema
+ * errors, so a duplicate or a reference is judged against the whole set as written.
+ */
+export async function checkSet(manifests: Manifest[], opts: SetOptions, refs: DocRef[] = manifests): Promise<CheckedSet> {
   const errors: ManifestError[] = [];
-  const err = (m: Manifest, p: (string | number)[], message: string, severity: 'error' | 'warning' = 'error') =>
+  const err = (m: DocRef, p: (string | number)[], message: string, severity: 'error' | 'warning' = 'error') =>
     errors.push({ file: m.file, ...m.locate(p), ref: `${m.kind}/${m.name}`, path: formatPath(p), message, severity });
 
-  const first = new Map<string, Manifest>();
-  for (const m of manifests) {
-    const key = `${m.kind}/${m.name}`;
+  const first = new Map<string, DocRef>();
+  for (const r of refs) {
+    const key = `${r.kind}/${r.name}`;
     const prev = first.get(key);
     if (prev) {
       const at = prev.locate(['metadata', 'name']);
-      err(m, ['metadata', 'name'], `expected a name unique per kind, got a second ${key} (first at ${prev.file}:${at.line}:${at.col})`);
-    } else first.set(key, m);
+      err(r, ['metadata', 'name'], `expected a name unique per kind, got a second ${key} (first at ${prev.file}:${at.line}:${at.col})`);
+    } else first.set(key, r);
   }
 
   const peerIds = new Map<string, Manifest>();
   for (const m of manifests) {
     if (m.kind !== 'Peer') continue;
     const prev = peerIds.get(m.spec.nodeId);
-    if (prev) err(m, ['spec', 'nodeId'], `expected a node id used by one Peer only, got the node id of Peer/${prev.name} again`);
-    else peerIds.set(m.spec.nodeId, m);
+    if (prev) {
+      const at = prev.locate(['spec', 'nodeId']);
+      err(m, ['spec', 'nodeId'], `expected a node id used by one Peer only, got the node id of Peer/${prev.name} again (first at ${prev.file}:${at.line}:${at.col})`);
+    } else peerIds.set(m.spec.nodeId, m);
   }
 
-  const images = new Set(manifests.filter((m) => m.kind === 'Image').map((m) => m.name));
+  // An Image of the set with errors of its own is still "in the set": no misleading lookup.
+  const images = new Set(refs.filter((r) => r.kind === 'Image').map((r) => r.name));
   const outside = manifests.filter((m) => m.kind === 'VirtualMachine' && !images.has(m.spec.image));
   const inCluster = outside.length > 0 && opts.clusterImages ? await opts.clusterImages() : null;
   for (const m of outside) {
@@ -110,7 +117,9 @@ export async function checkSet(manifests: Manifest[], opts: SetOptions): Promise
           try {
             source.hash = await hashOfTicket(spec.blob);
           } catch (e) {
-            return err(m, ['spec', 'blob'], `expected a valid Iroh blob ticket: ${(e as Error).message}`);
+            // Iroh's message carries a Rust cause chain (and a backtrace with RUST_BACKTRACE): keep its first line.
+            const why = ((e as Error).message.split('\n')[0] ?? '').trim();
+            return err(m, ['spec', 'blob'], `expected a valid Iroh blob ticket, got ${show(spec.blob)}${why ? ` (${why})` : ''}`);
           }
         }
         source.size = null;

@@ -8,7 +8,15 @@ import { ApiClient } from '../../src/api/index.js';
 // Real daemons for integration tests: the compiled CLI (`npm test` runs tsc first), real
 // processes, real ports on loopback, a private XDG config dir so tests never touch ~/.config.
 
-export const ROOT = path.resolve(import.meta.dirname, '..', '..');
+// This file also runs compiled from dist/test/helpers (the benchmarks use it): find the checkout.
+function findRoot(from: string): string {
+  for (let dir = from; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'bin', 'blixard.js'))) return dir;
+  }
+  throw new Error(`no blixard checkout above ${from}`);
+}
+
+export const ROOT = findRoot(import.meta.dirname);
 export const BIN = path.join(ROOT, 'bin', 'blixard.js');
 
 export function requireBuild(): void {

@@ -1,0 +1,14 @@
+import { foundationBench } from './foundation.js';
+import { printTable } from './table.js';
+
+// `npm run bench`: every benchmark, each printing its table. Select with BENCH=name,name.
+
+const suites: Record<string, { title: string; run: () => Promise<import('./table.js').Row[]> }> = {
+  foundation: { title: 'Foundation: manifests, store, CLI (issue 2)', run: foundationBench },
+};
+
+const only = process.env.BENCH?.split(',').filter(Boolean);
+for (const [name, s] of Object.entries(suites)) {
+  if (only && !only.includes(name)) continue;
+  printTable(s.title, await s.run());
+}
