@@ -23,7 +23,7 @@ export async function loadAgainst(client: ApiClient, paths: string[] | undefined
 export async function uploadFiles(client: ApiClient, files: ImageFile[]): Promise<void> {
   for (const f of files) {
     if (await client.hasBlob(f.hash)) continue;
-    const bar = transferBar(`upload ${f.ref} ${f.role}`, f.size);
+    const bar = await transferBar(`upload ${f.ref} ${f.role}`, f.size);
     try {
       await client.putBlob(f.hash, f.abs, (sent) => bar.update(sent));
     } finally {

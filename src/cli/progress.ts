@@ -1,4 +1,3 @@
-import cliProgress from 'cli-progress';
 import { formatBytes } from '../state/index.js';
 
 // Progress of long operations: a bar on a TTY (stderr, so stdout stays machine-readable), and
@@ -9,8 +8,10 @@ export interface Progress {
   stop(): void;
 }
 
-export function transferBar(label: string, total: number): Progress {
+/** Loaded only for a TTY: a pipe gets no bar, and no start-up cost for one. */
+export async function transferBar(label: string, total: number): Promise<Progress> {
   if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  const { default: cliProgress } = await import('cli-progress');
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,

@@ -5,7 +5,6 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Iroh } from '@number0/iroh';
-import { createBLAKE3 } from 'hash-wasm';
 
 // The node's content-addressed store is Iroh's blob store. Uploads are spooled to a file in the
 // data dir (never held in memory) while their BLAKE3 is computed, and imported into Iroh only when
@@ -55,6 +54,7 @@ export class BlobStore {
   async importStream(expected: string, body: Readable): Promise<BlobInfo> {
     const spool = path.join(this.incoming, `${randomBytes(8).toString('hex')}.part`);
     try {
+      const { createBLAKE3 } = await import('hash-wasm');
       const hasher = await createBLAKE3();
       hasher.init();
       const hashing = new Transform({

@@ -1,5 +1,4 @@
 import { createReadStream } from 'node:fs';
-import { createBLAKE3 } from 'hash-wasm';
 
 // The whole-file BLAKE3 that `b3sum` prints, streamed so that an image of any size is hashed in
 // constant memory. Iroh's blob hash of the same bytes (raw format) is this same value.
@@ -10,6 +9,8 @@ export interface FileDigest {
 }
 
 export async function blake3File(file: string): Promise<FileDigest> {
+  // Loaded on first use: most CLI runs hash no file, and every run pays for what it imports.
+  const { createBLAKE3 } = await import('hash-wasm');
   const hasher = await createBLAKE3();
   hasher.init();
   let size = 0;
