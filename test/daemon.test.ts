@@ -267,3 +267,58 @@ describe('get, describe, delete', () => {
     expect(run(['delete', 'vm', 'del-1']).code).toBe(1);
   });
 });
+
+describe('API and CLI surface', () => {
+  it('apply --wait exits 1 at once for a VM that cannot be scheduled, instead of pretending', async () => {
+    const dir = await writeSet('wait', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('wait-1')) });
+    const t0 = Date.now();
+    const r = run(['apply', '-f', dir, '--wait', '--timeout', '30s']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('VirtualMachine/wait-1 cannot be scheduled');
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  });
+
+  it('validates what arrives over the API itself, not only what the CLI sends', async () => {
+    const bad = { desired: [{ kind: 'VirtualMachine' as const, name: 'Bad_Name', labels: {}, spec: { image: 'app', vcpus: -1 } }], applyset: 'x', prune: false, maxPrune: 0, dryRun: false };
+    const err = await d.client.apply(bad).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect((err as ApiError).code).toBe('invalid');
+    expect((err as ApiError).message).toContain('metadata.name: expected a DNS-1123 label');
+    expect((err as ApiError).message).toContain('spec.vcpus: expected a positive integer, got -1');
+    const missing = { desired: [{ kind: 'VirtualMachine' as const, name: 'orphan', labels: {}, spec: { image: 'no-such-image' } }], applyset: 'x', prune: false, maxPrune: 0, dryRun: false };
+    await expect(d.client.apply(missing)).rejects.toMatchObject({ code: 'invalid', message: expect.stringContaining('no-such-image') });
+  });
+
+  it('refuses JSON requests over 8 MiB with a clear error (exit 2)', async () => {
+    const huge = { desired: [{ kind: 'VirtualMachine' as const, name: 'big', labels: {}, spec: { image: 'app', kernelArgs: 'x'.repeat(9 * 1024 * 1024) } }], applyset: 'x', prune: false, maxPrune: 0, dryRun: false };
+    const err = (await d.client.apply(huge).catch((e: unknown) => e)) as ApiError;
+    expect(err.code).toBe('too-large');
+    expect(err.exitCode).toBe(2);
+    expect((await d.client.status()).nodeId).toBe(d.nodeId);
+  });
+
+  it('finds the local node by the record `node start` wrote, with no flags at all', async () => {
+    const r = cli(['status', '-o', 'json'], { configHome: path.join(work, 'config'), cwd: work });
+    expect(r.code).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ nodeId: d.nodeId, raft: { role: 'leader', leader: d.nodeId, term: 1 }, vms: { running: 0 } });
+    expect(s.raft.members).toEqual([{ nodeId: d.nodeId, name: expect.any(String), role: 'voter', api: d.api }]);
+    expect(s.nodes[0]).toMatchObject({ nodeId: d.nodeId, role: 'voter', ready: true, allocated: { vcpus: 0, memoryMiB: 0 } });
+    // --data-dir alone also works: the token from D/token, the API from the record.
+    expect(cli(['status', '-o', 'json', '--data-dir', d.dataDir], { configHome: path.join(work, 'config'), cwd: work }).code).toBe(0);
+  });
+
+  it('prints a one-line join ticket, the versions, and the JSON Schema', async () => {
+    const t = run(['node', 'ticket', '--role', 'voter', '--ttl', '1h']);
+    expect(t.code).toBe(0);
+    expect(t.stdout.trim().split('\n')).toHaveLength(1);
+    expect(t.stdout).toMatch(/^bxjoin1[A-Za-z0-9_-]+\n$/);
+    const v = JSON.parse(run(['version', '-o', 'json']).stdout);
+    const pkg = JSON.parse(await readFile(path.join(import.meta.dirname, '..', 'package.json'), 'utf8'));
+    expect(v).toMatchObject({ client: { version: pkg.version }, server: { version: pkg.version, nodeId: d.nodeId } });
+    const schema = JSON.parse(run(['schema']).stdout);
+    expect(schema.oneOf.map((s: { title: string }) => s.title)).toEqual(['VirtualMachine', 'Image', 'Peer']);
+    expect(schema.oneOf[0].properties.spec.properties.vcpus).toMatchObject({ type: 'integer' });
+    expect(schema.oneOf[0].additionalProperties).toBe(false);
+  });
+});

@@ -24,6 +24,8 @@ import type { Plan } from '../reconciler/index.js';
 // It only translates HTTP to calls on a backend the node composes; it holds no state.
 
 export const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
+/** How much of a refused body is read and dropped so the client gets the answer; past it, hang up. */
+const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
 
 export interface ApiBackend {
   version(): VersionJson;
@@ -56,12 +58,14 @@ export function createApiServer(opts: ApiServerOptions): Server {
   };
 
   const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
+    handle(req, res).catch(async (err: unknown) => {
       const apiErr = err instanceof ApiError ? err : new ApiError('internal', (err as Error)?.message ?? String(err));
       if (!(err instanceof ApiError)) opts.onError?.(err, { method: req.method ?? '', url: req.url ?? '' });
-      if (!res.headersSent) send(res, apiErr.status, apiErr.toJSON());
+      // A client still sending a body it was refused for (too large) would see its write fail
+      // rather than our answer: read and drop the rest first, up to a bound, then answer.
+      if (!req.complete && apiErr.code === 'too-large') await drain(req, MAX_DRAIN_BYTES);
+      if (!res.headersSent && !res.destroyed) send(res, apiErr.status, apiErr.toJSON());
       else res.destroy();
-      // A rejected upload may leave its body unread; drop the connection rather than drain it.
       if (!req.complete) req.destroy();
     });
   });
@@ -156,4 +160,20 @@ async function readJson<T>(req: IncomingMessage): Promise<T> {
   } catch {
     throw new ApiError('invalid', 'request body is not valid JSON');
   }
+}
+
+function drain(req: IncomingMessage, max: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    req.on('data', (c: Buffer) => {
+      seen += c.length;
+      if (seen > max) {
+        req.destroy();
+        resolve();
+      }
+    });
+    req.once('end', () => resolve());
+    req.once('close', () => resolve());
+    req.resume();
+  });
 }
