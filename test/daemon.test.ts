@@ -113,6 +113,28 @@ describe('apply', () => {
   });
 });
 
+describe('diff', () => {
+  it('labels each change with its effect on a running VM, as a unified diff and as JSON patches', async () => {
+    const dir = await writeSet('diff', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('df-1'), vm('df-2')) });
+    run(['apply', '-f', dir]);
+    await writeFile(path.join(work, dir, 'set.yaml'), docs(image('app'), vm('df-1', '\n  memoryMiB: 1024'), vm('df-2', '\n  kernelArgs: quiet'), vm('df-3')));
+    const text = run(['diff', '-f', dir]);
+    expect(text.code).toBe(1);
+    expect(text.stdout).toContain('# VirtualMachine/df-1: configure, recreate (recreate: spec.memoryMiB)');
+    expect(text.stdout).toContain('# VirtualMachine/df-2: configure, restart (restart: spec.kernelArgs)');
+    expect(text.stdout).toContain('# VirtualMachine/df-3: create');
+    expect(text.stdout).toContain('--- stored/VirtualMachine/df-1');
+    expect(text.stdout).toMatch(/^-\s+memoryMiB: 256$/m);
+    expect(text.stdout).toMatch(/^\+\s+memoryMiB: 1024$/m);
+    expect(text.stdout).not.toContain('\x1b['); // no colour off a TTY
+    const patches = JSON.parse(run(['diff', '-f', dir, '-o', 'json-patch']).stdout) as { name: string; action: string; effect: string; patch: unknown[] }[];
+    expect(patches.map((p) => `${p.name}:${p.action}:${p.effect}`).sort()).toEqual(['df-1:configure:recreate', 'df-2:configure:restart', 'df-3:create:create']);
+    expect(patches.find((p) => p.name === 'df-1')!.patch).toEqual([{ op: 'replace', path: '/spec/memoryMiB', value: 1024 }]);
+    const bad = await writeSet('diff-bad', { 'set.yaml': vm('Bad') });
+    expect(run(['diff', '-f', bad]).code).toBe(2);
+  });
+});
+
 describe('prune', () => {
   it('removes only what the previous apply of the same applyset created', async () => {
     const a = await writeSet('prune-a', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('pa-1'), vm('pa-2')) });
