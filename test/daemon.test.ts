@@ -319,6 +319,15 @@ describe('API and CLI surface', () => {
     expect((await d.client.status()).nodeId).toBe(d.nodeId);
   });
 
+  it('answers /healthz and /readyz without a token, and nothing under /v1 without one', async () => {
+    expect((await fetch(`${d.api}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${d.api}/readyz`);
+    expect([ready.status, await ready.json()]).toEqual([200, { ready: true }]);
+    const denied = await fetch(`${d.api}/v1/status`);
+    expect(denied.status).toBe(401);
+    expect(((await denied.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+  });
+
   it('finds the local node by the record `node start` wrote, with no flags at all', async () => {
     const r = cli(['status', '-o', 'json'], { configHome: path.join(work, 'config'), cwd: work });
     expect(r.code).toBe(0);
