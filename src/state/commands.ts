@@ -40,7 +40,18 @@ export type Command =
   | { op: 'registerNode'; time: string; node: NodeRecord }
   | { op: 'apply'; time: string; planId: string; applyset: string; changes: ApplyChange[] }
   | { op: 'delete'; time: string; targets: DeleteTarget[] }
-  | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string };
+  | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string }
+  | { op: 'place'; time: string; place: PlaceChange[]; evict: VmRef[]; unschedulable: (VmRef & { reason: string })[] };
+
+/** A VM is named with its uid so a decision about a deleted-and-recreated VM cannot land on the new one. */
+export interface VmRef {
+  vm: string;
+  uid: string;
+}
+
+export interface PlaceChange extends VmRef {
+  nodeId: string;
+}
 
 export interface Conflict {
   kind: Kind;

@@ -3,7 +3,11 @@ export { withDefaults, sortKeys, VM_DEFAULTS, PEER_DEFAULTS } from './defaults.j
 export { comparable, changeEffects, fieldEffect, maxEffect, pointerToField } from './effects.js';
 export type { Comparable, ChangeEffects, FieldChange } from './effects.js';
 export { encodeCommand, decodeCommand } from './commands.js';
-export type { Command, CommandOutcome, ApplyChange, ApplyAction, ApplyOutcome, DeleteOutcome, DeleteTarget, Conflict, NodeRecord } from './commands.js';
+export type { Command, CommandOutcome, ApplyChange, ApplyAction, ApplyOutcome, DeleteOutcome, DeleteTarget, Conflict, NodeRecord, PlaceChange, VmRef } from './commands.js';
 export { DesiredStateStore, uidFor, PLAN_MEMORY } from './store.js';
-export type { ApplysetRecord, JoinSecret } from './store.js';
+export type { ApplysetRecord, JoinSecret, PlacementRecord } from './store.js';
+export { schedule } from './scheduler.js';
+export type { SchedNode, SchedVm, ScheduleResult, Placement, Unschedulable } from './scheduler.js';
 export { parseDuration, parseBytes, parseRate, formatDuration, formatBytes } from './units.js';
+export { placementCommand } from './placement.js';
+export type { NodeView } from './placement.js';

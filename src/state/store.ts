@@ -16,6 +16,15 @@ export interface ApplysetRecord {
   planId: string;
 }
 
+/** Where the scheduler put a VM, or why it could not. Never changes the VM's resourceVersion. */
+export interface PlacementRecord {
+  vm: string;
+  uid: string;
+  nodeId: string | null;
+  reason: string | null; // set when nodeId is null: why no node fits
+  since: string;
+}
+
 export interface JoinSecret {
   secretHash: string;
   role: 'voter' | 'worker';
@@ -31,6 +40,7 @@ interface Snapshot {
   applysets: ApplysetRecord[];
   appliedPlans: string[];
   joinSecrets: JoinSecret[];
+  placements: PlacementRecord[];
 }
 
 /** How many applied plan ids the store remembers (a saved plan applies at most once). */
@@ -44,6 +54,7 @@ export class DesiredStateStore {
   private appliedPlans: string[] = [];
   private appliedPlanSet = new Set<string>();
   private joinSecrets: JoinSecret[] = [];
+  private placements = new Map<string, PlacementRecord>();
   appliedIndex = 0;
 
   // --- StateMachine ---
@@ -76,6 +87,8 @@ export class DesiredStateStore {
         return this.applySet(cmd.planId, cmd.applyset, cmd.time, cmd.changes, index);
       case 'delete':
         return this.deleteTargets(cmd.targets, index);
+      case 'place':
+        return this.applyPlacements(cmd, index);
       case 'addJoinSecret':
         // Expired secrets go when a new one comes: time comes from entries, never from a clock.
         this.joinSecrets = this.joinSecrets.filter((s) => s.expiresAt > cmd.time);
@@ -95,6 +108,7 @@ export class DesiredStateStore {
       applysets: [...this.applysets.values()],
       appliedPlans: this.appliedPlans,
       joinSecrets: this.joinSecrets,
+      placements: [...this.placements.values()],
     };
     return Buffer.from(JSON.stringify(s), 'utf8');
   }
@@ -109,6 +123,7 @@ export class DesiredStateStore {
     this.appliedPlans = s.appliedPlans;
     this.appliedPlanSet = new Set(s.appliedPlans);
     this.joinSecrets = s.joinSecrets;
+    this.placements = new Map((s.placements ?? []).map((p) => [p.vm, p]));
     this.appliedIndex = index;
   }
 
@@ -143,6 +158,16 @@ export class DesiredStateStore {
 
   node(nodeId: string): NodeRecord | undefined {
     return this.nodes.get(nodeId);
+  }
+
+  placement(vm: string): PlacementRecord | undefined {
+    const p = this.placements.get(vm);
+    // A placement belongs to the VM it was made for, not to a later VM of the same name.
+    return p && p.uid === this.resources.get(resourceKey('VirtualMachine', vm))?.metadata.uid ? p : undefined;
+  }
+
+  listPlacements(): PlacementRecord[] {
+    return [...this.placements.values()].filter((p) => this.placement(p.vm) === p);
   }
 
   hasAppliedPlan(planId: string): boolean {
@@ -184,6 +209,7 @@ export class DesiredStateStore {
       const cur = this.resources.get(key);
       if (c.action === 'prune') {
         this.resources.delete(key);
+        if (c.kind === 'VirtualMachine') this.placements.delete(c.name);
         results.push({ kind: c.kind, name: c.name, action: 'pruned' });
         continue;
       }
@@ -235,9 +261,26 @@ export class DesiredStateStore {
     const results: Extract<DeleteOutcome, { ok: true }>['results'] = [];
     for (const t of targets) {
       const had = this.resources.delete(resourceKey(t.kind, t.name));
+      if (t.kind === 'VirtualMachine') this.placements.delete(t.name);
       results.push({ kind: t.kind, name: t.name, action: had ? 'deleted' : 'notfound' });
     }
     return { ok: true, index, results };
+  }
+
+  private applyPlacements(cmd: Extract<Command, { op: 'place' }>, index: number): CommandOutcome {
+    // Decisions about VMs that changed identity since the scheduler looked are dropped.
+    const current = (r: { vm: string; uid: string }) => this.resources.get(resourceKey('VirtualMachine', r.vm))?.metadata.uid === r.uid;
+    for (const e of cmd.evict) if (current(e)) this.placements.delete(e.vm);
+    for (const p of cmd.place) {
+      if (current(p)) this.placements.set(p.vm, { vm: p.vm, uid: p.uid, nodeId: p.nodeId, reason: null, since: cmd.time });
+    }
+    for (const u of cmd.unschedulable) {
+      const prev = this.placements.get(u.vm);
+      if (!current(u)) continue;
+      if (prev && prev.uid === u.uid && prev.nodeId === null && prev.reason === u.reason) continue;
+      this.placements.set(u.vm, { vm: u.vm, uid: u.uid, nodeId: null, reason: u.reason, since: cmd.time });
+    }
+    return { ok: true, index };
   }
 
   /** A VM must name an Image that exists once the change is made (SPEC section 2). */
