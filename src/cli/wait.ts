@@ -11,7 +11,7 @@ export function vmSettled(r: ResourceJson): 'done' | 'waiting' | string {
   const want = (r.spec as VmSpec).state ?? 'Running';
   if (st.phase === 'Failed') return `VirtualMachine/${r.metadata.name} Failed: ${st.message}`;
   const sched = st.conditions.find((c) => c.type === 'Scheduled');
-  if (sched?.status === 'False' && (sched.reason === 'Unschedulable' || sched.reason === 'NoDriver')) {
+  if (sched?.status === 'False' && sched.reason === 'Unschedulable') {
     return `VirtualMachine/${r.metadata.name} cannot be scheduled: ${sched.message}`;
   }
   return st.observedGeneration === r.metadata.generation && st.phase === want ? 'done' : 'waiting';

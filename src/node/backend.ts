@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ApiError, type ApiBackend } from '../api/index.js';
 import type {
+  Condition,
   ApplyRequest,
   ApplyResponse,
   BlobJson,
@@ -32,6 +33,8 @@ import {
   type Kind,
   type NodeRecord,
   type StoredResource,
+  type VmSpec,
+  withDefaults,
 } from '../state/index.js';
 import { encodeTicket } from './ticket.js';
 import type { NodeSettings } from './settings.js';
@@ -58,6 +61,8 @@ export interface BackendDeps {
   addresses: () => Promise<string[]>;
   /** Known once the API listens (port 0 means the OS chose it). */
   apiUrl: () => string;
+  /** Called after every committed change (the scheduler looks again). */
+  onCommitted?: () => void;
 }
 
 const EVENTS_PER_RESOURCE = 20;
@@ -117,7 +122,20 @@ export class NodeBackend implements ApiBackend {
   }
 
   nodes(): NodeJson[] {
-    return this.d.store.listNodes().map((n) => nodeJson(n, n.nodeId === this.d.nodeId && this.ready()));
+    const allocated = new Map<string, { vcpus: number; memoryMiB: number }>();
+    for (const p of this.d.store.listPlacements()) {
+      if (!p.nodeId) continue;
+      const spec = withDefaults('VirtualMachine', this.d.store.get('VirtualMachine', p.vm)!.spec) as VmSpec;
+      const a = allocated.get(p.nodeId) ?? { vcpus: 0, memoryMiB: 0 };
+      a.vcpus += spec.vcpus!;
+      a.memoryMiB += spec.memoryMiB!;
+      allocated.set(p.nodeId, a);
+    }
+    return this.d.store.listNodes().map((n) => nodeJson(n, n.nodeId === this.d.nodeId && this.ready(), allocated.get(n.nodeId) ?? { vcpus: 0, memoryMiB: 0 }));
+  }
+
+  private nodeName(nodeId: string): string {
+    return this.d.store.node(nodeId)?.name ?? nodeId.slice(0, 10);
   }
 
   async list(kind: Kind): Promise<ResourceJson[]> {
@@ -222,7 +240,9 @@ export class NodeBackend implements ApiBackend {
   }
 
   async propose(cmd: Command): Promise<CommandOutcome> {
-    return (await this.d.log.propose(encodeCommand(cmd))).result as CommandOutcome;
+    const out = (await this.d.log.propose(encodeCommand(cmd))).result as CommandOutcome;
+    if (out.ok) this.d.onCommitted?.();
+    return out;
   }
 
   private requireLeader(): void {
@@ -245,23 +265,26 @@ export class NodeBackend implements ApiBackend {
 
   private async statusOf(r: StoredResource): Promise<VmStatus | ImageStatus | PeerStatus> {
     switch (r.kind) {
-      case 'VirtualMachine':
-        // Observed state only: nothing runs VMs in this build, so nothing claims one runs.
-        return {
-          phase: 'Pending',
-          nodeId: null,
-          observedGeneration: 0,
-          conditions: [
-            {
+      case 'VirtualMachine': {
+        // Observed state only: a placement is a fact of the store; nothing here claims a VM runs.
+        const p = this.d.store.placement(r.metadata.name);
+        const scheduled: Condition = p?.nodeId
+          ? { type: 'Scheduled', status: 'True', reason: 'Placed', message: `placed on ${this.nodeName(p.nodeId)}`, lastTransitionTime: p.since }
+          : {
               type: 'Scheduled',
               status: 'False',
-              reason: 'NoDriver',
-              message: 'no node runs VM drivers in this build: the VM is stored, not scheduled',
-              lastTransitionTime: r.metadata.creationTimestamp,
-            },
-          ],
-          message: 'stored; waiting for a node with a VM driver',
+              reason: p ? 'Unschedulable' : 'Pending',
+              message: p?.reason ?? 'waiting for the scheduler',
+              lastTransitionTime: p?.since ?? r.metadata.creationTimestamp,
+            };
+        return {
+          phase: 'Pending',
+          nodeId: p?.nodeId ?? null,
+          observedGeneration: 0,
+          conditions: [scheduled],
+          message: p?.nodeId ? 'placed; VM drivers are not part of this build yet' : scheduled.message,
         };
+      }
       case 'Image': {
         const hash = r.source?.hash ?? null;
         let held = false;
@@ -276,7 +299,7 @@ export class NodeBackend implements ApiBackend {
   }
 }
 
-function nodeJson(n: NodeRecord, ready: boolean): NodeJson {
+function nodeJson(n: NodeRecord, ready: boolean, allocated: { vcpus: number; memoryMiB: number }): NodeJson {
   return {
     nodeId: n.nodeId,
     name: n.name,
@@ -284,7 +307,7 @@ function nodeJson(n: NodeRecord, ready: boolean): NodeJson {
     ready,
     labels: n.labels,
     capacity: n.capacity,
-    allocated: { vcpus: 0, memoryMiB: 0 },
+    allocated,
     api: n.api,
     formats: n.formats,
   };

@@ -9,6 +9,7 @@ import { startIroh } from '../p2p/index.js';
 import { SingleNodeLog } from '../raft/index.js';
 import { DesiredStateStore, encodeCommand, type NodeRecord } from '../state/index.js';
 import { NodeBackend } from './backend.js';
+import { SchedulingLoop } from './scheduling.js';
 import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir } from './datadir.js';
 import { resolveSettings, saveSettings, type NodeSettings, type SettingFlags } from './settings.js';
 import { decodeTicket } from './ticket.js';
@@ -91,7 +92,9 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
 
     const [apiHost, apiPortText] = splitHostPort(settings.api);
     let apiUrl = '';
-    const backend = new NodeBackend({ nodeId: identity.nodeId, settings, store, log: stateLog, blobs, addresses, apiUrl: () => apiUrl });
+    const backend = new NodeBackend({ nodeId: identity.nodeId, settings, store, log: stateLog, blobs, addresses, apiUrl: () => apiUrl, onCommitted: () => scheduling.kick() });
+    // Until node liveness lands, the only node known to be up is this one.
+    const scheduling = new SchedulingLoop(store, { schedulable: (id) => id === identity.nodeId }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
     const server = createApiServer({ token, backend, onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
@@ -117,6 +120,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         await backend.propose({ op: 'registerNode', time: now, node: rec });
       }
     }
+    scheduling.start(2_000);
+    cleanups.push(async () => scheduling.stop());
     await writeRecord({ api: apiUrl, nodeId: identity.nodeId, name: settings.name, dataDir: paths.root, pid: process.pid, startedAt: new Date().toISOString() }, opts.env);
     cleanups.push(() => removeRecord(apiUrl, process.pid, opts.env));
 
