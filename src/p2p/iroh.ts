@@ -1,4 +1,4 @@
-import type { Iroh } from '@number0/iroh';
+import type { Iroh, NodeOptions } from '@number0/iroh';
 
 // The daemon's one Iroh node: persistent in the data dir (blobs, docs), with the identity Blixard
 // keeps itself (iroh-ffi's persistent node does not store its secret key), bound to the addresses
@@ -10,6 +10,8 @@ export interface IrohNodeOptions {
   /** HOST:PORT for the QUIC socket; port 0 lets the OS choose. */
   listen: string;
   discovery: 'none' | 'iroh';
+  /** Blixard's ALPNs (ProtocolRouter.irohProtocols()); Iroh needs them at start. */
+  protocols?: NodeOptions['protocols'];
 }
 
 export async function startIroh(opts: IrohNodeOptions): Promise<Iroh> {
@@ -19,6 +21,7 @@ export async function startIroh(opts: IrohNodeOptions): Promise<Iroh> {
     nodeDiscovery: opts.discovery === 'iroh' ? NodeDiscoveryConfig.Default : NodeDiscoveryConfig.None,
     secretKey: [...opts.secretKey],
     ...bindAddresses(opts.listen),
+    ...(opts.protocols ? { protocols: opts.protocols } : {}),
   });
 }
 

@@ -1,0 +1,148 @@
+import type { Doc, Entry, Iroh, LiveEvent, NodeAddr } from '@number0/iroh';
+
+// One Iroh document, the way Blixard uses them: string keys, small JSON values, several authors.
+// Iroh keeps every author's latest entry per key and syncs them all; which authors to believe is
+// the reader's decision, so every read takes the set of authors it trusts.
+
+export type DocMode = 'Read' | 'Write';
+
+export interface DocEntry<T = unknown> {
+  key: string;
+  author: string;
+  value: T;
+  /** Microseconds since the epoch, as the writer's clock put it. */
+  timestamp: bigint;
+}
+
+export type DocEvent =
+  | { type: 'insert'; key: string; author: string; remote: boolean; from?: string; contentReady: boolean }
+  | { type: 'content-ready'; hash: string }
+  | { type: 'sync-finished'; peer: string; ok: boolean }
+  | { type: 'neighbor-up' | 'neighbor-down'; peer: string };
+
+type IrohModule = typeof import('@number0/iroh');
+
+export class ReplicatedDoc {
+  private constructor(
+    private readonly iroh: Iroh,
+    private readonly doc: Doc,
+    private readonly m: IrohModule,
+    readonly author: string,
+  ) {}
+
+  static async create(iroh: Iroh): Promise<ReplicatedDoc> {
+    const m = await import('@number0/iroh');
+    return new ReplicatedDoc(iroh, await iroh.docs.create(), m, (await iroh.authors.default()).toString());
+  }
+
+  /** Opens a document this node already has (after a restart), or null. */
+  static async open(iroh: Iroh, id: string, onEvent?: (e: DocEvent) => void): Promise<ReplicatedDoc | null> {
+    const m = await import('@number0/iroh');
+    const doc = await iroh.docs.open(id);
+    if (!doc) return null;
+    const d = new ReplicatedDoc(iroh, doc, m, (await iroh.authors.default()).toString());
+    if (onEvent) await doc.subscribe((err, ev) => d.dispatch(err, ev, onEvent));
+    return d;
+  }
+
+  /** Joins from a ticket and starts syncing with the peers it names; events from the first sync on. */
+  static async join(iroh: Iroh, ticket: string, onEvent?: (e: DocEvent) => void): Promise<ReplicatedDoc> {
+    const m = await import('@number0/iroh');
+    const author = (await iroh.authors.default()).toString();
+    let d: ReplicatedDoc | undefined;
+    const early: [Error | null, LiveEvent][] = [];
+    const doc = await iroh.docs.joinAndSubscribe(m.DocTicket.fromString(ticket), (err, ev) => {
+      if (!onEvent) return;
+      if (d) d.dispatch(err, ev, onEvent);
+      else early.push([err, ev]);
+    });
+    d = new ReplicatedDoc(iroh, doc, m, author);
+    if (onEvent) for (const [err, ev] of early) d.dispatch(err, ev, onEvent);
+    return d;
+  }
+
+  get id(): string {
+    return this.doc.id();
+  }
+
+  async subscribe(onEvent: (e: DocEvent) => void): Promise<void> {
+    await this.doc.subscribe((err, ev) => this.dispatch(err, ev, onEvent));
+  }
+
+  /** A ticket to this document: Write carries the namespace secret, so hand it out sparingly. */
+  async ticket(mode: DocMode): Promise<string> {
+    return (await this.doc.share(mode === 'Write' ? this.m.ShareMode.Write : this.m.ShareMode.Read, this.m.AddrInfoOptions.Addresses)).toString();
+  }
+
+  async startSync(peers: NodeAddr[]): Promise<void> {
+    await this.doc.startSync(peers);
+  }
+
+  async set(key: string, value: unknown): Promise<void> {
+    await this.doc.setBytes(this.authorId(), bytes(key), [...Buffer.from(JSON.stringify(value))]);
+  }
+
+  /** Deletes this author's entries under `prefix` (Iroh writes empty tombstones that sync too). */
+  async deletePrefix(prefix: string): Promise<void> {
+    await this.doc.delete(this.authorId(), bytes(prefix));
+  }
+
+  /**
+   * The newest entry per key under `prefix` among the trusted authors (all authors when `trust`
+   * is undefined). Entries whose content has not arrived yet are skipped: they come with a later
+   * insert or content-ready event.
+   */
+  async list<T = unknown>(prefix: string, trust?: (author: string, key: string) => boolean): Promise<DocEntry<T>[]> {
+    const raw = await this.doc.getMany(this.m.Query.keyPrefix(bytes(prefix)));
+    const newest = new Map<string, Entry>();
+    for (const e of raw) {
+      const key = Buffer.from(e.key).toString('utf8');
+      if (trust && !trust(e.author, key)) continue;
+      const prev = newest.get(key);
+      if (!prev || e.timestamp > prev.timestamp) newest.set(key, e);
+    }
+    const out: DocEntry<T>[] = [];
+    for (const [key, e] of newest) {
+      if (e.len === 0n) continue; // a tombstone
+      const value = await this.read<T>(e);
+      if (value !== undefined) out.push({ key, author: e.author, value, timestamp: e.timestamp });
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async get<T = unknown>(key: string, trust?: (author: string, key: string) => boolean): Promise<DocEntry<T> | undefined> {
+    return (await this.list<T>(key, trust)).find((e) => e.key === key);
+  }
+
+  async close(): Promise<void> {
+    await this.doc.closeMe();
+  }
+
+  private async read<T>(e: Entry): Promise<T | undefined> {
+    try {
+      return JSON.parse(Buffer.from(await this.iroh.blobs.readToBytes(e.hash)).toString('utf8')) as T;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private authorId() {
+    return this.m.AuthorId.fromString(this.author);
+  }
+
+  private dispatch(err: Error | null, ev: LiveEvent, onEvent: (e: DocEvent) => void): void {
+    if (err) return;
+    if (ev.insertLocal) onEvent({ type: 'insert', key: Buffer.from(ev.insertLocal.entry.key).toString('utf8'), author: ev.insertLocal.entry.author, remote: false, contentReady: true });
+    else if (ev.insertRemote) {
+      const e = ev.insertRemote.entry;
+      onEvent({ type: 'insert', key: Buffer.from(e.key).toString('utf8'), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete' });
+    } else if (ev.contentReady) onEvent({ type: 'content-ready', hash: ev.contentReady.hash });
+    else if (ev.syncFinished) onEvent({ type: 'sync-finished', peer: ev.syncFinished.peer, ok: !ev.syncFinished.result });
+    else if (ev.neighborUp) onEvent({ type: 'neighbor-up', peer: ev.neighborUp.neighbor });
+    else if (ev.neighborDown) onEvent({ type: 'neighbor-down', peer: ev.neighborDown.neighbor });
+  }
+}
+
+function bytes(s: string): number[] {
+  return [...Buffer.from(s, 'utf8')];
+}

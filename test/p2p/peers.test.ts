@@ -1,0 +1,54 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { ALPN, CLOSE, PeerManager } from '../../src/p2p/index.js';
+import { startTestNode, waitFor, type TestNode } from '../helpers/iroh.js';
+
+// Peer connections between real Iroh nodes on loopback: admitted peers connect and report health;
+// others are refused on Blixard ALPNs; a peer that dies and comes back is reconnected by itself.
+
+const nodes: TestNode[] = [];
+const managers: PeerManager[] = [];
+afterAll(async () => {
+  for (const m of managers) m.stop();
+  await Promise.all(nodes.map((n) => n.iroh.node.shutdown().catch(() => {})));
+});
+
+function manage(n: TestNode, peers: TestNode[]) {
+  const m = new PeerManager({ endpoint: () => n.iroh.node.endpoint(), router: n.router, pingIntervalMs: 100, deadAfterMs: 800, connectTimeoutMs: 1000, backoff: { baseMs: 50, maxMs: 400 } });
+  m.setPeers(peers.map((p) => ({ nodeId: p.nodeId, name: p === nodes[0] ? 'a' : 'b', addresses: p.addresses })));
+  managers.push(m);
+  return m;
+}
+
+describe('PeerManager', () => {
+  it('connects admitted peers, measures RTT, refuses strangers, and heals after a peer restarts', async () => {
+    const [a, b, stranger] = await Promise.all([startTestNode(), startTestNode(), startTestNode()]);
+    nodes.push(a, b, stranger);
+    a.allow.add(b.nodeId);
+    b.allow.add(a.nodeId);
+    const ma = manage(a, [b]);
+    const mb = manage(b, [a]);
+    await waitFor(() => ma.get(b.nodeId)!.connected && mb.get(a.nodeId)!.connected, 10_000, 'both sides connected');
+    await waitFor(() => ma.get(b.nodeId)!.rttMs !== null, 5_000, 'an RTT sample');
+    expect(ma.get(b.nodeId)!.rttMs!).toBeLessThan(100);
+    expect(ma.get(b.nodeId)!.lastSeen).not.toBeNull();
+
+    // A stranger is refused on every Blixard ALPN, before any handler runs.
+    for (const alpn of Object.values(ALPN)) {
+      const conn = await stranger.iroh.node.endpoint().connect({ nodeId: a.nodeId, addresses: a.addresses }, Buffer.from(alpn));
+      const reason = await conn.closed();
+      expect(reason).toContain(String(CLOSE.notAdmitted));
+    }
+    expect(a.refused.filter((r) => r.remote === stranger.nodeId).map((r) => r.alpn).sort()).toEqual(Object.values(ALPN).sort());
+
+    // Kill b; a notices; b comes back (same key, same port); a reconnects without being told.
+    await b.iroh.node.shutdown();
+    mb.stop();
+    await waitFor(() => !ma.get(b.nodeId)!.connected, 5_000, 'a to notice b is gone');
+    const b2 = await startTestNode({ secretKey: b.secretKey, port: b.port, allow: [a.nodeId] });
+    nodes.push(b2);
+    expect(b2.nodeId).toBe(b.nodeId);
+    manage(b2, [a]);
+    await waitFor(() => ma.get(b.nodeId)!.connected, 15_000, 'a to reconnect to the restarted b');
+    expect(ma.get(b.nodeId)!.connects).toBeGreaterThanOrEqual(2);
+  });
+});
