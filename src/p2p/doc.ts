@@ -20,6 +20,13 @@ export type DocEvent =
   | { type: 'sync-finished'; peer: string; ok: boolean }
   | { type: 'neighbor-up' | 'neighbor-down'; peer: string };
 
+export interface ListOptions<T> {
+  trust?: (author: string, key: string) => boolean;
+  better?: (a: DocEntry<T>, b: DocEntry<T>) => boolean;
+}
+
+const newer = (a: DocEntry<unknown>, b: DocEntry<unknown>) => a.timestamp > b.timestamp;
+
 type IrohModule = typeof import('@number0/iroh');
 
 export class ReplicatedDoc {
@@ -88,30 +95,28 @@ export class ReplicatedDoc {
   }
 
   /**
-   * The newest entry per key under `prefix` among the trusted authors (all authors when `trust`
-   * is undefined). Entries whose content has not arrived yet are skipped: they come with a later
-   * insert or content-ready event.
+   * One entry per key under `prefix`, from the trusted authors only (all authors when `trust` is
+   * undefined), chosen by `better` (default: the newer timestamp). Entries whose content has not
+   * arrived yet are skipped: they come with a later insert or content-ready event.
    */
-  async list<T = unknown>(prefix: string, trust?: (author: string, key: string) => boolean): Promise<DocEntry<T>[]> {
+  async list<T = unknown>(prefix: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
     const raw = await this.doc.getMany(this.m.Query.keyPrefix(bytes(prefix)));
-    const newest = new Map<string, Entry>();
+    const best = new Map<string, DocEntry<T>>();
     for (const e of raw) {
       const key = Buffer.from(e.key).toString('utf8');
-      if (trust && !trust(e.author, key)) continue;
-      const prev = newest.get(key);
-      if (!prev || e.timestamp > prev.timestamp) newest.set(key, e);
-    }
-    const out: DocEntry<T>[] = [];
-    for (const [key, e] of newest) {
+      if (opts.trust && !opts.trust(e.author, key)) continue;
       if (e.len === 0n) continue; // a tombstone
       const value = await this.read<T>(e);
-      if (value !== undefined) out.push({ key, author: e.author, value, timestamp: e.timestamp });
+      if (value === undefined) continue;
+      const cand: DocEntry<T> = { key, author: e.author, value, timestamp: e.timestamp };
+      const prev = best.get(key);
+      if (!prev || (opts.better ?? newer)(cand, prev)) best.set(key, cand);
     }
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return [...best.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  async get<T = unknown>(key: string, trust?: (author: string, key: string) => boolean): Promise<DocEntry<T> | undefined> {
-    return (await this.list<T>(key, trust)).find((e) => e.key === key);
+  async get<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T> | undefined> {
+    return (await this.list<T>(key, opts)).find((e) => e.key === key);
   }
 
   async close(): Promise<void> {

@@ -7,3 +7,6 @@ export type { Alpn, ConnectionHandler, RouterEvents } from './protocols.js';
 export { PeerManager, withTimeout } from './peers.js';
 export type { PeerAddress, PeerHealth, PeerManagerOptions } from './peers.js';
 export { FrameWriter, readFrames, MAX_FRAME_BYTES } from './framing.js';
+export { ClusterDocPublisher, ClusterDocView } from './cluster-doc.js';
+export type { Published } from './cluster-doc.js';
+export { StatusWriter, StatusView, statusKey, nodeOfKey, STATUS_PREFIX } from './status-doc.js';
