@@ -10,3 +10,5 @@ export { FrameWriter, readFrames, MAX_FRAME_BYTES } from './framing.js';
 export { ClusterDocPublisher, ClusterDocView } from './cluster-doc.js';
 export type { Published } from './cluster-doc.js';
 export { StatusWriter, StatusView, statusKey, nodeOfKey, STATUS_PREFIX } from './status-doc.js';
+export { downloadBlob, shareFile, NoProviderError, BLOBS_ALPN } from './transfer.js';
+export type { DownloadOptions, DownloadProgress, DownloadResult } from './transfer.js';
