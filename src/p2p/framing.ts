@@ -22,12 +22,21 @@ export class FrameWriter {
 
   /** Queues a frame; the returned promise settles when the write carrying it is done. */
   write(frame: Uint8Array): Promise<void> {
+    return this.writeMany([frame]);
+  }
+
+  /** Queues several frames behind one promise (cheaper than one promise per frame). */
+  writeMany(frames: readonly Uint8Array[]): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
-    if (frame.length > MAX_FRAME_BYTES) return Promise.reject(new Error(`frame of ${frame.length} bytes is over the ${MAX_FRAME_BYTES}-byte limit`));
-    const header = Buffer.allocUnsafe(HEADER);
-    header.writeUInt32BE(frame.length, 0);
-    this.queue.push(header, Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
-    this.queuedBytes += HEADER + frame.length;
+    for (const frame of frames) {
+      if (frame.length > MAX_FRAME_BYTES) return Promise.reject(new Error(`frame of ${frame.length} bytes is over the ${MAX_FRAME_BYTES}-byte limit`));
+    }
+    for (const frame of frames) {
+      const header = Buffer.allocUnsafe(HEADER);
+      header.writeUInt32BE(frame.length, 0);
+      this.queue.push(header, Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
+      this.queuedBytes += HEADER + frame.length;
+    }
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     if (!this.writing) void this.pump();
     return done;

@@ -12,3 +12,5 @@ export type { Published } from './cluster-doc.js';
 export { StatusWriter, StatusView, statusKey, nodeOfKey, STATUS_PREFIX } from './status-doc.js';
 export { downloadBlob, shareFile, NoProviderError, BLOBS_ALPN } from './transfer.js';
 export type { DownloadOptions, DownloadProgress, DownloadResult } from './transfer.js';
+export { P2PMetrics } from './metrics.js';
+export { IrohRaftTransport } from './raft-transport.js';

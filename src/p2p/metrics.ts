@@ -1,0 +1,36 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+// P2P metrics (issue 4), registered on the node's registry and served at /metrics.
+
+export class P2PMetrics {
+  readonly peersConnected: Gauge;
+  readonly peerRtt: Gauge<'peer'>;
+  readonly bytes: Counter<'protocol' | 'direction'>;
+  readonly connections: Counter<'protocol' | 'result'>;
+  readonly docEntries: Gauge<'doc'>;
+  readonly docSyncLatency: Histogram<'doc'>;
+  readonly transfers: Counter<'result'>;
+  readonly transferBytes: Counter;
+  readonly transferSeconds: Histogram;
+  readonly errors: Counter<'component'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.peersConnected = new Gauge({ name: 'blixard_p2p_peers_connected', help: 'Admitted peers with a live connection', registers });
+    this.peerRtt = new Gauge({ name: 'blixard_p2p_peer_rtt_seconds', help: 'Last measured round-trip time to a peer', labelNames: ['peer'], registers });
+    this.bytes = new Counter({ name: 'blixard_p2p_bytes_total', help: 'Bytes sent and received on Blixard protocols', labelNames: ['protocol', 'direction'], registers });
+    this.connections = new Counter({ name: 'blixard_p2p_connections_total', help: 'Incoming connections on Blixard protocols, by outcome', labelNames: ['protocol', 'result'], registers });
+    this.docEntries = new Gauge({ name: 'blixard_p2p_doc_entries', help: 'Entries in a replicated document view', labelNames: ['doc'], registers });
+    this.docSyncLatency = new Histogram({
+      name: 'blixard_p2p_doc_sync_latency_seconds',
+      help: "From an entry's write (writer's clock) to this node seeing it",
+      labelNames: ['doc'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.transfers = new Counter({ name: 'blixard_p2p_transfers_total', help: 'Blob downloads, by outcome', labelNames: ['result'], registers });
+    this.transferBytes = new Counter({ name: 'blixard_p2p_transfer_bytes_total', help: 'Bytes of blobs downloaded', registers });
+    this.transferSeconds = new Histogram({ name: 'blixard_p2p_transfer_seconds', help: 'Duration of blob downloads', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers });
+    this.errors = new Counter({ name: 'blixard_background_errors_total', help: 'Errors in background tasks, by component', labelNames: ['component'], registers });
+  }
+}

@@ -1,0 +1,143 @@
+import type { Connection, Endpoint } from '@number0/iroh';
+import type { RaftPeer, Transport } from '../raft/index.js';
+import { FrameWriter, readFrames } from './framing.js';
+import type { P2PMetrics } from './metrics.js';
+import { withTimeout } from './peers.js';
+import { ALPN, CLOSE, type ProtocolRouter } from './protocols.js';
+
+// Raft over Iroh QUIC on ALPN blixard/raft/1. Each node keeps one long-lived outgoing connection
+// per peer with one stream, and writes frames to it in batches (FrameWriter): messages queued
+// while a write is in flight share the next one. A broken connection drops what was queued (Raft
+// retransmits) and is dialled again with backoff. Only current members may connect (the router's
+// allowlist for this ALPN).
+
+/** Messages kept while a connection is being made; past this the oldest go (Raft resends). */
+const MAX_QUEUED = 4096;
+
+interface Link {
+  peer: RaftPeer;
+  queue: Uint8Array[];
+  writer: FrameWriter | null;
+  conn: Connection | null;
+  dialing: boolean;
+  failures: number;
+  retryAt: number;
+}
+
+export class IrohRaftTransport implements Transport {
+  private readonly links = new Map<string, Link>();
+  private handler: (from: string, message: Uint8Array) => void = () => {};
+  private closed = false;
+
+  constructor(
+    private readonly endpoint: () => Endpoint,
+    router: ProtocolRouter,
+    private readonly opts: { connectTimeoutMs?: number; metrics?: P2PMetrics; random?: () => number } = {},
+  ) {
+    router.handle(ALPN.raft, async (conn, remote) => {
+      const bi = await conn.acceptBi();
+      const counter = { bytes: 0 };
+      let reported = 0;
+      for await (const frame of readFrames(bi.recv, counter)) {
+        this.handler(remote, frame);
+        if (counter.bytes - reported > 65536) {
+          this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
+          reported = counter.bytes;
+        }
+      }
+      this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
+    });
+  }
+
+  onReceive(handler: (from: string, message: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+
+  setPeers(peers: RaftPeer[]): void {
+    const want = new Map(peers.map((p) => [p.nodeId, p]));
+    for (const [id, link] of this.links) {
+      if (!want.has(id)) {
+        this.drop(link);
+        this.links.delete(id);
+      }
+    }
+    for (const p of peers) {
+      const link = this.links.get(p.nodeId);
+      if (!link) this.links.set(p.nodeId, { peer: p, queue: [], writer: null, conn: null, dialing: false, failures: 0, retryAt: 0 });
+      else if (link.peer.addresses.join() !== p.addresses.join()) {
+        link.peer = p;
+        this.drop(link);
+        link.retryAt = 0;
+      }
+    }
+  }
+
+  send(to: string, messages: Uint8Array[]): void {
+    const link = this.links.get(to);
+    if (!link || this.closed) return;
+    if (!link.writer) {
+      link.queue.push(...messages);
+      if (link.queue.length > MAX_QUEUED) link.queue.splice(0, link.queue.length - MAX_QUEUED);
+      this.dial(link);
+      return;
+    }
+    this.write(link, messages);
+  }
+
+  private write(link: Link, messages: Uint8Array[]): void {
+    if (messages.length === 0) return;
+    let bytes = 0;
+    for (const m of messages) bytes += m.length + 4;
+    link.writer!.writeMany(messages).catch(() => this.drop(link));
+    this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'sent' }, bytes);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const link of this.links.values()) this.drop(link);
+    this.links.clear();
+  }
+
+  private dial(link: Link): void {
+    if (link.dialing || Date.now() < link.retryAt || this.closed) return;
+    link.dialing = true;
+    void (async () => {
+      try {
+        const conn = await withTimeout(this.endpoint().connect(link.peer, Buffer.from(ALPN.raft)), this.opts.connectTimeoutMs ?? 2000, `raft connect to ${link.peer.nodeId.slice(0, 10)}`);
+        const bi = await conn.openBi();
+        if (this.closed || this.links.get(link.peer.nodeId) !== link) {
+          conn.close(CLOSE.shutdown, Buffer.from('closed'));
+          return;
+        }
+        link.conn = conn;
+        link.writer = new FrameWriter(bi.send);
+        link.failures = 0;
+        const queued = link.queue;
+        link.queue = [];
+        this.write(link, queued);
+        // When the peer goes away, the connection closes: dial again on the next send.
+        void conn.closed().then(() => {
+          if (link.conn === conn) this.drop(link);
+        });
+      } catch {
+        link.failures++;
+        const cap = Math.min(5000, 100 * 2 ** Math.min(link.failures, 10));
+        link.retryAt = Date.now() + cap / 2 + (this.opts.random ?? Math.random)() * (cap / 2);
+        link.queue = []; // stale by the time a connection exists; Raft will send what matters again
+      } finally {
+        link.dialing = false;
+      }
+    })();
+  }
+
+  private drop(link: Link): void {
+    const conn = link.conn;
+    link.conn = null;
+    link.writer = null;
+    try {
+      conn?.close(CLOSE.shutdown, Buffer.from('reset'));
+    } catch {
+      // already closed
+    }
+  }
+}

@@ -1,0 +1,18 @@
+// How Raft messages travel, as the node loop sees it. Messages are opaque bytes here; delivery is
+// best effort (Raft retransmits), ordered per peer while a connection lasts. Implementations: an
+// in-memory one for simulation and tests, and Iroh QUIC on ALPN blixard/raft/1 (p2p/).
+
+export interface RaftPeer {
+  nodeId: string;
+  addresses: string[];
+}
+
+export interface Transport {
+  /** Queues messages for a peer; they leave in as few writes as possible. Never throws. */
+  send(to: string, messages: Uint8Array[]): void;
+  /** Where received messages go. */
+  onReceive(handler: (from: string, message: Uint8Array) => void): void;
+  /** The peers messages may be sent to, and how to reach them. */
+  setPeers(peers: RaftPeer[]): void;
+  close(): Promise<void>;
+}
