@@ -1,0 +1,114 @@
+import type { Connection, Endpoint, NodeAddr } from '@number0/iroh';
+import { FrameWriter, readFrames } from './framing.js';
+import { withTimeout } from './peers.js';
+import { ALPN, CLOSE, type ProtocolRouter } from './protocols.js';
+
+// Request/response between nodes on ALPN blixard/api/1: one QUIC stream per call, one JSON frame
+// each way. Followers and workers forward API writes to the leader with it, and a joining node
+// presents its join secret with it. Connections are cached per peer and redialled when they die.
+
+export interface RpcRequest {
+  method: string;
+  path: string;
+  body?: unknown;
+}
+
+export interface RpcResponse {
+  status: number;
+  body: unknown;
+}
+
+export type RpcHandler = (req: RpcRequest, remote: string) => Promise<RpcResponse>;
+
+export class RpcError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RpcError';
+  }
+}
+
+export function serveRpc(router: ProtocolRouter, handler: RpcHandler): void {
+  router.handle(ALPN.api, async (conn, remote) => {
+    for (;;) {
+      let bi;
+      try {
+        bi = await conn.acceptBi();
+      } catch {
+        return; // the connection closed
+      }
+      void (async () => {
+        const out = new FrameWriter(bi.send);
+        try {
+          let req: RpcRequest | undefined;
+          for await (const frame of readFrames(bi.recv)) {
+            req = JSON.parse(frame.toString('utf8')) as RpcRequest;
+            break;
+          }
+          if (!req) return;
+          const res = await handler(req, remote);
+          await out.write(Buffer.from(JSON.stringify(res)));
+        } catch (e) {
+          await out.write(Buffer.from(JSON.stringify({ status: 500, body: { error: { code: 'internal', message: (e as Error).message } } }))).catch(() => {});
+        } finally {
+          await out.finish().catch(() => {});
+        }
+      })();
+    }
+  });
+}
+
+export class RpcClient {
+  private readonly conns = new Map<string, Promise<Connection>>();
+
+  constructor(
+    private readonly endpoint: () => Endpoint,
+    private readonly opts: { connectTimeoutMs?: number; callTimeoutMs?: number } = {},
+  ) {}
+
+  async call(to: NodeAddr, req: RpcRequest, timeoutMs = this.opts.callTimeoutMs ?? 30_000): Promise<RpcResponse> {
+    const conn = await this.connection(to);
+    try {
+      return await withTimeout(this.exchange(conn, req), timeoutMs, `${req.method} ${req.path} on ${to.nodeId.slice(0, 10)}`);
+    } catch (e) {
+      // A dead connection is forgotten so that the next call dials afresh.
+      this.forget(to.nodeId, conn);
+      throw e instanceof RpcError ? e : new RpcError((e as Error).message);
+    }
+  }
+
+  close(): void {
+    for (const [id, p] of this.conns) {
+      void p.then((c) => c.close(CLOSE.shutdown, Buffer.from('bye'))).catch(() => {});
+      this.conns.delete(id);
+    }
+  }
+
+  private async exchange(conn: Connection, req: RpcRequest): Promise<RpcResponse> {
+    const bi = await conn.openBi();
+    const out = new FrameWriter(bi.send);
+    await out.write(Buffer.from(JSON.stringify(req)));
+    await out.finish();
+    for await (const frame of readFrames(bi.recv)) return JSON.parse(frame.toString('utf8')) as RpcResponse;
+    const reason = conn.closeReason();
+    throw new RpcError(reason ? `the peer closed the connection: ${reason}` : 'the peer sent no answer');
+  }
+
+  private connection(to: NodeAddr): Promise<Connection> {
+    let p = this.conns.get(to.nodeId);
+    if (!p) {
+      p = withTimeout(this.endpoint().connect(to, Buffer.from(ALPN.api)), this.opts.connectTimeoutMs ?? 3000, `connect to ${to.nodeId.slice(0, 10)}`);
+      this.conns.set(to.nodeId, p);
+      p.then(
+        (c) => void c.closed().then(() => this.forget(to.nodeId, c)),
+        () => this.conns.delete(to.nodeId),
+      );
+    }
+    return p;
+  }
+
+  private forget(nodeId: string, conn: Connection): void {
+    void this.conns.get(nodeId)?.then((c) => {
+      if (c === conn) this.conns.delete(nodeId);
+    }, () => {});
+  }
+}
