@@ -12,3 +12,7 @@ export { jsonSchema } from './schema.js';
 export { closest } from './suggest.js';
 export { buildPlan, planChanges, planCounts, ACTION_WORD } from './plan.js';
 export type { Plan, PlannedChange, PlanAction, PlanInput } from './plan.js';
+export { planVm, launchEffect, describeExit } from './vm-plan.js';
+export type { DesiredVm, DesiredImage, LaunchedVm, ObservedVm, VmAction } from './vm-plan.js';
+export { reportVm, FAILED_AFTER } from './vm-status.js';
+export type { Phase, ConditionState, NodeVmContext, VmReport } from './vm-status.js';

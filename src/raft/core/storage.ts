@@ -37,12 +37,16 @@ const EMPTY_CONF: ConfState = { voters: [], learners: [] };
 
 /**
  * Storage kept in memory: the simulator's "disk", and the real node's in-memory index over its
- * WAL. Entries after the latest snapshot are kept in one array; `ents[0]` would be index
- * `snap.meta.index + 1`.
+ * WAL. As in etcd, the snapshot and the compaction point are separate: createSnapshot() records a
+ * snapshot, compact() later drops entries up to some index at or below it, so that slightly
+ * lagging followers can still catch up from the log instead of a snapshot.
  */
 export class MemoryStorage implements Storage {
   private hardState: HardState = { term: 0, vote: null, commit: 0 };
   private snap: Snapshot = { meta: { index: 0, term: 0, conf: EMPTY_CONF }, data: new Uint8Array(0) };
+  /** The compaction point: the index and term of the entry just before ents[0]. */
+  private base = 0;
+  private baseTerm = 0;
   private ents: Entry[] = [];
 
   /**
@@ -51,9 +55,7 @@ export class MemoryStorage implements Storage {
    * a snapshot from the leader.
    */
   bootstrap(conf: ConfState, data: Uint8Array = new Uint8Array(0)): void {
-    if (this.snap.meta.index !== 0 || this.ents.length > 0 || this.hardState.term !== 0) {
-      throw new Error('bootstrap needs empty storage');
-    }
+    if (this.lastIndex() !== 0 || this.hardState.term !== 0) throw new Error('bootstrap needs empty storage');
     if (conf.voters.length === 0) throw new Error('bootstrap needs at least one voter');
     this.applySnapshot({ meta: { index: 1, term: 1, conf }, data });
     this.hardState = { term: 1, vote: null, commit: 1 };
@@ -63,32 +65,42 @@ export class MemoryStorage implements Storage {
     return { hardState: { ...this.hardState }, confState: this.snap.meta.conf };
   }
 
+  /** The HardState last persisted; the simulator reads it back after a crash. */
+  persistedHardState(): HardState {
+    return { ...this.hardState };
+  }
+
   setHardState(hs: HardState): void {
     this.hardState = { ...hs };
   }
 
   firstIndex(): number {
-    return this.snap.meta.index + 1;
+    return this.base + 1;
   }
 
   lastIndex(): number {
-    return this.snap.meta.index + this.ents.length;
+    return this.base + this.ents.length;
   }
 
   term(i: number): number {
-    const base = this.snap.meta.index;
-    if (i === base) return this.snap.meta.term;
-    if (i < base) throw new StorageError('compacted', `entry ${i} is compacted (snapshot at ${base})`);
-    const e = this.ents[i - base - 1];
+    if (i === this.base) return this.baseTerm;
+    if (i < this.base) throw new StorageError('compacted', `entry ${i} is compacted (log starts after ${this.base})`);
+    const e = this.ents[i - this.base - 1];
     if (e === undefined) throw new StorageError('unavailable', `entry ${i} is past the last index ${this.lastIndex()}`);
     return e.term;
   }
 
   entries(lo: number, hi: number, maxSize: number): Entry[] {
-    const base = this.snap.meta.index;
-    if (lo <= base) throw new StorageError('compacted', `entry ${lo} is compacted (snapshot at ${base})`);
-    if (hi > this.lastIndex() + 1) throw new StorageError('unavailable', `entries up to ${hi - 1} asked, last is ${this.lastIndex()}`);
-    return limitSize(this.ents, lo - base - 1, hi - base - 1, maxSize);
+    if (lo <= this.base) throw new StorageError('compacted', `entry ${lo} is compacted (log starts after ${this.base})`);
+    if (hi > this.lastIndex() + 1) {
+      throw new StorageError('unavailable', `entries up to ${hi - 1} asked, last is ${this.lastIndex()}`);
+    }
+    return limitSize(this.ents, lo - this.base - 1, hi - this.base - 1, maxSize);
+  }
+
+  /** The entry at index i, or undefined outside [firstIndex, lastIndex]. For inspection. */
+  entry(i: number): Entry | undefined {
+    return i > this.base ? this.ents[i - this.base - 1] : undefined;
   }
 
   snapshot(): Snapshot {
@@ -99,14 +111,10 @@ export class MemoryStorage implements Storage {
   append(entries: readonly Entry[]): void {
     const first = entries[0];
     if (first === undefined) return;
-    const base = this.snap.meta.index;
-    let from = 0;
-    if (first.index <= base) {
-      // Entries already covered by the snapshot are skipped.
-      from = base + 1 - first.index;
-      if (from >= entries.length) return;
-    }
-    const at = first.index + from - base - 1; // position of entries[from] in ents
+    // Entries at or below the compaction point are already covered by the snapshot.
+    const from = Math.max(0, this.base + 1 - first.index);
+    if (from >= entries.length) return;
+    const at = first.index + from - this.base - 1; // where entries[from] goes in ents
     if (at > this.ents.length) {
       throw new Error(`missing log entries: last is ${this.lastIndex()}, appending from ${first.index + from}`);
     }
@@ -116,43 +124,41 @@ export class MemoryStorage implements Storage {
 
   /** Replaces the whole log with a snapshot received from the leader. */
   applySnapshot(s: Snapshot): void {
-    if (s.meta.index <= this.snap.meta.index && this.snap.meta.index !== 0) {
+    if (s.meta.index <= this.snap.meta.index) {
       throw new StorageError('snapshot-out-of-date', `snapshot ${s.meta.index} is not newer than ${this.snap.meta.index}`);
     }
     this.snap = s;
+    this.base = s.meta.index;
+    this.baseTerm = s.meta.term;
     this.ents = [];
   }
 
   /**
-   * Records a snapshot of the state machine as of `index` (which must be applied, hence in the
-   * log). The entries stay until compact().
+   * Records a snapshot of the state machine as of `index`, which the driver has applied (so it is
+   * in the log). `conf` must be the configuration as of `index` (RawNode.confState() right after
+   * advance()). The entries stay until compact().
    */
   createSnapshot(index: number, conf: ConfState, data: Uint8Array): Snapshot {
     if (index <= this.snap.meta.index) {
       throw new StorageError('snapshot-out-of-date', `snapshot ${index} is not newer than ${this.snap.meta.index}`);
     }
     if (index > this.lastIndex()) throw new Error(`snapshot index ${index} is past the last index ${this.lastIndex()}`);
-    const term = this.term(index);
-    // Keep the entries after the new snapshot point; the ones before it are dropped by compact().
-    const kept = this.ents.slice(index - this.snap.meta.index);
-    const older = this.ents.slice(0, index - this.snap.meta.index);
-    this.snap = { meta: { index, term, conf }, data };
-    // Until compact() is called the log still reaches back to the old first index, so remember
-    // those entries in front of the snapshot point.
-    this.retained = older.length > 0 ? { first: index - older.length + 1, ents: older } : this.retained;
-    this.ents = kept;
-    this.retained = this.mergeRetained(older, index);
+    this.snap = { meta: { index, term: this.term(index), conf }, data };
     return this.snap;
   }
 
-  private retained: { first: number; ents: Entry[] } | undefined;
-  private mergeRetained(_older: Entry[], _index: number): { first: number; ents: Entry[] } | undefined {
-    return undefined;
-  }
-
-  /** Drops the entries up to and including `index`, which must be covered by the snapshot. */
+  /**
+   * Drops the entries up to and including `index`. Only what the latest snapshot covers can go:
+   * a follower that needs a dropped entry is sent that snapshot instead.
+   */
   compact(index: number): void {
-    void index;
+    if (index <= this.base) return;
+    if (index > this.snap.meta.index) {
+      throw new Error(`cannot compact to ${index}: the latest snapshot only covers up to ${this.snap.meta.index}`);
+    }
+    this.baseTerm = this.term(index);
+    this.ents = this.ents.slice(index - this.base);
+    this.base = index;
   }
 }
 
