@@ -18,3 +18,4 @@ export { reportVm, FAILED_AFTER } from './vm-status.js';
 export type { Phase, ConditionState, NodeVmContext, VmReport } from './vm-status.js';
 export { WorkQueue } from './queue.js';
 export type { QueueOptions, QueueClock, Worker } from './queue.js';
+export { desiredVmsFor } from './desired.js';

@@ -11,3 +11,4 @@ export type { SchedNode, SchedVm, ScheduleResult, Placement, Unschedulable } fro
 export { parseDuration, parseBytes, parseRate, formatDuration, formatBytes } from './units.js';
 export { placementCommand } from './placement.js';
 export type { NodeView } from './placement.js';
+export type { DesiredView } from './view.js';
