@@ -13,6 +13,8 @@ export interface NodeRecord {
   capacity: { vcpus: number; memoryMiB: number };
   /** Image formats this node's drivers can run (empty until a driver is enabled). */
   formats: string[];
+  /** The node's document author: its entries in the status document are believed only from it. */
+  author?: string;
   registeredAt: string;
   updatedAt: string;
 }
@@ -36,12 +38,24 @@ export interface DeleteTarget {
 }
 
 export type Command =
-  | { op: 'bootstrap'; time: string; clusterId: string; node: NodeRecord }
+  | { op: 'bootstrap'; time: string; clusterId: string; node: NodeRecord; docs?: ClusterDocs }
+  | { op: 'setDocs'; time: string; docs: ClusterDocs }
+  | { op: 'admitNode'; time: string; node: NodeRecord; secretHash: string }
   | { op: 'registerNode'; time: string; node: NodeRecord }
   | { op: 'apply'; time: string; planId: string; applyset: string; changes: ApplyChange[] }
   | { op: 'delete'; time: string; targets: DeleteTarget[] }
   | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string }
   | { op: 'place'; time: string; place: PlaceChange[]; evict: VmRef[]; unschedulable: (VmRef & { reason: string })[] };
+
+/**
+ * The tickets of the cluster's two documents. They carry namespace secrets: kept in the Raft state
+ * (voters only), handed to a node when it is admitted, never published.
+ */
+export interface ClusterDocs {
+  clusterWrite: string;
+  clusterRead: string;
+  statusWrite: string;
+}
 
 /** A VM is named with its uid so a decision about a deleted-and-recreated VM cannot land on the new one. */
 export interface VmRef {

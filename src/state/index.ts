@@ -3,7 +3,7 @@ export { withDefaults, sortKeys, VM_DEFAULTS, PEER_DEFAULTS } from './defaults.j
 export { comparable, changeEffects, fieldEffect, maxEffect, pointerToField } from './effects.js';
 export type { Comparable, ChangeEffects, FieldChange } from './effects.js';
 export { encodeCommand, decodeCommand } from './commands.js';
-export type { Command, CommandOutcome, ApplyChange, ApplyAction, ApplyOutcome, DeleteOutcome, DeleteTarget, Conflict, NodeRecord, PlaceChange, VmRef } from './commands.js';
+export type { Command, CommandOutcome, ApplyChange, ApplyAction, ApplyOutcome, DeleteOutcome, DeleteTarget, Conflict, NodeRecord, PlaceChange, VmRef, ClusterDocs } from './commands.js';
 export { DesiredStateStore, uidFor, PLAN_MEMORY } from './store.js';
 export type { ApplysetRecord, JoinSecret, PlacementRecord } from './store.js';
 export { schedule } from './scheduler.js';

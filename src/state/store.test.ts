@@ -98,3 +98,31 @@ describe('DesiredStateStore', () => {
     expect(s.appliedIndex).toBe(1);
   });
 });
+
+describe('admission', () => {
+  const node = (nodeId: string, name: string): import('./commands.js').NodeRecord => ({ nodeId, name, role: 'worker', api: null, addresses: ['127.0.0.1:1'], labels: {}, capacity: { vcpus: 1, memoryMiB: 1 }, formats: [], author: 'auth', registeredAt: T, updatedAt: T });
+  it('admits a node with a live join secret, records a Peer named by it, and refuses expired or unknown secrets', () => {
+    const s = new DesiredStateStore();
+    feed(s, [{ op: 'addJoinSecret', time: T, secretHash: 'h1', role: 'voter', expiresAt: '2026-01-02T00:00:00.000Z' }]);
+    expect(s.admitted('a'.repeat(64))).toBe(false);
+    expect(s.applyCommand({ op: 'admitNode', time: T, node: node('a'.repeat(64), 'node-a'), secretHash: 'h1' }, 2)).toMatchObject({ ok: true });
+    expect(s.admitted('a'.repeat(64))).toBe(true);
+    expect(s.get('Peer', 'node-a')).toMatchObject({ spec: { nodeId: 'a'.repeat(64), role: 'voter' }, applyset: null });
+    expect(s.node('a'.repeat(64))?.role).toBe('voter');
+    expect(s.applyCommand({ op: 'admitNode', time: '2026-01-03T00:00:00.000Z', node: node('b'.repeat(64), 'node-b'), secretHash: 'h1' }, 3)).toMatchObject({ ok: false, code: 'invalid' });
+    expect(s.applyCommand({ op: 'admitNode', time: T, node: node('b'.repeat(64), 'node-b'), secretHash: 'nope' }, 4)).toMatchObject({ ok: false });
+    expect(s.admitted('b'.repeat(64))).toBe(false);
+  });
+
+  it('lets a Peer manifest win over the joining node: its name and role stay as written', () => {
+    const s = new DesiredStateStore();
+    feed(s, [
+      { op: 'addJoinSecret', time: T, secretHash: 'h1', role: 'voter', expiresAt: '2026-01-02T00:00:00.000Z' },
+      { op: 'apply', time: T, planId: 'p', applyset: 'd', changes: [{ kind: 'Peer', name: 'declared', action: 'create', read: 0, labels: {}, spec: { nodeId: 'c'.repeat(64), role: 'worker' } }] },
+    ]);
+    expect(s.admitted('c'.repeat(64))).toBe(true);
+    s.applyCommand({ op: 'admitNode', time: T, node: node('c'.repeat(64), 'flag-name'), secretHash: 'h1' }, 3);
+    expect(s.list('Peer').map((r) => r.metadata.name)).toEqual(['declared']);
+    expect(s.node('c'.repeat(64))?.role).toBe('worker');
+  });
+});

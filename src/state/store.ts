@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import type { ApplyChange, ApplyOutcome, Command, CommandOutcome, Conflict, DeleteOutcome, DeleteTarget, NodeRecord } from './commands.js';
+import type { ApplyChange, ApplyOutcome, ClusterDocs, Command, CommandOutcome, Conflict, DeleteOutcome, DeleteTarget, NodeRecord } from './commands.js';
 import { decodeCommand } from './commands.js';
 import { changeEffects, comparable } from './effects.js';
-import { resourceKey, type Kind, type StoredResource, type VmSpec } from './types.js';
+import { resourceKey, type Kind, type PeerSpec, type StoredResource, type VmSpec } from './types.js';
 
 // The desired-state store: the Raft state machine. `apply(entry, index)` is deterministic and
 // synchronous; every replica that applies the same entries in the same order holds the same state.
@@ -41,6 +41,7 @@ interface Snapshot {
   appliedPlans: string[];
   joinSecrets: JoinSecret[];
   placements: PlacementRecord[];
+  docs: ClusterDocs | null;
 }
 
 /** How many applied plan ids the store remembers (a saved plan applies at most once). */
@@ -55,6 +56,8 @@ export class DesiredStateStore {
   private appliedPlanSet = new Set<string>();
   private joinSecrets: JoinSecret[] = [];
   private placements = new Map<string, PlacementRecord>();
+  /** Tickets (with secrets) of the cluster and status documents; null with P2P off. */
+  docs: ClusterDocs | null = null;
   appliedIndex = 0;
 
   // --- StateMachine ---
@@ -77,7 +80,13 @@ export class DesiredStateStore {
         if (this.clusterId !== null) return { ok: false, code: 'exists', message: `cluster ${this.clusterId} is already bootstrapped` };
         this.clusterId = cmd.clusterId;
         this.nodes.set(cmd.node.nodeId, { ...cmd.node });
+        if (cmd.docs) this.docs = cmd.docs;
         return { ok: true, index };
+      case 'setDocs':
+        this.docs = cmd.docs;
+        return { ok: true, index };
+      case 'admitNode':
+        return this.admit(cmd.node, cmd.secretHash, cmd.time, index);
       case 'registerNode': {
         const prev = this.nodes.get(cmd.node.nodeId);
         this.nodes.set(cmd.node.nodeId, { ...cmd.node, registeredAt: prev?.registeredAt ?? cmd.node.registeredAt });
@@ -109,6 +118,7 @@ export class DesiredStateStore {
       appliedPlans: this.appliedPlans,
       joinSecrets: this.joinSecrets,
       placements: [...this.placements.values()],
+      docs: this.docs,
     };
     return Buffer.from(JSON.stringify(s), 'utf8');
   }
@@ -124,6 +134,7 @@ export class DesiredStateStore {
     this.appliedPlanSet = new Set(s.appliedPlans);
     this.joinSecrets = s.joinSecrets;
     this.placements = new Map((s.placements ?? []).map((p) => [p.vm, p]));
+    this.docs = s.docs ?? null;
     this.appliedIndex = index;
   }
 
@@ -265,6 +276,38 @@ export class DesiredStateStore {
       results.push({ kind: t.kind, name: t.name, action: had ? 'deleted' : 'notfound' });
     }
     return { ok: true, index, results };
+  }
+
+  /**
+   * A node joins with a ticket: its secret must be live (checked against the entry's time, not a
+   * clock), and the node gets a node record and a Peer named by its --name (SPEC section 2). A
+   * Peer manifest for that node id, if any, wins: it is left as written.
+   */
+  private admit(node: NodeRecord, secretHash: string, time: string, index: number): CommandOutcome {
+    const secret = this.joinSecrets.find((s) => s.secretHash === secretHash && s.expiresAt > time);
+    if (!secret) return { ok: false, code: 'invalid', message: 'the join secret is unknown or expired' };
+    const existing = this.list('Peer').find((r) => (r.spec as PeerSpec).nodeId === node.nodeId);
+    const role = existing ? ((existing.spec as PeerSpec).role ?? 'worker') : secret.role;
+    this.nodes.set(node.nodeId, { ...node, role, registeredAt: this.nodes.get(node.nodeId)?.registeredAt ?? time });
+    if (!existing) {
+      let name = node.name;
+      // Names are unique per kind: a taken name gets the node id's first digits.
+      if (this.resources.has(resourceKey('Peer', name))) name = `${name}-${node.nodeId.slice(0, 6)}`.slice(0, 63);
+      const key = resourceKey('Peer', name);
+      this.resources.set(key, {
+        kind: 'Peer',
+        metadata: { name, labels: { ...node.labels }, uid: uidFor(this.clusterId, index, key), generation: 1, resourceVersion: index, creationTimestamp: time },
+        spec: { nodeId: node.nodeId, addresses: [...node.addresses], role },
+        applyset: null,
+      });
+    }
+    return { ok: true, index };
+  }
+
+  /** Whether a node id may talk to this cluster: a Peer names it, or it joined with a secret. */
+  admitted(nodeId: string): boolean {
+    if (this.nodes.has(nodeId)) return true;
+    return this.list('Peer').some((r) => (r.spec as PeerSpec).nodeId === nodeId);
   }
 
   private applyPlacements(cmd: Extract<Command, { op: 'place' }>, index: number): CommandOutcome {
