@@ -1,6 +1,6 @@
 export { ApiClient } from './client.js';
 export type { ClientOptions } from './client.js';
-export { createApiServer, MAX_REQUEST_BYTES } from './server.js';
+export { createApiServer, dispatch, MAX_REQUEST_BYTES } from './server.js';
 export type { ApiBackend, ApiServerOptions } from './server.js';
 export { ApiError, EXIT_CODE } from './errors.js';
 export type { ErrorCode } from './errors.js';

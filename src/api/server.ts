@@ -85,31 +85,6 @@ export function createApiServer(opts: ApiServerOptions): Server {
 
     const route = `${method} /${parts.slice(1, 2).join('/')}`;
     switch (route) {
-      case 'GET /version':
-        return send(res, 200, b.version());
-      case 'GET /status':
-        return send(res, 200, await b.status());
-      case 'GET /nodes':
-        return send(res, 200, { items: b.nodes() });
-      case 'GET /resources': {
-        const kind = kindFromPlural(parts[2]);
-        if (parts.length === 3) return send(res, 200, { items: await b.list(kind) });
-        if (parts.length === 4) {
-          const r = await b.get(kind, parts[3]!);
-          if (!r) throw new ApiError('not-found', `${kind}/${parts[3]} not found`);
-          return send(res, 200, r);
-        }
-        if (parts.length === 5 && parts[4] === 'events') return send(res, 200, { items: b.events(kind, parts[3]!) });
-        break;
-      }
-      case 'POST /plan':
-        return send(res, 200, await b.plan(await readJson<PlanRequest>(req)));
-      case 'POST /apply':
-        return send(res, 200, await b.apply(await readJson<ApplyRequest>(req)));
-      case 'POST /delete':
-        return send(res, 200, await b.delete(await readJson<DeleteRequest>(req)));
-      case 'POST /tickets':
-        return send(res, 200, await b.ticket(await readJson<TicketRequest>(req)));
       case 'HEAD /blobs':
       case 'GET /blobs': {
         const hash = blobHash(parts[2]);
@@ -127,10 +102,48 @@ export function createApiServer(opts: ApiServerOptions): Server {
         return send(res, 200, await b.putBlob(hash, req, len !== undefined ? Number(len) : null));
       }
     }
-    throw new ApiError('not-found', `no route ${method} ${url.pathname}`);
+    const body = method === 'POST' ? await readJson<unknown>(req) : undefined;
+    return send(res, 200, await dispatch(b, method, url.pathname, body));
   }
 
   return server;
+}
+
+/**
+ * The JSON routes of the API, apart from HTTP: the HTTP server and the node-to-node RPC (a
+ * follower forwarding to its leader) both come through here. Throws ApiError.
+ */
+export async function dispatch(b: ApiBackend, method: string, pathname: string, body: unknown): Promise<unknown> {
+  const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
+  if (parts[0] !== 'v1') throw new ApiError('not-found', `no route ${method} ${pathname}`);
+  switch (`${method} /${parts[1] ?? ''}`) {
+    case 'GET /version':
+      return b.version();
+    case 'GET /status':
+      return b.status();
+    case 'GET /nodes':
+      return { items: b.nodes() };
+    case 'GET /resources': {
+      const kind = kindFromPlural(parts[2]);
+      if (parts.length === 3) return { items: await b.list(kind) };
+      if (parts.length === 4) {
+        const r = await b.get(kind, parts[3]!);
+        if (!r) throw new ApiError('not-found', `${kind}/${parts[3]} not found`);
+        return r;
+      }
+      if (parts.length === 5 && parts[4] === 'events') return { items: b.events(kind, parts[3]!) };
+      break;
+    }
+    case 'POST /plan':
+      return b.plan(body as PlanRequest);
+    case 'POST /apply':
+      return b.apply(body as ApplyRequest);
+    case 'POST /delete':
+      return b.delete(body as DeleteRequest);
+    case 'POST /tickets':
+      return b.ticket(body as TicketRequest);
+  }
+  throw new ApiError('not-found', `no route ${method} ${pathname}`);
 }
 
 function blobHash(s: string | undefined): string {
