@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type ApplyRequest } from '../src/api/index.js';
-import { BIN, cli, removeDir, startDaemon, tempDir, testEnv } from './helpers/daemon.js';
+import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv } from './helpers/daemon.js';
 
 // A node's life on its data dir (SPEC section 4): identity and state survive restarts and
 // SIGKILL; a second daemon is refused at once; flags on an existing dir are handled.
@@ -15,6 +15,8 @@ beforeAll(async () => {
   work = await tempDir();
 });
 afterAll(async () => {
+  await removeVms(path.join(work, 'n1'));
+  await removeVms(path.join(work, 'crash'));
   await removeDir(work);
 });
 
@@ -33,7 +35,7 @@ const vmSet = (i: number): ApplyRequest => ({
 describe('node life', () => {
   it('keeps identity and state across a restart; refuses a second daemon; ignores --bootstrap with a warning', async () => {
     const dataDir = path.join(work, 'n1');
-    const d1 = await startDaemon({ dataDir, configHome: configHome() });
+    const d1 = await startDaemon({ dataDir, configHome: configHome(), args: ['--bootstrap', '--hypervisor', 'process'] });
     const idOffline = cli(['node', 'id', '--data-dir', dataDir], { configHome: configHome() }).stdout.trim();
     expect(idOffline).toBe(d1.nodeId);
     expect((await stat(path.join(dataDir, 'token'))).mode & 0o777).toBe(0o600);
@@ -58,7 +60,8 @@ describe('node life', () => {
       const status2 = await d2.client.status();
       expect(status2.clusterId).toBe(status1.clusterId);
       expect(status2.raft.role).toBe('leader');
-      expect(await d2.client.get('VirtualMachine', 'a-1')).toEqual(before);
+      const after = await d2.client.get('VirtualMachine', 'a-1');
+      expect([after.metadata, after.spec]).toEqual([before.metadata, before.spec]);
     } finally {
       await d2.stop();
     }
@@ -66,7 +69,7 @@ describe('node life', () => {
 
   it('loses no acknowledged apply when SIGKILLed in the middle of 1,000 sequential applies', async () => {
     const dataDir = path.join(work, 'crash');
-    const d1 = await startDaemon({ dataDir, configHome: configHome() });
+    const d1 = await startDaemon({ dataDir, configHome: configHome(), args: ['--bootstrap', '--hypervisor', 'process'] });
     await d1.client.apply({ desired: [{ kind: 'Image', name: 'base', labels: {}, spec: { blob: `blake3:${'b'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'b'.repeat(64)}`, size: null } }], applyset: 'img', prune: false, maxPrune: 0, dryRun: false });
     const killAt = 300 + Math.floor(Math.random() * 400);
     const acked: number[] = [];

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, ROOT, cli, removeDir, requireBuild, tempDir, testEnv } from './helpers/daemon.js';
+import { BIN, ROOT, cli, removeDir, removeVms, requireBuild, tempDir, testEnv } from './helpers/daemon.js';
 
 // `blixard up` (what `npm start` runs): an embedded node that applies examples/ and keeps serving.
 
@@ -10,6 +10,7 @@ beforeAll(async () => {
   work = await tempDir();
 });
 afterAll(async () => {
+  await removeVms(path.join(work, 'up'));
   await removeDir(work);
 });
 
@@ -36,10 +37,10 @@ describe('blixard up', () => {
     });
     expect(out).toContain('Image/hello created');
     expect(out).toContain('VirtualMachine/hello-1 created');
-    expect(err).toContain('2 VMs stored, 0 running');
+    expect(err).toContain('VirtualMachine/hello-1: Running');
     // The CLI finds the embedded node through its record, with no flags.
     const s = JSON.parse(cli(['status', '-o', 'json'], { configHome }).stdout);
-    expect(s.vms).toEqual({ total: 2, running: 0 });
+    expect(s.vms.running).toBeGreaterThanOrEqual(2);
     proc.kill('SIGTERM');
     expect(await exited).toBe(0);
   });

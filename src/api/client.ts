@@ -74,6 +74,21 @@ export class ApiClient {
   ticket(req: TicketRequest): Promise<{ ticket: string }> {
     return this.json('POST', '/v1/tickets', req);
   }
+  /** A VM's console; with `follow`, chunks keep coming until the signal aborts or the server ends. */
+  async logs(vm: string, opts: { tailLines?: number; follow?: boolean; onData: (chunk: Buffer) => void; signal?: AbortSignal }): Promise<void> {
+    const q = new URLSearchParams();
+    if (opts.tailLines !== undefined) q.set('tail', String(opts.tailLines));
+    if (opts.follow) q.set('follow', '1');
+    const res = await this.send('GET', `/v1/logs/${encodeURIComponent(vm)}?${q}`, undefined, {}, opts.follow ? 0 : this.timeoutMs);
+    if ((res.statusCode ?? 500) >= 400) throw await errorFrom(res);
+    opts.signal?.addEventListener('abort', () => res.destroy(), { once: true });
+    try {
+      for await (const c of res) opts.onData(c as Buffer);
+    } catch (e) {
+      if (!opts.signal?.aborted) throw e;
+    }
+  }
+
   async hasBlob(hash: string): Promise<boolean> {
     const res = await this.send('HEAD', `/v1/blobs/${hash}`);
     res.resume();
@@ -120,6 +135,11 @@ export class ApiClient {
       }
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err instanceof ApiError) return reject(err);
+        // The server closed an idle keep-alive socket just as we reused it: the request never
+        // reached it, so sending it again is safe (Node's documented reusedSocket pattern).
+        if (req.reusedSocket && err.code === 'ECONNRESET' && !(body && !Buffer.isBuffer(body))) {
+          return resolve(this.send(method, path, body, headers, timeoutMs));
+        }
         // A server that rejects an upload early closes the socket while we still write: prefer its answer.
         reject(new ApiError('unreachable', `cannot reach the Blixard API at ${this.server}: ${err.code ?? err.message} (is a node running? \`blixard node start\` or \`blixard up\`)`));
       });

@@ -41,6 +41,8 @@ export interface ApiBackend {
   hasBlob(hash: string): Promise<boolean>;
   putBlob(hash: string, body: Readable, size: number | null): Promise<BlobJson>;
   ticket(req: TicketRequest): Promise<{ ticket: string }>;
+  /** A VM's console from the node it runs on; with `follow`, later output goes to `onData`. */
+  logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer>;
 }
 
 export interface ApiServerOptions {
@@ -96,6 +98,32 @@ export function createApiServer(opts: ApiServerOptions): Server {
         if (!has) throw new ApiError('not-found', `blob ${hash} not found`);
         return send(res, 200, { hash, present: true });
       }
+      case 'GET /logs': {
+        // GET /v1/logs/<vm>?tail=LINES&follow=1: the console, streamed as it grows with follow.
+        const name = parts[2];
+        if (!name) throw new ApiError('invalid', 'expected /v1/logs/<vm name>');
+        const tail = url.searchParams.get('tail');
+        const lines = tail === null ? null : Number(tail);
+        if (lines !== null && (!Number.isInteger(lines) || lines < 0)) throw new ApiError('invalid', `tail: expected a whole number of lines, got ${JSON.stringify(tail)}`);
+        const follow = url.searchParams.get('follow') === '1';
+        const stop = new AbortController();
+        res.on('close', () => stop.abort());
+        const held: Buffer[] = [];
+        let started = false;
+        let first = await b.logs(name, {
+          // Lines are what people count; the driver cuts bytes: ask for plenty, then trim.
+          ...(lines !== null ? { tailBytes: Math.max(65536, lines * 1024) } : {}),
+          ...(follow ? { follow: stop.signal, onData: (c: Buffer) => (started ? res.write(c) : held.push(c)) } : {}),
+        });
+        if (lines !== null) first = lastLines(first, lines);
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+        if (!follow) return void res.end(first);
+        res.write(first);
+        for (const c of held) res.write(c);
+        started = true;
+        await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+        return void res.end();
+      }
       case 'PUT /blobs': {
         const hash = blobHash(parts[2]);
         const len = req.headers['content-length'];
@@ -144,6 +172,17 @@ export async function dispatch(b: ApiBackend, method: string, pathname: string, 
       return b.ticket(body as TicketRequest);
   }
   throw new ApiError('not-found', `no route ${method} ${pathname}`);
+}
+
+function lastLines(b: Buffer, n: number): Buffer {
+  if (n === 0) return Buffer.alloc(0);
+  let end = b.length;
+  if (end > 0 && b[end - 1] === 10) end--;
+  let seen = 0;
+  for (let i = end - 1; i >= 0; i--) {
+    if (b[i] === 10 && ++seen === n) return b.subarray(i + 1);
+  }
+  return b;
 }
 
 function blobHash(s: string | undefined): string {

@@ -106,6 +106,14 @@ export function program(): Command {
     .option('-R, --recursive', 'descend into subfolders')
     .action(lazy('./delete.js'));
 
+  p.command('logs')
+    .description("a VM's console (QEMU serial, process stdout/stderr), from its node")
+    .argument('<kind>', 'vm')
+    .argument('<name>')
+    .option('-f, --follow', 'keep printing new output')
+    .option('--tail <lines>', 'only the last N lines')
+    .action(lazy('./logs.js'));
+
   p.command('status')
     .description('members, leader, nodes, VMs and background errors')
     .option('-o, --output <format>', 'json or yaml')

@@ -20,6 +20,8 @@ import type {
   VmStatus,
 } from '../api/index.js';
 import { HashMismatchError, type BlobStore } from '../images/index.js';
+import type { ReportedVm } from '../reconciler/index.js';
+import type { ConsoleLogOptions } from '../vm/index.js';
 import { ACTION_WORD, buildPlan, checkDesired, planChanges, type Plan } from '../reconciler/index.js';
 import {
   API_VERSION,
@@ -61,8 +63,10 @@ export interface BackendDeps {
   addresses: () => Promise<string[]>;
   /** Known once the API listens (port 0 means the OS chose it). */
   apiUrl: () => string;
-  /** Called after every committed change (the scheduler looks again). */
+  /** Called after every committed change (the scheduler and the reconciler look again). */
   onCommitted?: () => void;
+  /** What this node's reconciler reports of the VMs placed here. */
+  vms?: { report(name: string): ReportedVm | undefined; consoleLog(name: string, opts: ConsoleLogOptions): Promise<Buffer> };
 }
 
 const EVENTS_PER_RESOURCE = 20;
@@ -98,7 +102,7 @@ export class NodeBackend implements ApiBackend {
     if (!leader) {
       notes.push(`not part of a cluster yet: restart with --bootstrap, or apply a Peer for node id ${this.d.nodeId} on a cluster`);
     }
-    if (vms.length > 0) notes.push('VM drivers are not part of this build yet: VMs are stored and reported, not run');
+
     return {
       nodeId: this.d.nodeId,
       name: settings.name,
@@ -113,7 +117,7 @@ export class NodeBackend implements ApiBackend {
         members: leader ? [{ nodeId: this.d.nodeId, name: settings.name, role: 'voter', api: this.d.apiUrl() }] : [],
       },
       nodes: this.nodes(),
-      vms: { total: vms.length, running: 0 },
+      vms: { total: vms.length, running: (await Promise.all(vms.map((v) => this.statusOf(v)))).filter((st) => (st as VmStatus).phase === 'Running').length },
       images: { total: store.list('Image').length },
       applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time })),
       errors: [...this.errors],
@@ -239,6 +243,20 @@ export class NodeBackend implements ApiBackend {
     return { ticket };
   }
 
+  async logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer> {
+    const r = this.d.store.get('VirtualMachine', vm);
+    if (!r) throw new ApiError('not-found', `VirtualMachine/${vm} not found`);
+    const p = this.d.store.placement(vm);
+    if (!p?.nodeId) throw new ApiError('not-found', `VirtualMachine/${vm} is not placed on any node yet`);
+    if (p.nodeId !== this.d.nodeId) throw new ApiError('not-found', `VirtualMachine/${vm} runs on ${this.nodeName(p.nodeId)}; ask that node (--server ${this.d.store.node(p.nodeId)?.api ?? '?'})`);
+    if (!this.d.vms) throw new ApiError('not-found', 'this node runs no VMs');
+    try {
+      return await this.d.vms.consoleLog(vm, opts);
+    } catch (e) {
+      throw new ApiError('not-found', (e as Error).message);
+    }
+  }
+
   async propose(cmd: Command): Promise<CommandOutcome> {
     const out = (await this.d.log.propose(encodeCommand(cmd))).result as CommandOutcome;
     if (out.ok) this.d.onCommitted?.();
@@ -251,7 +269,7 @@ export class NodeBackend implements ApiBackend {
     }
   }
 
-  private event(kind: Kind, name: string, type: EventJson['type'], reason: string, message: string): void {
+  event(kind: Kind, name: string, type: EventJson['type'], reason: string, message: string): void {
     const key = resourceKey(kind, name);
     const list = this.recent.get(key) ?? [];
     list.push({ time: new Date().toISOString(), type, reason, message });
@@ -277,12 +295,22 @@ export class NodeBackend implements ApiBackend {
               message: p?.reason ?? 'waiting for the scheduler',
               lastTransitionTime: p?.since ?? r.metadata.creationTimestamp,
             };
+        const here = p?.nodeId === this.d.nodeId ? this.d.vms?.report(r.metadata.name) : undefined;
+        if (here && here.uid === r.metadata.uid) {
+          return {
+            phase: here.phase,
+            nodeId: p!.nodeId,
+            observedGeneration: here.observedGeneration,
+            conditions: here.conditions.map((c) => ({ ...c, lastTransitionTime: c.type === 'Scheduled' ? p!.since : (here.since[c.type] ?? p!.since) })),
+            message: here.message,
+          };
+        }
         return {
-          phase: 'Pending',
+          phase: p?.nodeId ? (p.nodeId === this.d.nodeId ? 'Pending' : 'Unknown') : 'Pending',
           nodeId: p?.nodeId ?? null,
           observedGeneration: 0,
           conditions: [scheduled],
-          message: p?.nodeId ? 'placed; VM drivers are not part of this build yet' : scheduled.message,
+          message: p?.nodeId ? (p.nodeId === this.d.nodeId ? 'placed here; the reconciler has not reported yet' : 'placed on another node; its status is not visible from here yet') : scheduled.message,
         };
       }
       case 'Image': {

@@ -1,16 +1,19 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Iroh } from '@number0/iroh';
 import { createApiServer, removeRecord, writeRecord } from '../api/index.js';
-import { BlobStore } from '../images/index.js';
+import { BlobStore, ImageFiles } from '../images/index.js';
+import { NodeReconciler, type LaunchedVm } from '../reconciler/index.js';
+import { enabledDrivers } from '../vm/index.js';
 import { startIroh } from '../p2p/index.js';
 import { SingleNodeLog } from '../raft/index.js';
 import { DesiredStateStore, encodeCommand, type NodeRecord } from '../state/index.js';
 import { NodeBackend } from './backend.js';
 import { SchedulingLoop } from './scheduling.js';
-import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir } from './datadir.js';
+import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir, writeFileDurable } from './datadir.js';
 import { resolveSettings, saveSettings, type NodeSettings, type SettingFlags } from './settings.js';
 import { decodeTicket } from './ticket.js';
 
@@ -90,9 +93,48 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const blobs = await BlobStore.open(iroh, paths.incoming);
     const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
 
+    // The hypervisor drivers this machine can run; the formats they run are what the node offers.
+    const enabled = await enabledDrivers(paths.root, settings.hypervisor);
+    for (const sk of enabled.skipped) {
+      if (settings.hypervisor !== 'auto') throw new StartupError(`--hypervisor ${settings.hypervisor}: the ${sk.name} driver cannot run here: ${sk.why}`, 2);
+      log.warn({ driver: sk.name, why: sk.why }, 'driver not available; VMs needing it will not be placed here');
+    }
+    const imageFiles = new ImageFiles(iroh, path.join(paths.root, 'images'));
+    const ledgerFile = path.join(paths.root, 'vms', 'launched.json');
+
     const [apiHost, apiPortText] = splitHostPort(settings.api);
     let apiUrl = '';
-    const backend = new NodeBackend({ nodeId: identity.nodeId, settings, store, log: stateLog, blobs, addresses, apiUrl: () => apiUrl, onCommitted: () => scheduling.kick() });
+    const reconciler: NodeReconciler = new NodeReconciler({
+      nodeId: identity.nodeId,
+      nodeName: settings.name,
+      view: () => store,
+      drivers: enabled.drivers,
+      images: { has: (h) => blobs.has(h), pathFor: (h) => imageFiles.pathFor(h) },
+      ledger: {
+        load: async () => JSON.parse(await readFile(ledgerFile, 'utf8').catch(() => '{}')) as Record<string, LaunchedVm>,
+        save: async (all) => {
+          await mkdir(path.dirname(ledgerFile), { recursive: true });
+          await writeFileDurable(ledgerFile, JSON.stringify(all, null, 1));
+        },
+      },
+      report: () => {},
+      event: (name, e) => backend.event('VirtualMachine', name, e.type, e.reason, e.message),
+      log,
+    });
+    const backend = new NodeBackend({
+      nodeId: identity.nodeId,
+      settings,
+      store,
+      log: stateLog,
+      blobs,
+      addresses,
+      apiUrl: () => apiUrl,
+      vms: reconciler,
+      onCommitted: () => {
+        scheduling.kick();
+        reconciler.kick();
+      },
+    });
     // Until node liveness lands, the only node known to be up is this one.
     const scheduling = new SchedulingLoop(store, { schedulable: (id) => id === identity.nodeId }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
     const server = createApiServer({ token, backend, onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
@@ -115,13 +157,15 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       // Keep this node's record current: its API and Iroh addresses change between runs.
       const now = new Date().toISOString();
       const prev = store.node(identity.nodeId);
-      const rec = nodeRecord(identity.nodeId, settings, apiUrl, await addresses(), prev?.registeredAt ?? now);
+      const rec = nodeRecord(identity.nodeId, settings, apiUrl, await addresses(), prev?.registeredAt ?? now, reconciler.formats);
       if (!prev || JSON.stringify({ ...prev, updatedAt: '' }) !== JSON.stringify({ ...rec, updatedAt: '' })) {
         await backend.propose({ op: 'registerNode', time: now, node: rec });
       }
     }
     scheduling.start(2_000);
     cleanups.push(async () => scheduling.stop());
+    await reconciler.start();
+    cleanups.push(() => reconciler.stop());
     await writeRecord({ api: apiUrl, nodeId: identity.nodeId, name: settings.name, dataDir: paths.root, pid: process.pid, startedAt: new Date().toISOString() }, opts.env);
     cleanups.push(() => removeRecord(apiUrl, process.pid, opts.env));
 
@@ -146,7 +190,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
   }
 }
 
-function nodeRecord(nodeId: string, s: NodeSettings, api: string | null, addresses: string[], registeredAt: string): NodeRecord {
+function nodeRecord(nodeId: string, s: NodeSettings, api: string | null, addresses: string[], registeredAt: string, formats: string[] = []): NodeRecord {
   return {
     nodeId,
     name: s.name,
@@ -155,7 +199,7 @@ function nodeRecord(nodeId: string, s: NodeSettings, api: string | null, address
     addresses,
     labels: s.labels,
     capacity: { vcpus: s.vcpus, memoryMiB: s.memoryMiB },
-    formats: [],
+    formats,
     registeredAt,
     updatedAt: new Date().toISOString(),
   };

@@ -28,7 +28,7 @@ export class DataDirInUseError extends Error {
 
 /** Writes a small file atomically and durably: temp file, fsync, rename, fsync the folder. */
 export async function writeFileDurable(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const fh = await open(tmp, 'w', mode);
   try {
     await fh.writeFile(data);

@@ -19,3 +19,5 @@ export type { Phase, ConditionState, NodeVmContext, VmReport } from './vm-status
 export { WorkQueue } from './queue.js';
 export type { QueueOptions, QueueClock, Worker } from './queue.js';
 export { desiredVmsFor } from './desired.js';
+export { NodeReconciler } from './node-reconciler.js';
+export type { NodeReconcilerDeps, ImageAccess, ReportedVm, VmEvent } from './node-reconciler.js';

@@ -114,3 +114,11 @@ export function cli(args: string[], opts: { configHome: string; cwd?: string; in
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
+
+/** Daemons leave VMs running on purpose (a restarted daemon adopts them): tests remove them. */
+export async function removeVms(dataDir: string): Promise<void> {
+  const { ProcessDriver, QemuDriver, driverRoot } = await import('../../src/vm/index.js');
+  for (const drv of [new ProcessDriver({ root: driverRoot(dataDir, 'process') }), new QemuDriver({ root: driverRoot(dataDir, 'qemu') })]) {
+    for (const o of await drv.list().catch(() => [])) await drv.delete(o.name, 0).catch(() => {});
+  }
+}

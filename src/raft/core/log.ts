@@ -20,10 +20,12 @@ export class RaftLog {
     readonly storage: Storage,
     private readonly maxApplyingSize: number,
   ) {
-    const first = storage.firstIndex();
+    // Entries may be kept behind the snapshot (compaction lags it), but the state machine starts
+    // from the snapshot, so that is what is applied (and committed) at least.
+    const start = Math.max(storage.firstIndex() - 1, storage.snapshot().meta.index);
     this.unstable = new Unstable(storage.lastIndex() + 1);
-    this.committed = first - 1;
-    this.applied = first - 1;
+    this.committed = start;
+    this.applied = start;
   }
 
   firstIndex(): number {

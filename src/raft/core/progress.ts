@@ -41,6 +41,14 @@ export class Progress {
     return p;
   }
 
+  /** Forgets everything but membership (a new term): probe from `next`. */
+  reset(match: number, next: number, recentActive: boolean): void {
+    this.resetState('probe');
+    this.match = match;
+    this.next = next;
+    this.recentActive = recentActive;
+  }
+
   private resetState(state: ProgressState): void {
     this.probeSent = false;
     this.pendingSnapshot = 0;

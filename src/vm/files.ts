@@ -1,0 +1,170 @@
+import { randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { access, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { z } from 'zod';
+
+// Small file helpers for the VM folders: atomic records, bounded tails, polling waits.
+
+/** Writes via a temp file and rename, so a reader sees the old or the new content, never half.
+ * With `durable`, the data is fsync'd before the rename (records that must survive power loss). */
+export async function writeFileAtomic(file: string, data: string | Buffer, durable = false): Promise<void> {
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(data);
+    if (durable) await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+export async function writeJsonAtomic(file: string, value: unknown, durable = false): Promise<void> {
+  await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, durable);
+}
+
+/** Reads and validates a JSON record; null when the file does not exist. A file that exists but
+ * does not parse is an error naming the file: records are written atomically, so it means
+ * someone else wrote there. */
+export async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file}: not JSON (${(err as Error).message})`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw new Error(`${file}: unexpected content: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return parsed.data;
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function mtimeIso(file: string): Promise<string | null> {
+  try {
+    return (await stat(file)).mtime.toISOString();
+  } catch {
+    return null;
+  }
+}
+
+/** The last `bytes` bytes of a file (all of it when bytes is undefined), and the offset where
+ * they end (to follow from); empty when the file is missing. */
+export async function readTail(file: string, bytes?: number): Promise<{ data: Buffer; end: number }> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), end: 0 };
+    throw err;
+  }
+  try {
+    const size = (await fh.stat()).size;
+    const start = bytes === undefined ? 0 : Math.max(0, size - bytes);
+    const buf = Buffer.alloc(size - start);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+    return { data: buf.subarray(0, bytesRead), end: start + bytesRead };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A short text tail for error messages. */
+export async function textTail(file: string, bytes = 2000): Promise<string> {
+  return (await readTail(file, bytes)).data.toString('utf8');
+}
+
+/**
+ * Delivers what is appended to `file` until `signal` aborts, starting at byte `from`. Polls (fs
+ * watchers miss renames on some filesystems); notices when the file is replaced (a new launch
+ * rotates the console) or truncated, and then reads the new file from its start.
+ */
+export async function followFile(file: string, from: number, signal: AbortSignal, onData: (chunk: Buffer) => void, intervalMs = 200): Promise<void> {
+  let offset = from;
+  let ino: number | null = null;
+  while (!signal.aborted) {
+    try {
+      const st = await stat(file);
+      if (ino !== null && st.ino !== ino) offset = 0;
+      if (st.size < offset) offset = 0;
+      ino = st.ino;
+      if (st.size > offset) {
+        const fh = await open(file, 'r');
+        try {
+          const buf = Buffer.alloc(Math.min(st.size - offset, 1 << 20));
+          const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+          offset += bytesRead;
+          if (bytesRead > 0) onData(buf.subarray(0, bytesRead));
+        } finally {
+          await fh.close();
+        }
+        continue; // more may be waiting
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      ino = null;
+      offset = 0;
+    }
+    await sleep(intervalMs, signal);
+  }
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Polls `check` until it returns a value other than undefined, or the time is up (undefined). */
+export async function pollUntil<T>(check: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 25): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  let wait = Math.min(2, intervalMs);
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() >= deadline) return undefined;
+    await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
+    wait = Math.min(wait * 2, intervalMs);
+  }
+}
+
+/** Looks a command up on PATH (or checks an explicit path). */
+export async function findExecutable(cmd: string): Promise<string | null> {
+  const candidates = cmd.includes('/') ? [cmd] : (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').filter(Boolean).map((d) => path.join(d, cmd));
+  for (const c of candidates) {
+    try {
+      await access(c, fsc.X_OK);
+      if ((await stat(c)).isFile()) return c;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}

@@ -1,0 +1,110 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { constants } from 'node:os';
+
+// What /proc says about a process. A pid alone does not identify a process: the kernel reuses
+// pids. (boot id, pid, start time in clock ticks since boot) does, so that triple is what the
+// shim records and what every liveness check compares.
+
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  /** R, S, D, Z (zombie), T, ... */
+  state: string;
+  ppid: number;
+  pgrp: number;
+  session: number;
+  /** Field 22: start time in clock ticks after boot. Never changes for a process, not even at exec. */
+  startTicks: number;
+}
+
+export interface ProcessIdentity {
+  pid: number;
+  startTicks: number;
+  bootId: string;
+}
+
+/** Parses /proc/<pid>/stat; null when there is no such process. */
+export async function readProcStat(pid: number): Promise<ProcStat | null> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  return parseProcStat(text);
+}
+
+export function parseProcStat(text: string): ProcStat | null {
+  // comm may hold spaces and parentheses: it runs from the first '(' to the LAST ')'.
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) return null;
+  const rest = text.slice(close + 2).split(' ');
+  const num = (i: number): number => Number(rest[i]);
+  const stat: ProcStat = {
+    pid: Number(text.slice(0, open).trim()),
+    comm: text.slice(open + 1, close),
+    state: rest[0] ?? '?',
+    ppid: num(1),
+    pgrp: num(2),
+    session: num(3),
+    startTicks: num(19),
+  };
+  return Number.isFinite(stat.pid) && Number.isFinite(stat.startTicks) ? stat : null;
+}
+
+let bootIdCache: string | undefined;
+/** Changes at every boot: a record from before a reboot describes processes that are gone. */
+export async function bootId(): Promise<string> {
+  bootIdCache ??= (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  return bootIdCache;
+}
+
+/** True when the identified process still exists and is not a zombie (a zombie has ended; only
+ * its parent has not collected the status yet). */
+export async function isAlive(id: ProcessIdentity): Promise<boolean> {
+  if (id.bootId !== (await bootId())) return false;
+  const st = await readProcStat(id.pid);
+  return st !== null && st.startTicks === id.startTicks && st.state !== 'Z' && st.state !== 'X';
+}
+
+/** Every process on the machine. Reads at most 64 stat files at a time (a busy node has
+ * thousands of processes; reading them all at once runs out of file descriptors). */
+export async function allProcStats(): Promise<ProcStat[]> {
+  const pids = (await readdir('/proc')).filter((d) => /^\d+$/.test(d)).map(Number);
+  const out: ProcStat[] = [];
+  for (let i = 0; i < pids.length; i += 64) {
+    for (const st of await Promise.all(pids.slice(i, i + 64).map(readProcStat))) if (st) out.push(st);
+  }
+  return out;
+}
+
+let snapshot: { at: number; stats: Promise<ProcStat[]> } | null = null;
+/**
+ * A process table at most `maxAgeMs` old, shared by concurrent callers (deleting 1,000 VMs
+ * must not scan /proc 1,000 times). Stale by nature: re-check a process before acting on it.
+ */
+export function recentProcStats(maxAgeMs: number): Promise<ProcStat[]> {
+  if (!snapshot || Date.now() - snapshot.at > maxAgeMs) {
+    const stats = allProcStats();
+    snapshot = { at: Date.now(), stats };
+    stats.catch(() => (snapshot = null));
+  }
+  return snapshot.stats;
+}
+
+/** Sends a signal; false when the target no longer exists. */
+export function sendSignal(target: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(target, signal);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+export function signalName(n: number): string {
+  return SIGNAL_NAMES.get(n) ?? `SIG${n}`;
+}

@@ -1,0 +1,140 @@
+import { constants as fsc } from 'node:fs';
+import { chmod, copyFile, rename } from 'node:fs/promises';
+import { VmDriverError, type ImageFormat, type VmSpecForDriver } from './driver.js';
+import { findExecutable } from './files.js';
+import { killSessionLeftovers, SAFE_PATH, signalProgram, type LaunchPlan } from './supervise.js';
+import { SupervisedDriver } from './supervised-driver.js';
+import { FILES, type RunRecord, type VmFolder } from './vm-folder.js';
+
+// Runs an `executable` image as a supervised local process, like Nomad's exec driver, for
+// machines with no hypervisor. The process runs in the VM's folder (its working directory),
+// with stdout and stderr appended to console.log and a clean environment:
+//   PATH, HOME (the folder), BLIXARD_VM_NAME, BLIXARD_VM_UID, BLIXARD_VM_GENERATION,
+//   BLIXARD_KERNEL_ARGS (when the spec has kernelArgs), PORT_<guest>=<host> per port
+//   (PORT_<guest>_UDP for a udp port whose number is also mapped for tcp).
+// Nothing of the daemon's environment (its token, for one) leaks into it.
+//
+// The image is COPIED into the folder (as `./<vm name>`, mode 0555), never run from the store:
+// running it in place would need the store's file to be executable (a chmod of the store) and
+// would let a VM that writes to its own executable corrupt a blob other VMs share. A hard link
+// has both problems (same inode). The copy uses a reflink where the filesystem offers one.
+//
+// Limits, honestly:
+// - memoryMiB is enforced as RLIMIT_DATA (prlimit --data, soft = hard): private writable memory
+//   (heap, anonymous mmaps) per process; allocations past it fail. It is per process, inherited
+//   by children (each gets its own allowance), and it is not a limit on resident memory of the
+//   group. RLIMIT_AS was rejected: runtimes that reserve address space (Node, the JVM, Go) do not
+//   even start under an address-space limit of a few hundred MiB.
+// - core dumps are disabled (RLIMIT_CORE = 0): they would land in the VM folder.
+// - vcpus is NOT enforced (no cgroup here); it only counts against the node's capacity.
+// - stop sends SIGTERM to the program's process group, then SIGKILL after the grace period;
+//   delete also SIGKILLs anything left in the launch's session (children that changed group).
+
+export interface ProcessDriverOptions {
+  /** `<data-dir>/vms/process` */
+  root: string;
+  perl?: string;
+  prlimit?: string;
+  startTimeoutMs?: number;
+}
+
+/** The environment a process VM sees. */
+export function processEnv(spec: VmSpecForDriver, dir: string): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: SAFE_PATH,
+    HOME: dir,
+    BLIXARD_VM_NAME: spec.name,
+    BLIXARD_VM_UID: spec.uid,
+    BLIXARD_VM_GENERATION: String(spec.generation),
+  };
+  if (spec.kernelArgs) env.BLIXARD_KERNEL_ARGS = spec.kernelArgs;
+  for (const p of [...spec.ports].sort((a, b) => (a.protocol === b.protocol ? 0 : a.protocol === 'tcp' ? -1 : 1))) {
+    const key = `PORT_${p.guest}`;
+    if (env[key] === undefined) env[key] = String(p.host);
+    else if (p.protocol === 'udp') env[`${key}_UDP`] = String(p.host);
+  }
+  return env;
+}
+
+interface Tools {
+  perl: string;
+  prlimit: string;
+}
+
+export class ProcessDriver extends SupervisedDriver {
+  readonly name = 'process' as const;
+  readonly formats: readonly ImageFormat[] = ['executable'];
+  private tools: Promise<Tools> | null = null;
+
+  constructor(private readonly opts: ProcessDriverOptions) {
+    super(opts.root);
+  }
+
+  async available(): Promise<{ ok: boolean; why?: string }> {
+    try {
+      await this.resolveTools();
+      return { ok: true };
+    } catch (err) {
+      this.tools = null;
+      return { ok: false, why: (err as Error).message };
+    }
+  }
+
+  private resolveTools(): Promise<Tools> {
+    this.tools ??= (async () => {
+      const need = async (cmd: string, pkg: string): Promise<string> => {
+        const p = await findExecutable(cmd);
+        if (!p) throw new Error(`${cmd} not found on PATH (Debian package: ${pkg})`);
+        return p;
+      };
+      return { perl: await need(this.opts.perl ?? 'perl', 'perl-base'), prlimit: await need(this.opts.prlimit ?? 'prlimit', 'util-linux') };
+    })();
+    return this.tools;
+  }
+
+  protected async prepare(folder: VmFolder, spec: VmSpecForDriver): Promise<void> {
+    // Copy, then rename over: a running copy keeps its (old) inode, so this is safe while it runs.
+    const dest = folder.file(spec.name);
+    const tmp = `${dest}.tmp`;
+    try {
+      await copyFile(spec.image.path, tmp, fsc.COPYFILE_FICLONE);
+      await chmod(tmp, 0o555);
+      await rename(tmp, dest);
+    } catch (err) {
+      throw new VmDriverError(spec.name, 'create', `copying the executable ${spec.image.path}: ${(err as Error).message}`);
+    }
+  }
+
+  protected async plan(folder: VmFolder, spec: VmSpecForDriver): Promise<LaunchPlan> {
+    const { perl, prlimit } = await this.resolveTools();
+    const data = spec.memoryMiB * 1024 * 1024;
+    return {
+      perl,
+      argv: [prlimit, `--data=${data}:${data}`, '--core=0:0', '--', `./${spec.name}`],
+      env: processEnv(spec, folder.dir),
+      output: FILES.console,
+      record: { driver: 'process', uid: spec.uid, generation: spec.generation, specHash: spec.specHash },
+      timeoutMs: this.opts.startTimeoutMs ?? 10_000,
+    };
+  }
+
+  protected async awaitLaunched(): Promise<void> {
+    // Launched means exec'd: the shim has recorded the pid and no exec error.
+  }
+
+  protected async probe(): Promise<{ state: 'running' }> {
+    return { state: 'running' };
+  }
+
+  protected async askToStop(_folder: VmFolder, _launch: unknown, run: RunRecord): Promise<void> {
+    await signalProgram(run, 'SIGTERM', true);
+  }
+
+  protected async forceStop(_folder: VmFolder, _launch: unknown, run: RunRecord): Promise<void> {
+    await signalProgram(run, 'SIGKILL', true);
+  }
+
+  protected override async cleanupAfterEnd(_folder: VmFolder, run: RunRecord): Promise<void> {
+    await killSessionLeftovers(run);
+  }
+}

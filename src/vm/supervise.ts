@@ -1,0 +1,143 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { open, stat } from 'node:fs/promises';
+import { VmDriverError } from './driver.js';
+import { pollUntil, textTail, writeFileAtomic } from './files.js';
+import { isAlive, readProcStat, recentProcStats, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
+import { SHIM_SOURCE } from './shim.js';
+import { FILES, type ExitRecord, type LaunchRecord, type RunRecord, type StopRecord, type VmFolder } from './vm-folder.js';
+
+// Starting a VM's process through the shim, and finding out, from the records and /proc alone,
+// whether it still runs and how it ended. Shared by both drivers.
+
+/** PATH for what VMs run: the system's, never the daemon's (which may point into a checkout). */
+export const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface LaunchPlan {
+  perl: string;
+  /** The program and its arguments; relative paths are relative to the VM folder. */
+  argv: string[];
+  /** The whole environment of the program (nothing of the daemon's leaks through). */
+  env: Record<string, string>;
+  /** File in the VM folder for the program's stdout and stderr. */
+  output: string;
+  record: Pick<LaunchRecord, 'driver' | 'uid' | 'generation' | 'specHash' | 'qmpSocket' | 'accel'>;
+  timeoutMs: number;
+}
+
+/** Spawns the shim detached and returns once it has recorded the program's pid. Throws, with
+ * the output's tail, when the program could not be executed. */
+export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ launch: LaunchRecord; run: RunRecord }> {
+  await folder.resetForLaunch();
+  const rec: LaunchRecord = { ...plan.record, launchId: randomBytes(8).toString('hex'), argv: plan.argv, launchedAt: new Date().toISOString() };
+  await folder.writeLaunch(rec);
+  await writeFileAtomic(folder.file(FILES.shim), SHIM_SOURCE);
+
+  const log = await open(folder.file(FILES.shimLog), 'a');
+  let spawnError: Error | null = null;
+  let shimEnded: string | null = null;
+  try {
+    // detached: setsid() for the shim, so it and the VM outlive the daemon and its terminal.
+    const child = spawn(plan.perl, [FILES.shim, rec.launchId, plan.output, '--', ...plan.argv], {
+      cwd: folder.dir,
+      detached: true,
+      stdio: ['ignore', log.fd, log.fd],
+      env: plan.env,
+    });
+    child.once('error', (err) => (spawnError = err));
+    child.once('exit', (code, signal) => (shimEnded = signal ?? `exit code ${code}`));
+    child.unref();
+  } finally {
+    await log.close();
+  }
+
+  const run = await pollUntil(async () => {
+    const r = await folder.readRun(rec.launchId);
+    if (r) return r;
+    if (spawnError) throw new VmDriverError(folder.name, 'start', `cannot run the shim (${plan.perl}): ${spawnError.message}`);
+    if (shimEnded) throw new VmDriverError(folder.name, 'start', `the shim ended (${shimEnded}) before recording a pid`, await textTail(folder.file(FILES.shimLog)));
+    return undefined;
+  }, plan.timeoutMs);
+  if (!run) throw new VmDriverError(folder.name, 'start', `the shim recorded no pid within ${plan.timeoutMs} ms`, await textTail(folder.file(FILES.shimLog)));
+  if (run.execError) throw new VmDriverError(folder.name, 'start', run.execError, await textTail(folder.file(plan.output)));
+  return { launch: rec, run };
+}
+
+export interface Supervision {
+  launch: LaunchRecord | null;
+  run: RunRecord | null;
+  exit: ExitRecord | null;
+  stop: StopRecord | null;
+  /** The program of the current launch is alive (same boot, pid and start time). */
+  alive: boolean;
+  shimAlive: boolean;
+}
+
+export const programOf = (run: RunRecord): ProcessIdentity => ({ pid: run.pid, startTicks: run.startTicks, bootId: run.bootId });
+export const shimOf = (run: RunRecord): ProcessIdentity => ({ pid: run.shimPid, startTicks: run.shimStartTicks, bootId: run.bootId });
+
+/** Reads the records of the current launch and checks /proc. When the program has just ended
+ * and its shim is still alive, waits (briefly) for the shim to record the exit status. */
+export async function observe(folder: VmFolder, exitWaitMs = 2000): Promise<Supervision> {
+  const launchRec = await folder.readLaunch();
+  if (!launchRec) return { launch: null, run: null, exit: null, stop: null, alive: false, shimAlive: false };
+  const id = launchRec.launchId;
+  const run = await folder.readRun(id);
+  const alive = run ? await isAlive(programOf(run)) : false;
+  const shimAlive = run ? await isAlive(shimOf(run)) : false;
+  let exit = await folder.readExit(id);
+  if (run && !alive && !exit && shimAlive) exit = (await pollUntil(async () => (await folder.readExit(id)) ?? undefined, exitWaitMs)) ?? null;
+  return { launch: launchRec, run, exit, stop: await folder.readStop(id), alive, shimAlive };
+}
+
+/** Waits until the program has ended; false if it still runs after timeoutMs. */
+export async function waitForEnd(run: RunRecord, timeoutMs: number): Promise<boolean> {
+  return (await pollUntil(async () => ((await isAlive(programOf(run))) ? undefined : true), timeoutMs, 25)) ?? false;
+}
+
+/** Waits until the shim has ended (it writes exit.json, then exits). */
+export async function waitForShim(run: RunRecord, timeoutMs: number): Promise<boolean> {
+  return (await pollUntil(async () => ((await isAlive(shimOf(run))) ? undefined : true), timeoutMs, 25)) ?? false;
+}
+
+/** Signals the program's process group (the shim made the program its leader), but only after
+ * checking that the pid is still that program: a reused pid is never signalled. */
+export async function signalProgram(run: RunRecord, signal: NodeJS.Signals, group: boolean): Promise<boolean> {
+  if (!(await isAlive(programOf(run)))) return false;
+  const st = await readProcStat(run.pid);
+  return sendSignal(group && st?.pgrp === run.pid ? -run.pid : run.pid, signal);
+}
+
+export async function killShim(run: RunRecord): Promise<void> {
+  if (await isAlive(shimOf(run))) sendSignal(run.shimPid, 'SIGKILL');
+}
+
+/**
+ * SIGKILLs whatever is left of the launch's session (the shim is its leader): children that
+ * outlived the program or left its process group. A session id stays reserved while any member
+ * lives, so the session is ours when the shim is alive, or when no process holds its pid at all;
+ * members must also be younger than the shim. Candidates come from a shared, briefly cached
+ * process table and are each re-read just before the kill, so a pid that changed hands since
+ * is never signalled. Returns how many processes were killed.
+ */
+export async function killSessionLeftovers(run: RunRecord): Promise<number> {
+  const holder = await readProcStat(run.shimPid);
+  if (holder && holder.startTicks !== run.shimStartTicks) return 0; // the pid is another process now
+  const ours = (p: ProcStat | null): p is ProcStat => !!p && p.session === run.shimPid && p.pid !== run.shimPid && p.startTicks >= run.shimStartTicks && p.state !== 'Z';
+  let killed = 0;
+  for (const candidate of (await recentProcStats(250)).filter(ours)) {
+    const now = await readProcStat(candidate.pid);
+    if (ours(now) && now.startTicks === candidate.startTicks && sendSignal(now.pid, 'SIGKILL')) killed++;
+  }
+  return killed;
+}
+
+/** When the exit happened: exit.json's mtime (the shim writes it right after waitpid; Perl's
+ * core has no sub-second clock), else the second the shim recorded. */
+export async function exitTime(folder: VmFolder, exit: ExitRecord): Promise<string> {
+  try {
+    return (await stat(folder.file(FILES.exit))).mtime.toISOString();
+  } catch {
+    return new Date(exit.time * 1000).toISOString();
+  }
+}
