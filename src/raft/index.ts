@@ -5,3 +5,7 @@ export type { Snapshot, SnapshotMeta } from './snapshot.js';
 export { SingleNodeLog } from './single-node.js';
 export type { StateMachine, SingleNodeOptions } from './single-node.js';
 export type { Transport, RaftPeer } from './transport.js';
+export { RaftNode, NotLeaderError, ProposalDroppedError } from './node.js';
+export type { RaftNodeOptions } from './node.js';
+export { MemNetwork, MemTransport } from './mem-transport.js';
+export type { ConfChange, ConfState, Role } from './core/index.js';

@@ -1,0 +1,141 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MemNetwork } from './mem-transport.js';
+import { NotLeaderError, RaftNode } from './node.js';
+import type { StateMachine } from './single-node.js';
+
+// The Raft node as a daemon runs it: real WAL and snapshot files, real timers, an in-memory
+// network. (Safety under faults is the simulator's job, test/raft-sim; this is the shell.)
+
+class Log implements StateMachine {
+  items: string[] = [];
+  apply(data: Uint8Array): unknown {
+    this.items.push(Buffer.from(data).toString());
+    return this.items.length;
+  }
+  snapshot(): Uint8Array {
+    return Buffer.from(JSON.stringify(this.items));
+  }
+  restore(data: Uint8Array): void {
+    this.items = data.length ? (JSON.parse(Buffer.from(data).toString()) as string[]) : [];
+  }
+}
+
+interface Member {
+  id: string;
+  dir: string;
+  sm: Log;
+  node: RaftNode;
+}
+
+let dirs: string[] = [];
+let nodes: RaftNode[] = [];
+afterEach(async () => {
+  for (const n of nodes) await n.close().catch(() => {});
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  dirs = [];
+  nodes = [];
+});
+
+const fast = { tickMs: 10, electionTick: 10, heartbeatTick: 1 };
+
+async function member(net: MemNetwork, id: string, dir: string, opts: { bootstrap?: string[]; snapshotEvery?: number; keepBehind?: number } = {}): Promise<Member> {
+  const sm = new Log();
+  const node = await RaftNode.open({
+    dir,
+    id,
+    transport: net.transport(id),
+    sm,
+    ...fast,
+    ...(opts.bootstrap ? { bootstrap: { voters: opts.bootstrap, learners: [] } } : {}),
+    ...(opts.snapshotEvery ? { snapshotEvery: opts.snapshotEvery } : {}),
+    ...(opts.keepBehind !== undefined ? { keepBehind: opts.keepBehind } : {}),
+  });
+  nodes.push(node);
+  return { id, dir, sm, node };
+}
+
+async function cluster(n: number, opts: { snapshotEvery?: number; keepBehind?: number } = {}) {
+  const net = new MemNetwork();
+  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+  const members: Member[] = [];
+  for (const id of ids) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), `raftnode-${id}-`));
+    dirs.push(dir);
+    members.push(await member(net, id, dir, { bootstrap: ids, ...opts }));
+  }
+  return { net, members };
+}
+
+async function until<T>(what: string, fn: () => T | undefined | false, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const leaderOf = (ms: Member[]) => until('a leader', () => ms.find((m) => m.node.isLeader));
+
+describe('RaftNode', () => {
+  it('elects a leader and applies every acknowledged proposal on every member, in order', async () => {
+    const { members } = await cluster(3);
+    const leader = await leaderOf(members);
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.node.propose(Buffer.from(`op-${i}`))));
+    expect(new Set(results.map((r) => r.index)).size).toBe(200);
+    await until('all applied everywhere', () => members.every((m) => m.sm.items.length === 200));
+    for (const m of members) expect(m.sm.items).toEqual(leader.sm.items);
+    const follower = members.find((m) => m !== leader)!;
+    await expect(follower.node.propose(Buffer.from('x'))).rejects.toBeInstanceOf(NotLeaderError);
+    expect(follower.node.leader).toBe(leader.id);
+    await leader.node.readBarrier();
+  });
+
+  it('elects a new leader when the old one is cut off, and the old one rejoins as a follower', async () => {
+    const { net, members } = await cluster(3);
+    const old = await leaderOf(members);
+    await old.node.propose(Buffer.from('before'));
+    net.isolate(old.id);
+    const rest = members.filter((m) => m !== old);
+    const next = await until('a new leader', () => rest.find((m) => m.node.isLeader));
+    await next.node.propose(Buffer.from('after'));
+    await until('the old leader to step down (check quorum)', () => !old.node.isLeader);
+    net.heal(old.id);
+    await until('the old leader to catch up', () => old.sm.items.includes('after'));
+    expect(old.sm.items).toEqual(next.sm.items);
+  });
+
+  it('restarts from its WAL and snapshots, compacting the log as it goes', async () => {
+    const { net, members } = await cluster(3, { snapshotEvery: 50, keepBehind: 10 });
+    const leader = await leaderOf(members);
+    for (let i = 0; i < 300; i++) await leader.node.propose(Buffer.from(`op-${i}`));
+    const f = members.find((m) => m !== leader)!;
+    await until('the follower to apply everything', () => f.sm.items.length === 300);
+    expect((await readdir(path.join(f.dir, 'snap'))).filter((x) => x.endsWith('.snap')).length).toBeGreaterThan(0);
+    await f.node.close();
+    nodes = nodes.filter((n) => n !== f.node);
+    for (let i = 300; i < 320; i++) await leader.node.propose(Buffer.from(`op-${i}`));
+    const again = await member(net, f.id, f.dir, { snapshotEvery: 50, keepBehind: 10 });
+    await until('the restarted follower to catch up', () => again.sm.items.length === 320);
+    expect(again.sm.items).toEqual(leader.sm.items);
+  });
+
+  it('adds a learner, promotes it to voter, and it catches up from a snapshot', async () => {
+    const { net, members } = await cluster(3, { snapshotEvery: 20, keepBehind: 0 });
+    const leader = await leaderOf(members);
+    for (let i = 0; i < 60; i++) await leader.node.propose(Buffer.from(`op-${i}`));
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'raftnode-n4-'));
+    dirs.push(dir);
+    const n4 = await member(net, 'n4', dir, { snapshotEvery: 20, keepBehind: 0 });
+    await leader.node.proposeConfChange({ changes: [{ type: 'addLearner', node: 'n4' }] });
+    await until('the learner to catch up', () => n4.sm.items.length === 60);
+    await leader.node.proposeConfChange({ changes: [{ type: 'addNode', node: 'n4' }] });
+    await until('n4 to be a voter everywhere', () => members.every((m) => m.node.membership.voters.includes('n4')));
+    await leader.node.propose(Buffer.from('with-four'));
+    await until('n4 to apply it', () => n4.sm.items.at(-1) === 'with-four');
+  });
+});
