@@ -24,6 +24,7 @@ describe('blixard up', () => {
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => proc.once('exit', resolve));
+    try {
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`up did not finish applying:\n${out}\n${err}`)), 30_000);
       const check = () => {
@@ -41,7 +42,10 @@ describe('blixard up', () => {
     // The CLI finds the embedded node through its record, with no flags.
     const s = JSON.parse(cli(['status', '-o', 'json'], { configHome }).stdout);
     expect(s.vms.running).toBeGreaterThanOrEqual(2);
-    proc.kill('SIGTERM');
-    expect(await exited).toBe(0);
+      proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      proc.kill('SIGKILL'); // a failed assertion must not leave the daemon behind
+    }
   });
 });

@@ -20,16 +20,21 @@ out=$(cd "$out" && pwd)
 cache="$out/.cache"
 
 die() { echo "build.sh: $*" >&2; exit 1; }
-for tool in apt-get apt-cache dpkg-deb cpio gzip sha256sum; do
-  command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' (Debian packages: apt, dpkg, cpio, gzip, coreutils)"
+for tool in apt-get apt-cache dpkg-deb cpio gzip sha256sum flock; do
+  command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' (Debian packages: apt, dpkg, cpio, gzip, coreutils, util-linux)"
 done
+
+# One build at a time per output folder (test files running in parallel may all ask for it).
+exec 9>"$out/.lock"
+flock 9
 
 # The kernel: whatever linux-image-amd64 currently depends on (e.g. linux-image-6.1.0-56-amd64).
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
 [ -n "$kpkg" ] || die "apt-cache knows no dependency of linux-image-amd64; run 'apt-get update' first"
-version_of() { apt-cache show --no-all-versions "$1" 2>/dev/null | awk '/^Version:/ { print $2; exit }'; }
-kver=$(version_of "$kpkg")
-bbver=$(version_of busybox-static)
+# Candidate versions of both packages, in one apt-cache call (each call loads the whole cache).
+versions=$(apt-cache show --no-all-versions "$kpkg" busybox-static 2>/dev/null | awk '/^Package:/ { p = $2 } /^Version:/ { print p, $2 }')
+kver=$(echo "$versions" | awk -v p="$kpkg" '$1 == p { print $2; exit }')
+bbver=$(echo "$versions" | awk '$1 == "busybox-static" { print $2; exit }')
 [ -n "$kver" ] || die "apt-cache has no version of $kpkg"
 [ -n "$bbver" ] || die "apt-cache has no version of busybox-static"
 

@@ -41,6 +41,8 @@ export interface ApiBackend {
   hasBlob(hash: string): Promise<boolean>;
   putBlob(hash: string, body: Readable, size: number | null): Promise<BlobJson>;
   ticket(req: TicketRequest): Promise<{ ticket: string }>;
+  join(req: unknown, remote: string): Promise<unknown>;
+  registerNode(record: unknown, remote: string): Promise<unknown>;
   /** A VM's console from the node it runs on; with `follow`, later output goes to `onData`. */
   logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer>;
 }
@@ -48,6 +50,8 @@ export interface ApiBackend {
 export interface ApiServerOptions {
   token: string;
   backend: ApiBackend;
+  /** Prometheus text for /metrics. */
+  metrics?: () => Promise<string>;
   onError?: (err: unknown, req: { method: string; url: string }) => void;
 }
 
@@ -81,6 +85,12 @@ export function createApiServer(opts: ApiServerOptions): Server {
     // Liveness and readiness are for supervisors and load balancers: no token (Kubernetes does the same).
     if (url.pathname === '/healthz') return send(res, 200, { ok: true });
     if (url.pathname === '/readyz') return b.ready() ? send(res, 200, { ready: true }) : send(res, 503, { ready: false });
+    // Metrics are for a scraper on loopback, like /healthz: no token.
+    if (url.pathname === '/metrics' && opts.metrics) {
+      const text = await opts.metrics();
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+      return void res.end(text);
+    }
 
     if (parts[0] !== 'v1') throw new ApiError('not-found', `no route ${method} ${url.pathname}`);
     if (!authorized(req)) throw new ApiError('unauthorized', 'missing or wrong bearer token (see <data-dir>/token)');
@@ -141,7 +151,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
  * The JSON routes of the API, apart from HTTP: the HTTP server and the node-to-node RPC (a
  * follower forwarding to its leader) both come through here. Throws ApiError.
  */
-export async function dispatch(b: ApiBackend, method: string, pathname: string, body: unknown): Promise<unknown> {
+export async function dispatch(b: ApiBackend, method: string, pathname: string, body: unknown, remote?: string): Promise<unknown> {
   const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
   if (parts[0] !== 'v1') throw new ApiError('not-found', `no route ${method} ${pathname}`);
   switch (`${method} /${parts[1] ?? ''}`) {
@@ -170,6 +180,14 @@ export async function dispatch(b: ApiBackend, method: string, pathname: string, 
       return b.delete(body as DeleteRequest);
     case 'POST /tickets':
       return b.ticket(body as TicketRequest);
+    case 'POST /nodes':
+      // POST /v1/nodes/register: a node keeps its own record current (node to node only).
+      if (!remote || parts[2] !== 'register') throw new ApiError('not-found', `no route ${method} ${pathname}`);
+      return b.registerNode(body, remote);
+    case 'POST /join':
+      // Only over blixard/api/1, where the caller's node id is authenticated by its QUIC key.
+      if (!remote) throw new ApiError('not-found', 'joining is done node to node (blixard node start --join TICKET)');
+      return b.join(body, remote);
   }
   throw new ApiError('not-found', `no route ${method} ${pathname}`);
 }

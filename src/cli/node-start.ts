@@ -30,7 +30,14 @@ export default async function nodeStart(flags: StartFlags, cmd: Command): Promis
   const dataDir = g.dataDir ?? process.env.BLIXARD_DATA_DIR;
   if (!dataDir) throw new UsageError('--data-dir: required for node start');
   const log = pino({ base: { pid: process.pid }, level: process.env.BLIXARD_LOG_LEVEL ?? 'info' }, pino.destination(2));
-  const node = await startNode({ dataDir, flags: settingFlags(flags), bootstrap: !!flags.bootstrap, ...(flags.join ? { join: flags.join } : {}), log });
+  const node = await startNode({
+    dataDir,
+    flags: settingFlags(flags),
+    bootstrap: !!flags.bootstrap,
+    ...(flags.join ? { join: flags.join } : {}),
+    log,
+    onFatal: () => process.kill(process.pid, 'SIGTERM'),
+  });
   // startNode returns once the API serves; no request is handled before this synchronous write.
   process.stdout.write(`ready nodeId=${node.nodeId} api=${node.apiUrl}\n`);
   log.info({ nodeId: node.nodeId, api: node.apiUrl }, 'ready');

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { ApiError, type ApiBackend } from '../api/index.js';
+import { ApiError, kindPlural, type ApiBackend } from '../api/index.js';
 import type {
   Condition,
   ApplyRequest,
@@ -35,6 +35,7 @@ import {
   type Kind,
   type NodeRecord,
   type StoredResource,
+  type ClusterDocs,
   type VmSpec,
   withDefaults,
 } from '../state/index.js';
@@ -51,6 +52,25 @@ export interface ConsensusLog {
   readonly term: number;
   readonly commitIndex: number;
   readonly appliedIndex: number;
+  readonly isLeader: boolean;
+  readonly leader: string | null;
+  readonly currentRole: 'leader' | 'follower' | 'candidate' | 'precandidate' | 'learner';
+  readonly membership: { voters: string[]; learners: string[] };
+}
+
+/** A node-to-node call to the leader (or the leader's answer as an ApiError). */
+export type Forward = (method: string, path: string, body?: unknown) => Promise<unknown>;
+
+export interface JoinRequest {
+  secret: string;
+  node: NodeRecord;
+}
+
+export interface JoinResponse {
+  clusterId: string;
+  role: 'voter' | 'worker';
+  docs: ClusterDocs | null;
+  members: { nodeId: string; addresses: string[] }[];
 }
 
 export interface BackendDeps {
@@ -67,6 +87,14 @@ export interface BackendDeps {
   onCommitted?: () => void;
   /** What this node's reconciler reports of the VMs placed here. */
   vms?: { report(name: string): ReportedVm | undefined; consoleLog(name: string, opts: ConsoleLogOptions): Promise<Buffer> };
+  /** Sends a request to the leader when this node is not it. */
+  forward: Forward;
+  /** Whether a node is up (this one, or a peer answering pings / heartbeating). */
+  nodeReady: (nodeId: string) => boolean;
+  /** What another node reports of a VM placed on it (the status document). */
+  remoteVm?: (nodeId: string, vm: string) => ReportedVm | undefined;
+  /** Adds a joined voter to the Raft configuration (as a learner; promotion follows). */
+  addLearner?: (nodeId: string) => Promise<void>;
 }
 
 const EVENTS_PER_RESOURCE = 20;
@@ -78,7 +106,7 @@ export class NodeBackend implements ApiBackend {
   constructor(private readonly d: BackendDeps) {}
 
   get isLeader(): boolean {
-    return this.d.store.clusterId !== null;
+    return this.d.log.isLeader && this.d.store.clusterId !== null;
   }
 
   recordError(component: string, err: unknown): void {
@@ -90,34 +118,36 @@ export class NodeBackend implements ApiBackend {
     return { version: VERSION, apiVersion: API_VERSION, nodeId: this.d.nodeId };
   }
 
+  /** Caught up with the cluster: a leader is known and this node applied the bootstrap. */
   ready(): boolean {
-    return this.isLeader;
+    return this.d.log.leader !== null && this.d.store.clusterId !== null;
   }
 
   async status(): Promise<StatusJson> {
     const { store, log, settings } = this.d;
     const vms = store.list('VirtualMachine');
-    const leader = this.isLeader;
     const notes: string[] = [];
-    if (!leader) {
-      notes.push(`not part of a cluster yet: restart with --bootstrap, or apply a Peer for node id ${this.d.nodeId} on a cluster`);
-    }
-
+    if (store.clusterId === null) {
+      notes.push(`not part of a cluster yet: restart with --bootstrap or --join TICKET, or apply a Peer for node id ${this.d.nodeId} on a cluster`);
+    } else if (!log.leader) notes.push('no leader is known: the cluster cannot take writes now');
+    const conf = log.membership;
+    const member = (nodeId: string, role: 'voter' | 'learner') => ({ nodeId, name: this.nodeName(nodeId), role, api: nodeId === this.d.nodeId ? this.d.apiUrl() : (store.node(nodeId)?.api ?? null) });
+    const statuses = await Promise.all(vms.map((v) => this.statusOf(v)));
     return {
       nodeId: this.d.nodeId,
       name: settings.name,
       clusterId: store.clusterId,
       version: VERSION,
       raft: {
-        role: leader ? 'leader' : settings.role === 'worker' ? 'none' : 'follower',
-        term: leader ? log.term : 0,
-        leader: leader ? this.d.nodeId : null,
+        role: log.currentRole === 'precandidate' ? 'candidate' : log.currentRole,
+        term: log.term,
+        leader: log.leader,
         commitIndex: log.commitIndex,
         appliedIndex: log.appliedIndex,
-        members: leader ? [{ nodeId: this.d.nodeId, name: settings.name, role: 'voter', api: this.d.apiUrl() }] : [],
+        members: [...conf.voters.map((id) => member(id, 'voter')), ...conf.learners.map((id) => member(id, 'learner'))],
       },
       nodes: this.nodes(),
-      vms: { total: vms.length, running: (await Promise.all(vms.map((v) => this.statusOf(v)))).filter((st) => (st as VmStatus).phase === 'Running').length },
+      vms: { total: vms.length, running: statuses.filter((st) => (st as VmStatus).phase === 'Running').length },
       images: { total: store.list('Image').length },
       applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time })),
       errors: [...this.errors],
@@ -135,18 +165,21 @@ export class NodeBackend implements ApiBackend {
       a.memoryMiB += spec.memoryMiB!;
       allocated.set(p.nodeId, a);
     }
-    return this.d.store.listNodes().map((n) => nodeJson(n, n.nodeId === this.d.nodeId && this.ready(), allocated.get(n.nodeId) ?? { vcpus: 0, memoryMiB: 0 }));
+    return this.d.store.listNodes().map((n) => nodeJson(n, this.d.nodeReady(n.nodeId), allocated.get(n.nodeId) ?? { vcpus: 0, memoryMiB: 0 }));
   }
 
   private nodeName(nodeId: string): string {
     return this.d.store.node(nodeId)?.name ?? nodeId.slice(0, 10);
   }
 
+  // Reads go to the leader too: SPEC section 1, step 8 (get, describe, diff read from the leader).
   async list(kind: Kind): Promise<ResourceJson[]> {
+    if (!this.isLeader) return ((await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}`)) as { items: ResourceJson[] }).items;
     return Promise.all(this.d.store.list(kind).map((r) => this.toJson(r)));
   }
 
   async get(kind: Kind, name: string): Promise<ResourceJson | undefined> {
+    if (!this.isLeader) return (await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`)) as ResourceJson;
     const r = this.d.store.get(kind, name);
     return r ? this.toJson(r) : undefined;
   }
@@ -156,6 +189,7 @@ export class NodeBackend implements ApiBackend {
   }
 
   async plan(req: PlanRequest): Promise<Plan> {
+    if (!this.isLeader) return (await this.d.forward('POST', '/v1/plan', req)) as Plan;
     this.requireLeader();
     const problems = checkDesired(req.desired);
     const { store } = this.d;
@@ -180,6 +214,7 @@ export class NodeBackend implements ApiBackend {
   }
 
   async apply(req: ApplyRequest): Promise<ApplyResponse> {
+    if (!this.isLeader) return (await this.d.forward('POST', '/v1/apply', req)) as ApplyResponse;
     this.requireLeader();
     let plan: Plan;
     if (req.plan) {
@@ -211,6 +246,7 @@ export class NodeBackend implements ApiBackend {
   }
 
   async delete(req: DeleteRequest): Promise<DeleteResponse> {
+    if (!this.isLeader) return (await this.d.forward('POST', '/v1/delete', req)) as DeleteResponse;
     this.requireLeader();
     const out = (await this.propose({ op: 'delete', time: new Date().toISOString(), targets: req.targets })) as DeleteOutcome;
     if (!out.ok) throw new ApiError('invalid', out.message);
@@ -232,6 +268,7 @@ export class NodeBackend implements ApiBackend {
   }
 
   async ticket(req: TicketRequest): Promise<{ ticket: string }> {
+    if (!this.isLeader) return (await this.d.forward('POST', '/v1/tickets', req)) as { ticket: string };
     this.requireLeader();
     const role = req.role === 'voter' ? 'voter' : 'worker';
     const ttl = Number.isFinite(req.ttlSeconds) && req.ttlSeconds > 0 ? req.ttlSeconds : 86_400;
@@ -243,7 +280,39 @@ export class NodeBackend implements ApiBackend {
     return { ticket };
   }
 
+  /**
+   * A node presents a join secret (over blixard/api/1, so `remote` is its authenticated node id):
+   * the leader commits its admission, adds a voter to the Raft configuration as a learner, and
+   * answers with what the node needs to take part.
+   */
+  async join(body: unknown, remote: string): Promise<JoinResponse> {
+    const req = body as JoinRequest;
+    if (!this.isLeader) return (await this.d.forward('POST', '/v1/join', req)) as JoinResponse;
+    if (req.node?.nodeId !== remote) throw new ApiError('unauthorized', 'a node may only join as itself');
+    const secretHash = createHash('sha256').update(String(req.secret)).digest('hex');
+    const out = await this.propose({ op: 'admitNode', time: new Date().toISOString(), node: req.node, secretHash });
+    if (!out.ok) throw new ApiError('unauthorized', out.message);
+    const role = this.d.store.node(remote)!.role;
+    if (role === 'voter') await this.d.addLearner?.(remote);
+    const conf = this.d.log.membership;
+    const members = [...new Set([...conf.voters, ...conf.learners])].map((id) => ({ nodeId: id, addresses: this.d.store.node(id)?.addresses ?? [] }));
+    return { clusterId: this.d.store.clusterId!, role, docs: this.d.store.docs, members };
+  }
+
+  /** A node's own record (capacity, formats, addresses, author), sent by that node. */
+  async registerNode(body: unknown, remote: string): Promise<{ ok: true }> {
+    if (!this.isLeader) return (await this.d.forward('POST', '/v1/nodes/register', body)) as { ok: true };
+    const rec = body as NodeRecord;
+    if (rec?.nodeId !== remote) throw new ApiError('unauthorized', 'a node may only register itself');
+    if (!this.d.store.admitted(remote)) throw new ApiError('unauthorized', 'not admitted to this cluster');
+    const prev = this.d.store.node(remote);
+    // The role is the cluster's decision (Peer manifest or join secret), never the node's.
+    await this.propose({ op: 'registerNode', time: new Date().toISOString(), node: { ...rec, role: prev?.role ?? rec.role, registeredAt: prev?.registeredAt ?? rec.registeredAt } });
+    return { ok: true };
+  }
+
   async logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer> {
+    if (!this.isLeader && this.d.store.clusterId !== null) await this.d.forward('GET', `/v1/resources/virtualmachines/${encodeURIComponent(vm)}`);
     const r = this.d.store.get('VirtualMachine', vm);
     if (!r) throw new ApiError('not-found', `VirtualMachine/${vm} not found`);
     const p = this.d.store.placement(vm);
@@ -264,9 +333,10 @@ export class NodeBackend implements ApiBackend {
   }
 
   private requireLeader(): void {
-    if (!this.isLeader) {
-      throw new ApiError('no-leader', `node ${this.d.settings.name} is not part of a cluster yet: restart it with --bootstrap, or admit node id ${this.d.nodeId} with a Peer manifest`);
+    if (this.d.store.clusterId === null && !this.d.log.isLeader) {
+      throw new ApiError('no-leader', `node ${this.d.settings.name} is not part of a cluster yet: restart it with --bootstrap or --join TICKET, or admit node id ${this.d.nodeId} with a Peer manifest`);
     }
+    if (!this.isLeader) throw new ApiError('no-leader', 'this node is not the leader (leadership moved while the request was handled); try again');
   }
 
   event(kind: Kind, name: string, type: EventJson['type'], reason: string, message: string): void {
@@ -295,7 +365,7 @@ export class NodeBackend implements ApiBackend {
               message: p?.reason ?? 'waiting for the scheduler',
               lastTransitionTime: p?.since ?? r.metadata.creationTimestamp,
             };
-        const here = p?.nodeId === this.d.nodeId ? this.d.vms?.report(r.metadata.name) : undefined;
+        const here = p?.nodeId === this.d.nodeId ? this.d.vms?.report(r.metadata.name) : p?.nodeId ? this.d.remoteVm?.(p.nodeId, r.metadata.name) : undefined;
         if (here && here.uid === r.metadata.uid) {
           return {
             phase: here.phase,
@@ -306,11 +376,11 @@ export class NodeBackend implements ApiBackend {
           };
         }
         return {
-          phase: p?.nodeId ? (p.nodeId === this.d.nodeId ? 'Pending' : 'Unknown') : 'Pending',
+          phase: p?.nodeId && !this.d.nodeReady(p.nodeId) ? 'Unknown' : 'Pending',
           nodeId: p?.nodeId ?? null,
           observedGeneration: 0,
           conditions: [scheduled],
-          message: p?.nodeId ? (p.nodeId === this.d.nodeId ? 'placed here; the reconciler has not reported yet' : 'placed on another node; its status is not visible from here yet') : scheduled.message,
+          message: p?.nodeId ? (this.d.nodeReady(p.nodeId) ? `placed on ${this.nodeName(p.nodeId)}; waiting for its report` : `${this.nodeName(p.nodeId)} is not ready`) : scheduled.message,
         };
       }
       case 'Image': {

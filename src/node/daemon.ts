@@ -1,21 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { Logger } from 'pino';
-import type { Iroh } from '@number0/iroh';
-import { createApiServer, removeRecord, writeRecord } from '../api/index.js';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '../api/index.js';
 import { BlobStore, ImageFiles } from '../images/index.js';
+import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
+import { RaftNode } from '../raft/index.js';
 import { NodeReconciler, type LaunchedVm } from '../reconciler/index.js';
+import { DesiredStateStore, type NodeRecord, type PeerSpec } from '../state/index.js';
 import { enabledDrivers } from '../vm/index.js';
-import { startIroh } from '../p2p/index.js';
-import { SingleNodeLog } from '../raft/index.js';
-import { DesiredStateStore, encodeCommand, type NodeRecord } from '../state/index.js';
-import { NodeBackend } from './backend.js';
-import { SchedulingLoop } from './scheduling.js';
+import { NodeBackend, type JoinResponse } from './backend.js';
 import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir, writeFileDurable } from './datadir.js';
+import { readMembership, writeMembership, type Membership } from './membership.js';
+import { SchedulingLoop } from './scheduling.js';
 import { resolveSettings, saveSettings, type NodeSettings, type SettingFlags } from './settings.js';
 import { decodeTicket } from './ticket.js';
+import { desiredVoters, nextConfChange } from './voters.js';
 
 // The composition root (DESIGN.md): builds a node from its data dir and flags, and starts and
 // stops its parts in order. Everything here is wiring; behaviour lives in the parts.
@@ -27,6 +29,8 @@ export interface StartOptions {
   join?: string;
   log: Logger;
   env?: NodeJS.ProcessEnv;
+  /** Called when the node cannot go on (its data dir vanished); the caller stops it and exits. */
+  onFatal?: (why: string) => void;
 }
 
 export interface RunningNode {
@@ -37,15 +41,23 @@ export interface RunningNode {
   settings: NodeSettings;
   backend: NodeBackend;
   store: DesiredStateStore;
+  raft: RaftNode;
+  metrics: Registry;
   stop(): Promise<void>;
 }
 
 export class StartupError extends Error {
-  constructor(message: string, readonly exitCode = 1) {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
     super(message);
     this.name = 'StartupError';
   }
 }
+
+/** How often the leader looks at membership, and every node at its peers. */
+const MEMBERSHIP_INTERVAL_MS = 500;
 
 export async function startNode(opts: StartOptions): Promise<RunningNode> {
   const { log } = opts;
@@ -57,41 +69,53 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => log.warn({ err: e }, 'cleanup failed'));
   };
   try {
-    const { settings, isNew, problems } = await resolveSettings(paths.root, opts.flags);
+    const { settings, problems } = await resolveSettings(paths.root, opts.flags);
     if (problems.length > 0) throw new StartupError(problems.join('\n'), 2);
     const identity = await loadOrCreateIdentity(paths.root);
+    const self = identity.nodeId;
     const token = await loadOrCreateToken(paths.root);
     await saveSettings(paths.root, settings);
 
-    const store = new DesiredStateStore();
-    const stateLog = await SingleNodeLog.open(paths.state, store, { onWarning: (m) => log.warn(m) });
-    cleanups.push(() => stateLog.close());
-    log.info({ appliedIndex: stateLog.appliedIndex, resources: store.size, clusterId: store.clusterId }, 'desired state recovered');
-
-    if (store.clusterId !== null) {
-      if (opts.bootstrap) log.warn(`--bootstrap ignored: this data dir already belongs to cluster ${store.clusterId}`);
-      if (opts.join) {
-        const t = decodeTicket(opts.join);
-        if (t.cluster !== store.clusterId) throw new StartupError(`--join: the ticket is for cluster ${t.cluster}, but this data dir belongs to cluster ${store.clusterId}`, 2);
-        log.warn('--join ignored: this data dir is already a member of that cluster');
+    let membership = await readMembership(paths.root);
+    const ticket = opts.join ? decodeTicketOrFail(opts.join) : undefined;
+    if (membership) {
+      if (opts.bootstrap) log.warn(`--bootstrap ignored: this data dir already belongs to cluster ${membership.clusterId}`);
+      if (ticket && ticket.cluster !== membership.clusterId) {
+        throw new StartupError(`--join: the ticket is for cluster ${ticket.cluster}, but this data dir belongs to cluster ${membership.clusterId}`, 2);
       }
-    } else if (opts.join) {
-      decodeTicket(opts.join);
-      throw new StartupError('--join: joining an existing cluster needs Raft replication, which this build does not have yet; start a single node with --bootstrap', 2);
-    } else if (opts.bootstrap) {
-      const now = new Date().toISOString();
-      await stateLog.propose(encodeCommand({ op: 'bootstrap', time: now, clusterId: randomUUID(), node: nodeRecord(identity.nodeId, settings, null, [], now) }));
-      log.info({ clusterId: store.clusterId }, 'bootstrapped a new cluster');
-    } else if (isNew) {
-      log.warn(`waiting to be admitted: apply a Peer with nodeId ${identity.nodeId} on the cluster, or restart with --bootstrap`);
-    }
+      if (ticket) log.warn('--join ignored: this data dir is already a member of that cluster');
+    } else if (opts.bootstrap && ticket) throw new StartupError('--bootstrap and --join exclude each other: create a cluster, or join one', 2);
+
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry, prefix: 'blixard_process_' });
+    const p2pMetrics = new P2PMetrics(registry);
+
+    // Who may talk to us: admitted nodes (Peers and joined nodes in the store), the members a join
+    // told us of, and, while this data dir belongs to no cluster yet, the cluster that admits it
+    // by a Peer manifest (trust on first use: the first leader to replicate to us).
+    const store = new DesiredStateStore();
+    const trusted = new Set<string>((membership?.trusted ?? []).map((t) => t.nodeId));
+    if (ticket) trusted.add(ticket.leader.nodeId);
+    const admitted = (id: string) => store.admitted(id) || trusted.has(id) || (store.clusterId === null && !ticket && !opts.bootstrap);
+    const router = new ProtocolRouter((id, alpn) => alpn === ALPN.api || admitted(id), {
+      accepted: (alpn) => p2pMetrics.connections.inc({ protocol: alpn, result: 'accepted' }),
+      refused: (alpn, remote, why) => {
+        p2pMetrics.connections.inc({ protocol: alpn, result: 'refused' });
+        log.debug({ alpn, remote, why }, 'connection refused');
+      },
+      error: (alpn, remote, err) => log.debug({ alpn, remote, err: (err as Error)?.message }, 'protocol handler ended'),
+    });
 
     // Iroh takes a second or more to bind (it probes the network). The API opens only once
     // everything is up, so whoever gets an answer from it may rely on the whole node.
-    const iroh = await startIroh({ dir: paths.iroh, secretKey: identity.secretKey, listen: settings.listen, discovery: settings.discovery });
+    const iroh = await startIroh({ dir: paths.iroh, secretKey: identity.secretKey, listen: settings.listen, discovery: settings.discovery, protocols: router.irohProtocols() });
     cleanups.push(() => iroh.node.shutdown());
+    const endpoint = () => iroh.node.endpoint();
     const blobs = await BlobStore.open(iroh, paths.incoming);
     const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
+    const author = (await iroh.authors.default()).toString();
+    const rpc = new RpcClient(endpoint);
+    cleanups.push(async () => rpc.close());
 
     // The hypervisor drivers this machine can run; the formats they run are what the node offers.
     const enabled = await enabledDrivers(paths.root, settings.hypervisor);
@@ -99,13 +123,104 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       if (settings.hypervisor !== 'auto') throw new StartupError(`--hypervisor ${settings.hypervisor}: the ${sk.name} driver cannot run here: ${sk.why}`, 2);
       log.warn({ driver: sk.name, why: sk.why }, 'driver not available; VMs needing it will not be placed here');
     }
+    const formats = [...new Set(enabled.drivers.flatMap((d) => d.formats))].sort();
+    const record = async (api: string | null, registeredAt: string): Promise<NodeRecord> => ({
+      nodeId: self,
+      name: settings.name,
+      role: membership?.role ?? settings.role,
+      api,
+      addresses: await addresses(),
+      labels: settings.labels,
+      capacity: { vcpus: settings.vcpus, memoryMiB: settings.memoryMiB },
+      formats,
+      author,
+      registeredAt,
+      updatedAt: new Date().toISOString(),
+    });
+
+    // A new data dir with a ticket joins before anything else: the leader admits it and tells it
+    // the members, the documents and its role.
+    if (!membership && ticket) {
+      if (ticket.expiresAt <= new Date().toISOString()) throw new StartupError(`--join: the ticket expired at ${ticket.expiresAt}; ask for a new one (blixard node ticket)`, 2);
+      const res = await rpc
+        .call(ticket.leader, { method: 'POST', path: '/v1/join', body: { secret: ticket.secret, node: await record(null, new Date().toISOString()) } }, 30_000)
+        .catch((e: unknown) => {
+          throw new StartupError(`--join: cannot reach the node in the ticket (${ticket.leader.nodeId.slice(0, 10)} at ${ticket.leader.addresses.join(', ')}): ${(e as Error).message}`, 3);
+        });
+      if (res.status !== 200) {
+        const msg = (res.body as { error?: { message?: string } })?.error?.message ?? `status ${res.status}`;
+        throw new StartupError(`--join: refused: ${msg}`, res.status === 401 ? 5 : 1);
+      }
+      const j = res.body as JoinResponse;
+      membership = { clusterId: j.clusterId, role: j.role, docs: j.docs, trusted: [ticket.leader, ...j.members.filter((m) => m.nodeId !== self)], since: new Date().toISOString() };
+      for (const t of membership.trusted) trusted.add(t.nodeId);
+      await writeMembership(paths.root, membership);
+      log.info({ clusterId: j.clusterId, role: j.role }, 'joined the cluster');
+    }
+    if (membership?.role === 'worker') {
+      throw new StartupError('this node joined as a worker; worker nodes (document sync only, no Raft) are not supported by this build yet', 2);
+    }
+
+    // Raft: every voter, and a new data dir waiting to be admitted (the leader replicates to it).
+    const transport = new IrohRaftTransport(endpoint, router, { metrics: p2pMetrics });
+    const bootstrap = !membership && opts.bootstrap;
+    const raft = await RaftNode.open({
+      dir: path.join(paths.state, 'raft'),
+      id: self,
+      transport,
+      sm: store,
+      ...(bootstrap ? { bootstrap: { voters: [self], learners: [] } } : {}),
+      onWarning: (m) => log.warn(m),
+      onRoleChange: (role, leader, term) => {
+        log.info({ role, leader, term }, 'raft role');
+        onLeadership();
+      },
+      onConfChange: () => refreshPeers(),
+    });
+    cleanups.push(() => raft.close());
+    // The only voter need not wait out an election timeout: nobody else can win.
+    const alone = () => raft.membership.voters.length === 1 && raft.membership.voters[0] === self && (raft.membership.votersOutgoing ?? []).length === 0;
+    if (alone()) raft.campaign();
+
+    const peers = new PeerManager({ endpoint, router, onError: (id, err) => log.debug({ peer: id, err: (err as Error)?.message }, 'peer connection failed') });
+    cleanups.push(async () => peers.stop());
+    const nodeReady = (id: string) => id === self || (peers.get(id)?.connected ?? false);
+    // Where to reach every node we know of: node records, Peer manifests, what a join told us.
+    const addressesOf = (id: string): string[] => {
+      const rec = store.node(id)?.addresses ?? [];
+      const peer = store.list('Peer').find((p) => (p.spec as PeerSpec).nodeId === id);
+      const t = membership?.trusted.find((x) => x.nodeId === id)?.addresses ?? (ticket?.leader.nodeId === id ? ticket.leader.addresses : []);
+      return [...new Set([...rec, ...(((peer?.spec as PeerSpec | undefined)?.addresses ?? []) as string[]), ...t])];
+    };
+    function refreshPeers(): void {
+      const conf = raft.membership;
+      const members = new Set([...conf.voters, ...conf.learners, ...(conf.votersOutgoing ?? [])]);
+      members.delete(self);
+      transport.setPeers([...members].map((id) => ({ nodeId: id, addresses: addressesOf(id) })));
+      const known = new Set<string>([...members, ...store.listNodes().map((n) => n.nodeId)]);
+      for (const p of store.list('Peer')) known.add((p.spec as PeerSpec).nodeId);
+      known.delete(self);
+      peers.setPeers([...known].map((id) => ({ nodeId: id, name: store.node(id)?.name ?? id.slice(0, 10), addresses: addressesOf(id) })));
+    }
+
+    const forward = async (method: string, p: string, body?: unknown): Promise<unknown> => {
+      const leader = raft.leader;
+      if (!leader) throw new ApiError('no-leader', 'no leader is known right now; try again in a moment');
+      if (leader === self) throw new ApiError('no-leader', 'leadership is changing; try again');
+      const res = await rpc.call({ nodeId: leader, addresses: addressesOf(leader) }, { method, path: p, ...(body !== undefined ? { body } : {}) }).catch((e: unknown) => {
+        throw new ApiError('no-leader', `cannot reach the leader ${store.node(leader)?.name ?? leader.slice(0, 10)}: ${(e as Error).message}`);
+      });
+      if (res.status >= 400) {
+        const e = (res.body as { error?: { code?: string; message?: string; details?: unknown } })?.error;
+        throw new ApiError((e?.code as ApiError['code']) ?? 'internal', e?.message ?? `leader answered ${res.status}`, e?.details);
+      }
+      return res.body;
+    };
+
     const imageFiles = new ImageFiles(iroh, path.join(paths.root, 'images'));
     const ledgerFile = path.join(paths.root, 'vms', 'launched.json');
-
-    const [apiHost, apiPortText] = splitHostPort(settings.api);
-    let apiUrl = '';
     const reconciler: NodeReconciler = new NodeReconciler({
-      nodeId: identity.nodeId,
+      nodeId: self,
       nodeName: settings.name,
       view: () => store,
       drivers: enabled.drivers,
@@ -121,23 +236,46 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       event: (name, e) => backend.event('VirtualMachine', name, e.type, e.reason, e.message),
       log,
     });
-    const backend = new NodeBackend({
-      nodeId: identity.nodeId,
+
+    const [apiHost, apiPortText] = splitHostPort(settings.api);
+    let apiUrl = '';
+    const scheduling = new SchedulingLoop(store, { schedulable: nodeReady }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
+    const backend: NodeBackend = new NodeBackend({
+      nodeId: self,
       settings,
       store,
-      log: stateLog,
+      log: raft,
       blobs,
       addresses,
       apiUrl: () => apiUrl,
       vms: reconciler,
+      forward,
+      nodeReady,
+      addLearner: async (id) => {
+        refreshPeers();
+        if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(() => {});
+      },
       onCommitted: () => {
         scheduling.kick();
         reconciler.kick();
+        refreshPeers();
       },
     });
-    // Until node liveness lands, the only node known to be up is this one.
-    const scheduling = new SchedulingLoop(store, { schedulable: (id) => id === identity.nodeId }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
-    const server = createApiServer({ token, backend, onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
+
+    // Node-to-node API: followers forward to the leader, joining nodes present their secret.
+    serveRpc(router, async (req, remote) => {
+      if (!admitted(remote) && !(req.method === 'POST' && req.path === '/v1/join')) {
+        return { status: 401, body: new ApiError('unauthorized', 'not admitted to this cluster').toJSON() };
+      }
+      try {
+        return { status: 200, body: await dispatch(backend, req.method, req.path, req.body, remote) };
+      } catch (e) {
+        const err = e instanceof ApiError ? e : new ApiError('internal', (e as Error).message);
+        return { status: err.status, body: err.toJSON() };
+      }
+    });
+
+    const server = createApiServer({ token, backend, metrics: () => registry.metrics(), onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
         reject(e.code === 'EADDRINUSE' ? new StartupError(`--api ${settings.api} is in use (another node? choose another with --api HOST:PORT)`) : e),
@@ -153,31 +291,99 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         }),
     );
 
-    if (backend.isLeader) {
-      // Keep this node's record current: its API and Iroh addresses change between runs.
+    // A new cluster: once this node leads its one-voter configuration, the first entry names it.
+    if (bootstrap) {
+      await waitFor(() => raft.isLeader, 10_000, 'leadership of the new cluster');
       const now = new Date().toISOString();
-      const prev = store.node(identity.nodeId);
-      const rec = nodeRecord(identity.nodeId, settings, apiUrl, await addresses(), prev?.registeredAt ?? now, reconciler.formats);
-      if (!prev || JSON.stringify({ ...prev, updatedAt: '' }) !== JSON.stringify({ ...rec, updatedAt: '' })) {
-        await backend.propose({ op: 'registerNode', time: now, node: rec });
+      await backend.propose({ op: 'bootstrap', time: now, clusterId: randomUUID(), node: await record(apiUrl, now) });
+      membership = { clusterId: store.clusterId!, role: 'voter', docs: null, trusted: [], since: now };
+      await writeMembership(paths.root, membership);
+      log.info({ clusterId: store.clusterId }, 'bootstrapped a new cluster');
+    } else if (!membership) {
+      log.warn(`waiting to be admitted: apply a Peer with nodeId ${self} on the cluster, or restart with --join TICKET`);
+    } else {
+      // Give a restarted cluster a moment to find its leader, so the first answers are useful;
+      // without a quorum the node still serves (status says there is no leader).
+      await waitFor(() => raft.leader !== null, alone() ? 5_000 : 3_000, 'a leader').catch(() => log.warn('no leader yet; serving anyway'));
+    }
+
+    // Leader duties, re-checked on an interval: Raft membership follows the admitted voters, and
+    // this node's own record stays current (API and Iroh addresses change between runs).
+    let registered = false;
+    const duties = setInterval(() => void leaderDuties().catch((e: unknown) => log.debug({ err: (e as Error).message }, 'leader duties')), MEMBERSHIP_INTERVAL_MS);
+    duties.unref();
+    cleanups.push(async () => clearInterval(duties));
+    function onLeadership(): void {
+      if (raft.isLeader) void leaderDuties().catch(() => {});
+    }
+    async function leaderDuties(): Promise<void> {
+      refreshPeers();
+      if (store.clusterId === null) return;
+      if (!membership) {
+        // Admitted through a Peer manifest: the replicated log now says which cluster and role.
+        const mine = store.list('Peer').find((p) => (p.spec as PeerSpec).nodeId === self);
+        membership = { clusterId: store.clusterId, role: ((mine?.spec as PeerSpec | undefined)?.role ?? 'voter') as Membership['role'], docs: null, trusted: [], since: new Date().toISOString() };
+        await writeMembership(paths.root, membership);
+        log.info({ clusterId: store.clusterId }, 'admitted to the cluster');
+      }
+      if (!registered && raft.leader) {
+        const prev = store.node(self);
+        const rec = await record(apiUrl, prev?.registeredAt ?? new Date().toISOString());
+        if (!prev || JSON.stringify({ ...prev, updatedAt: '', registeredAt: '' }) !== JSON.stringify({ ...rec, updatedAt: '', registeredAt: '' })) {
+          if (raft.isLeader) await backend.propose({ op: 'registerNode', time: new Date().toISOString(), node: rec });
+          else await forward('POST', '/v1/nodes/register', rec);
+        }
+        registered = true;
+      }
+      if (!raft.isLeader) return;
+      const st = raft.status();
+      const cc = nextConfChange(raft.membership, desiredVoters(store, self), self, {
+        progress: (id) => st.progress?.[id],
+        commit: st.commit,
+      });
+      if (cc) {
+        log.info({ change: cc.changes }, 'membership change');
+        await raft.proposeConfChange(cc).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'membership change not taken now'));
       }
     }
+
     scheduling.start(2_000);
     cleanups.push(async () => scheduling.stop());
     await reconciler.start();
     cleanups.push(() => reconciler.stop());
-    await writeRecord({ api: apiUrl, nodeId: identity.nodeId, name: settings.name, dataDir: paths.root, pid: process.pid, startedAt: new Date().toISOString() }, opts.env);
+    await leaderDuties().catch(() => {});
+    // A daemon whose data dir vanished (deleted under it) has no durable state left to stand on:
+    // it says so and stops, rather than acknowledge writes into deleted files.
+    const lockFile = paths.lock;
+    const watchdog = setInterval(() => {
+      readFile(lockFile, 'utf8').then(
+        (pid) => {
+          if (Number(pid.trim()) !== process.pid) lost('its lock file now belongs to another process');
+        },
+        () => lost('its data dir or lock file is gone'),
+      );
+    }, 5_000);
+    watchdog.unref();
+    cleanups.push(async () => clearInterval(watchdog));
+    function lost(why: string): void {
+      clearInterval(watchdog);
+      log.fatal(`data dir ${paths.root}: ${why}; stopping`);
+      opts.onFatal?.(why);
+    }
+    await writeRecord({ api: apiUrl, nodeId: self, name: settings.name, dataDir: paths.root, pid: process.pid, startedAt: new Date().toISOString() }, opts.env);
     cleanups.push(() => removeRecord(apiUrl, process.pid, opts.env));
 
     let stopped = false;
     return {
-      nodeId: identity.nodeId,
+      nodeId: self,
       name: settings.name,
       apiUrl,
       token,
       settings,
       backend,
       store,
+      raft,
+      metrics: registry,
       stop: async () => {
         if (stopped) return;
         stopped = true;
@@ -190,19 +396,20 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
   }
 }
 
-function nodeRecord(nodeId: string, s: NodeSettings, api: string | null, addresses: string[], registeredAt: string, formats: string[] = []): NodeRecord {
-  return {
-    nodeId,
-    name: s.name,
-    role: s.role,
-    api,
-    addresses,
-    labels: s.labels,
-    capacity: { vcpus: s.vcpus, memoryMiB: s.memoryMiB },
-    formats,
-    registeredAt,
-    updatedAt: new Date().toISOString(),
-  };
+function decodeTicketOrFail(t: string) {
+  try {
+    return decodeTicket(t);
+  } catch (e) {
+    throw new StartupError(`--join: ${(e as Error).message}`, 2);
+  }
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new StartupError(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function splitHostPort(hp: string): [string, string] {

@@ -241,6 +241,12 @@ export class RaftNode {
     await new Promise<void>((resolve) => this.readWaiters.push({ index, resolve }));
   }
 
+  /** Starts an election now (a new one-voter cluster need not wait out a timeout). */
+  campaign(): void {
+    this.raw.campaign();
+    this.kick();
+  }
+
   transferLeadership(to: string): void {
     this.raw.transferLeadership(to);
     this.kick();

@@ -43,21 +43,27 @@ async function probeKvm(qemu: string): Promise<{ ok: boolean; why: string }> {
   } catch (err) {
     return { ok: false, why: `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code ?? String(err)})` };
   }
-  const dir = await mkdtemp(path.join(tmpdir(), 'blixard-kvm-probe-'));
+  const r = await runProbeGuest(qemu, 'kvm');
+  return r.ok ? { ok: true, why: 'a probe guest ran under KVM' } : { ok: false, why: `/dev/kvm is present but ${r.why}` };
+}
+
+/** Runs the probe firmware under `accel`; ok when it reached the debug-exit port. */
+export async function runProbeGuest(qemu: string, accel: Accel): Promise<{ ok: boolean; why: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'blixard-accel-probe-'));
   try {
     const bios = path.join(dir, 'probe.bin');
     await writeFile(bios, probeFirmware());
-    const args = ['-accel', 'kvm', '-machine', 'q35', '-cpu', CPU_MODEL.kvm, '-m', '16', '-nodefaults', '-no-user-config', '-display', 'none', '-bios', bios, '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04'];
+    const args = ['-accel', accel, '-machine', 'q35', '-cpu', CPU_MODEL[accel], '-m', '16', '-nodefaults', '-no-user-config', '-display', 'none', '-bios', bios, '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04'];
     const r = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean; stderr: string }>((resolve) => {
       execFile(qemu, args, { timeout: PROBE_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _out, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
         resolve({ code, signal: err?.signal ?? null, timedOut: !!err?.killed, stderr: String(stderr) });
       });
     });
-    if (r.code === PROBE_EXIT) return { ok: true, why: 'a probe guest ran under KVM' };
+    if (r.code === PROBE_EXIT) return { ok: true, why: `a probe guest ran under ${accel}` };
     const what = r.timedOut ? `did not finish within ${PROBE_TIMEOUT_MS} ms` : r.signal ? `was killed by ${r.signal}` : `exited with ${r.code}`;
     const said = r.stderr.trim().split('\n').slice(-2).join(' ');
-    return { ok: false, why: `/dev/kvm is present but a probe guest under KVM ${what}${said ? `: ${said}` : ''}` };
+    return { ok: false, why: `a probe guest under ${accel} ${what}${said ? `: ${said}` : ''}` };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

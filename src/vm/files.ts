@@ -60,14 +60,6 @@ export async function exists(p: string): Promise<boolean> {
   }
 }
 
-export async function mtimeIso(file: string): Promise<string | null> {
-  try {
-    return (await stat(file)).mtime.toISOString();
-  } catch {
-    return null;
-  }
-}
-
 /** The last `bytes` bytes of a file (all of it when bytes is undefined), and the offset where
  * they end (to follow from); empty when the file is missing. */
 export async function readTail(file: string, bytes?: number): Promise<{ data: Buffer; end: number }> {

@@ -70,7 +70,7 @@ export async function isAlive(id: ProcessIdentity): Promise<boolean> {
 
 /** Every process on the machine. Reads at most 64 stat files at a time (a busy node has
  * thousands of processes; reading them all at once runs out of file descriptors). */
-export async function allProcStats(): Promise<ProcStat[]> {
+async function allProcStats(): Promise<ProcStat[]> {
   const pids = (await readdir('/proc')).filter((d) => /^\d+$/.test(d)).map(Number);
   const out: ProcStat[] = [];
   for (let i = 0; i < pids.length; i += 64) {
@@ -79,18 +79,30 @@ export async function allProcStats(): Promise<ProcStat[]> {
   return out;
 }
 
-let snapshot: { at: number; stats: Promise<ProcStat[]> } | null = null;
+let inFlight: Promise<ProcStat[]> | null = null;
+let next: Promise<ProcStat[]> | null = null;
+
 /**
- * A process table at most `maxAgeMs` old, shared by concurrent callers (deleting 1,000 VMs
- * must not scan /proc 1,000 times). Stale by nature: re-check a process before acting on it.
+ * The process table from a scan that started after this call, so whatever ran when the caller
+ * asked is in it. Concurrent callers share scans (deleting 1,000 VMs must not read /proc 1,000
+ * times): a caller arriving while a scan runs waits for the next one, which serves every caller
+ * queued meanwhile. Still a snapshot: re-check a process before acting on it.
  */
-export function recentProcStats(maxAgeMs: number): Promise<ProcStat[]> {
-  if (!snapshot || Date.now() - snapshot.at > maxAgeMs) {
-    const stats = allProcStats();
-    snapshot = { at: Date.now(), stats };
-    stats.catch(() => (snapshot = null));
-  }
-  return snapshot.stats;
+export function freshProcStats(): Promise<ProcStat[]> {
+  if (!inFlight) return scan();
+  next ??= inFlight.then(scan, scan);
+  return next;
+}
+
+function scan(): Promise<ProcStat[]> {
+  next = null;
+  const p = allProcStats();
+  inFlight = p;
+  const done = (): void => {
+    if (inFlight === p) inFlight = null;
+  };
+  p.then(done, done);
+  return p;
 }
 
 /** Sends a signal; false when the target no longer exists. */

@@ -19,6 +19,9 @@ import { FILES, type RunRecord, type VmFolder } from './vm-folder.js';
 // would let a VM that writes to its own executable corrupt a blob other VMs share. A hard link
 // has both problems (same inode). The copy uses a reflink where the filesystem offers one.
 //
+// Like execvp, a file the kernel cannot execute (no #!, not ELF) is handed to /bin/sh; it then
+// fails with the shell's complaint in console.log and exit code 127 or 2.
+//
 // Limits, honestly:
 // - memoryMiB is enforced as RLIMIT_DATA (prlimit --data, soft = hard): private writable memory
 //   (heap, anonymous mmaps) per process; allocations past it fail. It is per process, inherited

@@ -182,7 +182,7 @@ export class QmpClient {
     }
     if (!isRecord(msg)) return;
     if (isRecord(msg.QMP)) {
-      this.onGreeting?.(msg.QMP as unknown as QmpGreeting);
+      this.onGreeting?.(parseGreeting(msg.QMP));
       this.onGreeting = null;
       return;
     }
@@ -204,6 +204,15 @@ export class QmpClient {
     else if (isRecord(msg.error)) p.reject(new QmpError(p.command, String(msg.error.class), String(msg.error.desc)));
     else p.reject(new Error(`QMP ${p.command}: unexpected answer ${line.slice(0, 200)}`));
   }
+}
+
+function parseGreeting(g: Record<string, unknown>): QmpGreeting {
+  const version = isRecord(g.version) ? g.version : {};
+  const qemu = isRecord(version.qemu) ? version.qemu : {};
+  return {
+    version: { qemu: { major: Number(qemu.major), minor: Number(qemu.minor), micro: Number(qemu.micro) }, package: String(version.package ?? '') },
+    capabilities: Array.isArray(g.capabilities) ? g.capabilities.map(String) : [],
+  };
 }
 
 /** Connect, run `fn`, always close. */

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { VmDriverError } from './driver.js';
 import { pollUntil, textTail, writeFileAtomic } from './files.js';
-import { isAlive, readProcStat, recentProcStats, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
+import { freshProcStats, isAlive, readProcStat, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
 import { SHIM_SOURCE } from './shim.js';
 import { FILES, type ExitRecord, type LaunchRecord, type RunRecord, type StopRecord, type VmFolder } from './vm-folder.js';
 
@@ -116,16 +116,16 @@ export async function killShim(run: RunRecord): Promise<void> {
  * SIGKILLs whatever is left of the launch's session (the shim is its leader): children that
  * outlived the program or left its process group. A session id stays reserved while any member
  * lives, so the session is ours when the shim is alive, or when no process holds its pid at all;
- * members must also be younger than the shim. Candidates come from a shared, briefly cached
- * process table and are each re-read just before the kill, so a pid that changed hands since
- * is never signalled. Returns how many processes were killed.
+ * members must also be younger than the shim. Candidates come from a process table scanned
+ * after this call (shared with concurrent deletes) and are each re-read just before the kill,
+ * so a pid that changed hands since is never signalled. Returns how many processes were killed.
  */
 export async function killSessionLeftovers(run: RunRecord): Promise<number> {
   const holder = await readProcStat(run.shimPid);
   if (holder && holder.startTicks !== run.shimStartTicks) return 0; // the pid is another process now
   const ours = (p: ProcStat | null): p is ProcStat => !!p && p.session === run.shimPid && p.pid !== run.shimPid && p.startTicks >= run.shimStartTicks && p.state !== 'Z';
   let killed = 0;
-  for (const candidate of (await recentProcStats(250)).filter(ours)) {
+  for (const candidate of (await freshProcStats()).filter(ours)) {
     const now = await readProcStat(candidate.pid);
     if (ours(now) && now.startTicks === candidate.startTicks && sendSignal(now.pid, 'SIGKILL')) killed++;
   }

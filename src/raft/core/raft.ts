@@ -1,4 +1,4 @@
-import { Changer, ConfChangeError, decodeConfChange, encodeConfChange, entersJoint, leavesJoint, restoreConf } from './confchange.js';
+import { Changer, ConfChangeError, decodeConfChange, encodeConfChange, leavesJoint, restoreConf } from './confchange.js';
 import { RaftLog } from './log.js';
 import type { Progress } from './progress.js';
 import { ReadOnly } from './read-only.js';
@@ -214,6 +214,11 @@ export class Raft {
   promotable(): boolean {
     const pr = this.prs.progress.get(this.id);
     return pr !== undefined && !pr.isLearner && !this.log.hasPendingSnapshot();
+  }
+
+  /** Starts an election now (RawNode.campaign). */
+  campaignNow(): void {
+    this.hup(this.preVote ? 'preElection' : 'election');
   }
 
   private hup(t: CampaignType): void {

@@ -2,7 +2,6 @@ import { Raft } from './raft.js';
 import type { ProgressState } from './progress.js';
 import type { Storage } from './storage.js';
 import {
-  message,
   type ConfChange,
   type ConfState,
   type Config,
@@ -81,6 +80,7 @@ export class RawNode {
   private prevSoft: SoftState;
   private prevHard: HardState;
   private outstanding: Ready | undefined;
+  private logView: LogView | undefined;
   private readonly voteNotPersisted: boolean;
 
   constructor(cfg: Config, storage: Storage) {
@@ -94,9 +94,9 @@ export class RawNode {
     this.raft.tick();
   }
 
-  /** Campaigns now (tests, or a node that knows it should lead right away). */
+  /** Campaigns now, as if the election timeout had passed (tests; a lone bootstrap node). */
   campaign(): void {
-    this.raft.step(message({ type: 'MsgTimeoutNow', from: this.raft.id, to: this.raft.id, term: this.raft.term }));
+    this.raft.campaignNow();
   }
 
   /** Feeds a message from a peer. Messages of unknown types are refused; stale ones ignored. */
@@ -188,9 +188,10 @@ export class RawNode {
    * The outstanding Ready is done: its entries and snapshot are durable and its committed entries
    * applied. Applies the conf changes among them and moves the applied index.
    */
-  advance(): void {
+  advance(done?: Ready): void {
     const rd = this.outstanding;
     if (rd === undefined) throw new Error('advance() without an outstanding ready()');
+    if (done !== undefined && done !== rd) throw new Error('advance() with a Ready that is not the outstanding one');
     this.outstanding = undefined;
     const r = this.raft;
     const last = rd.entries.at(-1);
@@ -249,20 +250,23 @@ export class RawNode {
 
   /** The in-memory log, read-only. */
   log(): LogView {
-    const log = this.raft.log;
-    return {
-      firstIndex: () => log.firstIndex(),
-      lastIndex: () => log.lastIndex(),
-      term: (i) => log.term(i),
-      entry: (i) => (i >= log.firstIndex() && i <= log.lastIndex() ? log.slice(i, i + 1, Infinity)[0] : undefined),
-      unstableEntries: () => log.unstable.entries,
-      get committed() {
-        return log.committed;
-      },
-      get applied() {
-        return log.applied;
-      },
-    };
+    if (this.logView === undefined) {
+      const log = this.raft.log;
+      this.logView = {
+        firstIndex: () => log.firstIndex(),
+        lastIndex: () => log.lastIndex(),
+        term: (i) => log.term(i),
+        entry: (i) => (i >= log.firstIndex() && i <= log.lastIndex() ? log.slice(i, i + 1, Infinity)[0] : undefined),
+        unstableEntries: () => log.unstable.entries,
+        get committed() {
+          return log.committed;
+        },
+        get applied() {
+          return log.applied;
+        },
+      };
+    }
+    return this.logView;
   }
 }
 

@@ -1,0 +1,31 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ClusterDocs } from '../state/index.js';
+import { writeFileDurable } from './datadir.js';
+
+// What a data dir knows of the cluster it belongs to, kept beside the Raft state: which cluster,
+// in which role, the document tickets a worker needs (voters have them in the Raft state), and
+// the members it learned of when it joined (trusted before its own log tells it anything).
+
+export interface Membership {
+  clusterId: string;
+  role: 'voter' | 'worker';
+  docs: ClusterDocs | null;
+  trusted: { nodeId: string; addresses: string[] }[];
+  since: string;
+}
+
+const FILE = 'membership.json';
+
+export async function readMembership(dataDir: string): Promise<Membership | undefined> {
+  try {
+    return JSON.parse(await readFile(path.join(dataDir, FILE), 'utf8')) as Membership;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new Error(`${path.join(dataDir, FILE)}: ${(e as Error).message}`);
+  }
+}
+
+export async function writeMembership(dataDir: string, m: Membership): Promise<void> {
+  await writeFileDurable(path.join(dataDir, FILE), JSON.stringify(m, null, 2) + '\n');
+}
