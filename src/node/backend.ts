@@ -98,6 +98,7 @@ export interface BackendDeps {
 }
 
 const EVENTS_PER_RESOURCE = 20;
+const PROPOSE_TIMEOUT_MS = 15_000;
 const ERRORS_KEPT = 50;
 
 export class NodeBackend implements ApiBackend {
@@ -327,7 +328,21 @@ export class NodeBackend implements ApiBackend {
   }
 
   async propose(cmd: Command): Promise<CommandOutcome> {
-    const out = (await this.d.log.propose(encodeCommand(cmd))).result as CommandOutcome;
+    // A leader that lost its quorum keeps proposals waiting; callers get an answer in bounded time.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ApiError('no-leader', `not committed within ${PROPOSE_TIMEOUT_MS / 1000} s: the cluster may have lost its quorum (the change may still be applied later)`)), PROPOSE_TIMEOUT_MS);
+    });
+    let out: CommandOutcome;
+    try {
+      out = (await Promise.race([this.d.log.propose(encodeCommand(cmd)), timeout])).result as CommandOutcome;
+    } catch (e) {
+      if (e instanceof ApiError) throw e;
+      // Not the leader (any more), or the entry was lost in a leader change: the client may retry.
+      throw new ApiError('no-leader', (e as Error).message);
+    } finally {
+      clearTimeout(timer);
+    }
     if (out.ok) this.d.onCommitted?.();
     return out;
   }

@@ -111,6 +111,15 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const iroh = await startIroh({ dir: paths.iroh, secretKey: identity.secretKey, listen: settings.listen, discovery: settings.discovery, protocols: router.irohProtocols() });
     cleanups.push(() => iroh.node.shutdown());
     const endpoint = () => iroh.node.endpoint();
+    // The QUIC port the OS chose on first start is kept, so peers find the node where it was.
+    if (/:0$/.test(settings.listen)) {
+      const host = settings.listen.slice(0, settings.listen.lastIndexOf(':'));
+      const bound = (await iroh.net.nodeAddr()).addresses?.find((a) => a.startsWith(`${host}:`) || a.startsWith(`[${host.replace(/^\[|\]$/g, '')}]:`));
+      if (bound) {
+        settings.listen = bound;
+        await saveSettings(paths.root, settings);
+      }
+    }
     const blobs = await BlobStore.open(iroh, paths.incoming);
     const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
     const author = (await iroh.authors.default()).toString();
@@ -162,6 +171,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     }
 
     // Raft: every voter, and a new data dir waiting to be admitted (the leader replicates to it).
+    // Its callbacks may fire while the rest is still being built: they wait for `started`.
+    let started = false;
     const transport = new IrohRaftTransport(endpoint, router, { metrics: p2pMetrics });
     const bootstrap = !membership && opts.bootstrap;
     const raft = await RaftNode.open({
@@ -173,9 +184,11 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       onWarning: (m) => log.warn(m),
       onRoleChange: (role, leader, term) => {
         log.info({ role, leader, term }, 'raft role');
-        onLeadership();
+        if (started) onLeadership();
       },
-      onConfChange: () => refreshPeers(),
+      onConfChange: () => {
+        if (started) refreshPeers();
+      },
     });
     cleanups.push(() => raft.close());
     // The only voter need not wait out an election timeout: nobody else can win.
@@ -194,7 +207,9 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     };
     function refreshPeers(): void {
       const conf = raft.membership;
-      const members = new Set([...conf.voters, ...conf.learners, ...(conf.votersOutgoing ?? [])]);
+      // The members, and what a join told us (a new learner knows no configuration until the
+      // leader's snapshot arrives, but must answer it).
+      const members = new Set([...conf.voters, ...conf.learners, ...(conf.votersOutgoing ?? []), ...(membership?.trusted ?? []).map((t) => t.nodeId)]);
       members.delete(self);
       transport.setPeers([...members].map((id) => ({ nodeId: id, addresses: addressesOf(id) })));
       const known = new Set<string>([...members, ...store.listNodes().map((n) => n.nodeId)]);
@@ -202,6 +217,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       known.delete(self);
       peers.setPeers([...known].map((id) => ({ nodeId: id, name: store.node(id)?.name ?? id.slice(0, 10), addresses: addressesOf(id) })));
     }
+    started = true;
+    refreshPeers();
 
     const forward = async (method: string, p: string, body?: unknown): Promise<unknown> => {
       const leader = raft.leader;
@@ -347,6 +364,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       }
     }
 
+    // Nothing acts on the desired state before this node has re-applied what it had committed.
+    await raft.recovered();
     scheduling.start(2_000);
     cleanups.push(async () => scheduling.stop());
     await reconciler.start();

@@ -33,7 +33,8 @@ export function nextConfChange(conf: ConfState, want: Set<string>, self: string,
     if (voters.has(id)) continue;
     if (!learners.has(id)) return { changes: [{ type: 'addLearner', node: id }] };
     const p = view.progress(id);
-    if (p && p.recentActive && p.match + CAUGHT_UP >= view.commit) return { changes: [{ type: 'addNode', node: id }] };
+    // Caught up: it holds something (at least the snapshot) and is close to the commit index.
+    if (p && p.recentActive && p.match > 0 && p.match + CAUGHT_UP >= view.commit) return { changes: [{ type: 'addNode', node: id }] };
   }
   for (const id of [...voters].sort()) {
     // The leader never removes itself here: a leader that is not wanted transfers leadership first.

@@ -26,6 +26,8 @@ interface Link {
 
 export class IrohRaftTransport implements Transport {
   private readonly links = new Map<string, Link>();
+  /** Connections peers opened to us: a way back to a peer whose address we do not know (yet). */
+  private readonly inbound = new Map<string, Connection>();
   private handler: (from: string, message: Uint8Array) => void = () => {};
   private closed = false;
 
@@ -35,18 +37,50 @@ export class IrohRaftTransport implements Transport {
     private readonly opts: { connectTimeoutMs?: number; metrics?: P2PMetrics; random?: () => number } = {},
   ) {
     router.handle(ALPN.raft, async (conn, remote) => {
-      const bi = await conn.acceptBi();
-      const counter = { bytes: 0 };
-      let reported = 0;
-      for await (const frame of readFrames(bi.recv, counter)) {
-        this.handler(remote, frame);
-        if (counter.bytes - reported > 65536) {
-          this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
-          reported = counter.bytes;
-        }
+      this.inbound.set(remote, conn);
+      // A peer that connects anew has likely restarted: our old connection to it may be dead
+      // without knowing it yet (QUIC notices only at its idle timeout). Start over on this one.
+      const link = this.links.get(remote);
+      if (link?.conn && link.conn !== conn) {
+        this.drop(link);
+        link.retryAt = 0;
       }
-      this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
+      void conn.closed().then(() => {
+        if (this.inbound.get(remote) === conn) this.inbound.delete(remote);
+      });
+      await this.serve(conn, remote);
     });
+  }
+
+  /**
+   * Reads every stream the peer opens on a connection, whichever side dialled it: a peer may
+   * answer over a connection we opened (when it cannot dial us), and we over one it opened.
+   */
+  private async serve(conn: Connection, remote: string): Promise<void> {
+    for (;;) {
+      let bi;
+      try {
+        bi = await conn.acceptBi();
+      } catch {
+        return; // closed
+      }
+      void (async () => {
+        const counter = { bytes: 0 };
+        let reported = 0;
+        try {
+          for await (const frame of readFrames(bi.recv, counter)) {
+            this.handler(remote, frame);
+            if (counter.bytes - reported > 65536) {
+              this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
+              reported = counter.bytes;
+            }
+          }
+        } catch {
+          // the stream broke; Raft resends what mattered
+        }
+        this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
+      })();
+    }
   }
 
   onReceive(handler: (from: string, message: Uint8Array) => void): void {
@@ -73,8 +107,15 @@ export class IrohRaftTransport implements Transport {
   }
 
   send(to: string, messages: Uint8Array[]): void {
-    const link = this.links.get(to);
-    if (!link || this.closed) return;
+    if (this.closed) return;
+    let link = this.links.get(to);
+    if (!link && this.inbound.has(to)) {
+      // A node that learns its peers from the leader's first messages (a new learner) answers
+      // over the connection the leader opened.
+      link = { peer: { nodeId: to, addresses: [] }, queue: [], writer: null, conn: null, dialing: false, failures: 0, retryAt: 0 };
+      this.links.set(to, link);
+    }
+    if (!link) return;
     if (!link.writer) {
       link.queue.push(...messages);
       if (link.queue.length > MAX_QUEUED) link.queue.splice(0, link.queue.length - MAX_QUEUED);
@@ -103,7 +144,11 @@ export class IrohRaftTransport implements Transport {
     link.dialing = true;
     void (async () => {
       try {
-        const conn = await withTimeout(this.endpoint().connect(link.peer, Buffer.from(ALPN.raft)), this.opts.connectTimeoutMs ?? 2000, `raft connect to ${link.peer.nodeId.slice(0, 10)}`);
+        // A peer that is connected to us is reachable through that connection, whatever its
+        // addresses say (a restarted peer may have new ones that we learn only later).
+        const back = this.inbound.get(link.peer.nodeId);
+        const conn = back ?? (await withTimeout(this.endpoint().connect(link.peer, Buffer.from(ALPN.raft)), this.opts.connectTimeoutMs ?? 2000, `raft connect to ${link.peer.nodeId.slice(0, 10)}`));
+        if (!back) void this.serve(conn, link.peer.nodeId);
         const bi = await conn.openBi();
         if (this.closed || this.links.get(link.peer.nodeId) !== link) {
           conn.close(CLOSE.shutdown, Buffer.from('closed'));
@@ -134,6 +179,7 @@ export class IrohRaftTransport implements Transport {
     const conn = link.conn;
     link.conn = null;
     link.writer = null;
+    if (conn && this.inbound.get(link.peer.nodeId) === conn) return; // the peer's connection, not ours to close
     try {
       conn?.close(CLOSE.shutdown, Buffer.from('reset'));
     } catch {

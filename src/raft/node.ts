@@ -76,6 +76,8 @@ export class RaftNode {
   /** The snapshot before the latest: the WAL must still reach back to it (fallback if the latest is damaged). */
   private prevSnapshotIndex = 0;
   private segmentMax = new Map<number, number>(); // WAL segment -> highest entry index in it
+  private recoveredAt = 0;
+  private recoveredWaiters: (() => void)[] = [];
 
   private constructor(o: RaftNodeOptions, raw: RawNode, storage: MemoryStorage, wal: Wal, applied: number, conf: ConfState) {
     this.o = o;
@@ -144,10 +146,12 @@ export class RaftNode {
     );
     const node = new RaftNode(o, raw, storage, wal, snapIndex, raw.confState());
     node.segmentMax = segmentMax;
+    node.recoveredAt = storage.initialState().hardState.commit;
     o.transport.onReceive((from, bytes) => node.receive(from, bytes));
     node.ticker = setInterval(() => node.tick(), o.tickMs ?? 100);
     node.ticker.unref();
-    node.kick();
+    // The first Ready (and its callbacks) only once the caller holds the node.
+    setImmediate(() => node.kick());
     return node;
   }
 
@@ -239,6 +243,15 @@ export class RaftNode {
     });
     if (this.applied >= index) return;
     await new Promise<void>((resolve) => this.readWaiters.push({ index, resolve }));
+  }
+
+  /**
+   * Resolves once every entry this node knew to be committed when it opened is applied: before
+   * that, the state machine shows an older state than the node acknowledged before it stopped.
+   */
+  recovered(): Promise<void> {
+    if (this.applied >= this.recoveredAt) return Promise.resolve();
+    return new Promise((r) => this.recoveredWaiters.push(r));
   }
 
   /** Starts an election now (a new one-voter cluster need not wait out a timeout). */
@@ -402,6 +415,7 @@ export class RaftNode {
   }
 
   private releaseReads(): void {
+    if (this.recoveredWaiters.length > 0 && this.applied >= this.recoveredAt) for (const w of this.recoveredWaiters.splice(0)) w();
     for (let i = this.readWaiters.length - 1; i >= 0; i--) {
       const w = this.readWaiters[i]!;
       if (this.applied >= w.index) {

@@ -71,6 +71,14 @@ export class Raft {
   private pendingReads: PendingRead[] = [];
   /** Proposals were appended; send them at the next flush, batched into few MsgApps. */
   private appendPending = false;
+  /**
+   * This node lost its vote: it applied the change, or a candidate that has not applied it yet
+   * asked it for a vote. Until the other voters know the change is committed they may still count
+   * on its vote, which it refuses if its log is ahead of theirs, and then nobody can win. So it
+   * may still campaign (always through a pre-vote, so it cannot disrupt a cluster that has moved
+   * on); as leader it only spreads the log and the commit index, and hands over.
+   */
+  private handingOver = false;
 
   private readonly electionTimeout: number;
   private readonly heartbeatTimeout: number;
@@ -124,7 +132,7 @@ export class Raft {
     this.electionElapsed++;
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
-      this.hup(this.preVote ? 'preElection' : 'election');
+      this.hup(this.preVote || this.handingOver ? 'preElection' : 'election');
     }
   }
 
@@ -142,8 +150,10 @@ export class Raft {
         }
         for (const [id, pr] of this.prs.progress) if (id !== this.id) pr.recentActive = false;
       }
-      // A transfer that has not finished within an election timeout is abandoned.
+      // A transfer that has not finished within an election timeout is abandoned (a removed
+      // leader tries again, possibly with another target).
       this.leadTransferee = null;
+      if (this.isRemovedLeader()) this.handOff();
     }
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
@@ -208,17 +218,21 @@ export class Raft {
     this.pendingConfIndex = this.log.lastIndex();
     // An entry of the new term, so that earlier entries can be committed (5.4.2) and reads served.
     this.appendEntries([{ type: 'normal', data: new Uint8Array(0) }]);
+    if (this.isRemovedLeader()) this.handOff();
   }
 
-  /** May this node become leader: a voter in its configuration, not waiting for a snapshot. */
+  /**
+   * May this node become leader: a voter in its configuration (or one handing over, see
+   * handingOver), not waiting for a snapshot.
+   */
   promotable(): boolean {
-    const pr = this.prs.progress.get(this.id);
-    return pr !== undefined && !pr.isLearner && !this.log.hasPendingSnapshot();
+    if (this.log.hasPendingSnapshot()) return false;
+    return this.prs.isVoter(this.id) || (this.handingOver && this.prs.config.voters[0].size > 0);
   }
 
   /** Starts an election now (RawNode.campaign). */
   campaignNow(): void {
-    this.hup(this.preVote ? 'preElection' : 'election');
+    this.hup(this.preVote || this.handingOver ? 'preElection' : 'election');
   }
 
   private hup(t: CampaignType): void {
@@ -288,14 +302,18 @@ export class Raft {
         this.becomeFollower(m.term, null);
       }
     } else if (m.term < this.term) {
-      if ((this.checkQuorum || this.preVote) && (m.type === 'MsgHeartbeat' || m.type === 'MsgApp')) {
-        // A leader of an older term. With check-quorum or pre-vote our term may have risen while we
-        // were cut off and cannot win an election; tell the old leader our term so that it steps
-        // down and the cluster moves on, instead of ignoring it forever.
+      if (m.type === 'MsgHeartbeat' || m.type === 'MsgApp') {
+        // A leader of an older term: tell it our term so that it steps down. It may be a leader
+        // that was cut off, or a removed leader that handed over and is no longer sent anything;
+        // or our term rose while we were cut off (with pre-vote or check-quorum it cannot rise
+        // through an election we lose), and this is how the cluster moves on to it.
         this.send({ type: 'MsgAppResp', to: m.from });
-      } else if (m.type === 'MsgPreVote') {
-        // Reject explicitly, so a pre-candidate from an old term learns the term and can rejoin.
-        this.send({ type: 'MsgPreVoteResp', to: m.from, term: this.term, reject: true });
+      } else if (m.type === 'MsgPreVote' || m.type === 'MsgVote') {
+        // Reject explicitly (Raft paper 5.1), so that a candidate of an old term learns the term
+        // and can campaign again in it. Ignoring it can leave a candidate that needs our vote
+        // forever behind our term when we never send it anything else (we are not its leader, and
+        // it may not even be a voter in our configuration).
+        this.send({ type: m.type === 'MsgVote' ? 'MsgVoteResp' : 'MsgPreVoteResp', to: m.from, term: this.term, reject: true });
       }
       return;
     }
@@ -319,6 +337,9 @@ export class Raft {
   }
 
   private handleVote(m: Message): void {
+    // Asked for a vote although not a voter here: the candidate still counts on us (it has not
+    // applied our removal yet). We may be the one holding the log it needs; see handingOver.
+    if (!this.prs.isVoter(this.id) && this.prs.config.voters[0].size > 0) this.handingOver = true;
     // We can vote if we already voted for this candidate, or have not voted and know no leader in
     // this term, or it is a pre-vote for a later term.
     const canVote =
@@ -517,7 +538,10 @@ export class Raft {
     if (!this.appendPending) return;
     this.appendPending = false;
     if (this.state !== 'leader') return;
-    for (const id of this.prs.ids) if (id !== this.id) this.maybeSendAppend(id, false);
+    for (const id of this.prs.ids) {
+      // As many messages as the follower's window and maxSizePerMsg allow.
+      if (id !== this.id) while (this.maybeSendAppend(id, false));
+    }
   }
 
   private bcastAppend(): void {
@@ -655,10 +679,12 @@ export class Raft {
 
   private checkCanPropose(): void {
     if (this.state !== 'leader') throw new RaftError('not-leader', `${this.id} is not the leader`, this.lead);
+    if (this.isRemovedLeader()) {
+      throw new RaftError('removed', `${this.id} was removed from the voters and is handing over`, this.leadTransferee);
+    }
     if (this.leadTransferee !== null) {
       throw new RaftError('transferring', `leadership is moving to ${this.leadTransferee}`, this.lead);
     }
-    if (!this.prs.progress.has(this.id)) throw new RaftError('removed', `${this.id} was removed from the cluster`, null);
   }
 
   /** A linearizable read: answered through readStates (here or at the follower that asked). */
@@ -751,7 +777,11 @@ export class Raft {
       if (err instanceof ConfChangeError) return; // invalid here: every node skips it alike
       throw err;
     }
+    const wasVoter = this.prs.isVoter(this.id);
     this.switchToConfig(next.config, next.progress);
+    const isVoter = this.prs.isVoter(this.id);
+    if (wasVoter && !isVoter) this.handingOver = true;
+    else if (isVoter) this.handingOver = false;
   }
 
   private switchToConfig(config: TrackerConfig, progress: ReadonlyMap<string, Progress>): void {
@@ -759,28 +789,38 @@ export class Raft {
     const self = progress.get(this.id);
     this.isLearner = self !== undefined && self.isLearner;
     if (this.state !== 'leader') return;
-    if (self === undefined || this.isLearner) {
-      // Removed (or demoted) leader: hand over to the most up-to-date voter, then step down.
-      this.handOff();
-      this.becomeFollower(this.term, null);
-      return;
-    }
     // The quorum changed: maybe more is committed, and new members need their first MsgApp.
     if (this.maybeCommit()) this.bcastAppend();
     else for (const id of this.prs.ids) if (id !== this.id) this.maybeSendAppend(id, false);
     if (this.leadTransferee !== null && !this.prs.isVoter(this.leadTransferee)) this.leadTransferee = null;
+    if (this.isRemovedLeader() && this.leadTransferee === null) this.handOff();
   }
 
-  /** Sends MsgTimeoutNow to a voter that has our whole log, if there is one, so it takes over at once. */
+  /**
+   * A leader that is no longer a voter (removed, or demoted to learner) does not simply step down:
+   * the remaining voters may not know yet that the change is committed, and while they still use
+   * the old (or joint) configuration they may need this node's vote, which it would refuse if its
+   * log is ahead of theirs. So it keeps leading (replicating, and carrying the commit index to
+   * them) but refuses proposals, and transfers leadership to the most up-to-date voter of the new
+   * configuration, retrying every election timeout until a successor takes over.
+   */
+  private isRemovedLeader(): boolean {
+    if (this.state !== 'leader') return false;
+    const self = this.prs.progress.get(this.id);
+    return self === undefined || self.isLearner;
+  }
+
   private handOff(): void {
-    const last = this.log.lastIndex();
+    let best: string | undefined;
+    let bestMatch = -1;
     for (const id of this.prs.voterIds()) {
       const pr = this.prs.progress.get(id);
-      if (id !== this.id && pr !== undefined && pr.match === last) {
-        this.send({ type: 'MsgTimeoutNow', to: id });
-        return;
+      if (id !== this.id && pr !== undefined && pr.match > bestMatch) {
+        best = id;
+        bestMatch = pr.match;
       }
     }
+    if (best !== undefined) this.handleTransferLeader(best);
   }
 
   /** Called by RawNode.advance after applying: a leader leaves an auto-leave joint config itself. */

@@ -18,6 +18,10 @@ import {
 // when hasReady(), take a ready(), do what it says (see Ready in types.ts), then advance(). At most
 // one Ready is outstanding; the node keeps accepting step()/tick()/propose() while the driver
 // works on it, so I/O never blocks the core.
+//
+// Membership: committed 'conf' entries take effect in advance() (the driver need not interpret
+// them; decodeConfChange() tells it who joined or left, e.g. for the transport's peer list). A
+// snapshot taken right after advance() at the applied index must record confState().
 
 export interface PeerStatus {
   match: number;
@@ -139,7 +143,9 @@ export class RawNode {
     this.raft.reportUnreachable(to);
   }
 
+  /** Whether ready() has work; false while a Ready is outstanding (advance() it first). */
   hasReady(): boolean {
+    if (this.outstanding !== undefined) return false;
     const r = this.raft;
     r.flushAppends();
     if (r.msgs.length > 0 || r.readStates.length > 0) return true;

@@ -1,0 +1,115 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiClient, type StatusJson } from '../src/api/index.js';
+import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+
+// Three daemons on loopback form a Raft cluster over Iroh: one bootstraps, two join with
+// tickets, writes go through any node, and the cluster survives its leader being killed.
+
+let work: string;
+const nodes: Daemon[] = [];
+const configHome = () => path.join(work, 'config');
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function ticket(d: Daemon, role: 'voter' | 'worker'): Promise<string> {
+  return (await d.client.ticket({ role, ttlSeconds: 600 })).ticket;
+}
+
+beforeAll(async () => {
+  work = await tempDir();
+  nodes.push(await startDaemon({ dataDir: path.join(work, 'n1'), configHome: configHome(), args: ['--bootstrap', '--name', 'n1', '--hypervisor', 'process', '--vcpus', '16'] }));
+  for (const name of ['n2', 'n3']) {
+    const t = await ticket(nodes[0]!, 'voter');
+    nodes.push(await startDaemon({ dataDir: path.join(work, name), configHome: configHome(), args: ['--join', t, '--name', name, '--hypervisor', 'process', '--vcpus', '16'] }));
+  }
+});
+
+afterAll(async () => {
+  for (const d of nodes) await d.stop().catch(() => {});
+  for (const n of ['n1', 'n2', 'n3']) await removeVms(path.join(work, n));
+  await removeDir(work);
+});
+
+describe('a three-voter cluster on loopback', () => {
+  it('forms from one bootstrap and two tickets, with one leader every node agrees on', async () => {
+    const statuses = await until('three voters everywhere', async () => {
+      const all = await Promise.all(nodes.map((d) => d.client.status()));
+      return all.every((s) => s.raft.members.filter((m) => m.role === 'voter').length === 3 && s.raft.leader) ? all : undefined;
+    });
+    const leaders = new Set(statuses.map((s) => s.raft.leader));
+    expect(leaders.size).toBe(1);
+    expect(statuses.filter((s) => s.raft.role === 'leader')).toHaveLength(1);
+    expect(statuses.map((s) => s.clusterId)).toEqual(Array(3).fill(statuses[0]!.clusterId));
+    // Every node has a record with its name, and the joined ones show up as Peers named by --name.
+    const peers = (await nodes[0]!.client.list('Peer')).map((p) => p.metadata.name).sort();
+    expect(peers).toEqual(['n2', 'n3']);
+  });
+
+  it('accepts writes on any node (followers forward to the leader) and replicates them', async () => {
+    const follower = await until('a follower', async () => {
+      for (const d of nodes) if ((await d.client.status()).raft.role === 'follower') return d;
+      return undefined;
+    });
+    const res = await follower.client.apply({
+      desired: [{ kind: 'Image', name: 'img', labels: {}, spec: { blob: `blake3:${'d'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'d'.repeat(64)}`, size: null } }],
+      applyset: 'x',
+      prune: false,
+      maxPrune: 0,
+      dryRun: false,
+    });
+    expect(res.results).toEqual([{ kind: 'Image', name: 'img', action: 'created' }]);
+    // Each node's own replica of the store holds it, not just the leader's.
+    for (const d of nodes) {
+      await until(`${d.dataDir} to apply it`, async () => (await d.client.status()).raft.appliedIndex >= res.index!);
+    }
+    const r = cli(['--server', nodes[2]!.api, '--token', nodes[2]!.token, 'get', 'image', 'img', '-o', 'json'], { configHome: configHome() });
+    expect(JSON.parse(r.stdout).status.hash).toBe(`blake3:${'d'.repeat(64)}`);
+  });
+
+  it('elects a new leader when the leader is killed, and loses no acknowledged write', async () => {
+    const s = await nodes[0]!.client.status();
+    const leader = nodes.find((d) => d.nodeId === s.raft.leader)!;
+    const rest = nodes.filter((d) => d !== leader);
+    const t0 = Date.now();
+    await leader.kill();
+    const next = await until('a new leader', async () => {
+      const st = await Promise.all(rest.map((d) => d.client.status().catch(() => undefined)));
+      return st.find((x): x is StatusJson => !!x && x.raft.role === 'leader' && x.raft.leader !== leader.nodeId);
+    });
+    console.log(`new leader after ${Date.now() - t0} ms`);
+    expect(next.raft.leader).not.toBe(leader.nodeId);
+    const survivor = rest[0]!;
+    await until('every survivor to know the new leader', async () => (await Promise.all(rest.map((d) => d.client.status()))).every((x) => x.raft.leader === next.raft.leader));
+    const after = await survivor.client.apply({
+      desired: [{ kind: 'Image', name: 'img2', labels: {}, spec: { blob: `blake3:${'e'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'e'.repeat(64)}`, size: null } }],
+      applyset: 'y',
+      prune: false,
+      maxPrune: 0,
+      dryRun: false,
+    });
+    expect(after.results[0]!.action).toBe('created');
+    expect((await survivor.client.list('Image')).map((i) => i.metadata.name).sort()).toEqual(['img', 'img2']);
+    // The killed leader comes back as a follower and catches up.
+    const idx = nodes.indexOf(leader);
+    nodes[idx] = await startDaemon({ dataDir: leader.dataDir, configHome: configHome(), args: [] });
+    const back = nodes[idx]!;
+    await until('the old leader to catch up', async () => (await back.client.status()).raft.appliedIndex >= after.index!);
+    const again = new ApiClient({ server: back.api, token: back.token });
+    expect((await again.list('Image')).map((i) => i.metadata.name).sort()).toEqual(['img', 'img2']);
+    again.close();
+  });
+});
