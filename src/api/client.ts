@@ -50,8 +50,9 @@ export class ApiClient {
   status(): Promise<StatusJson> {
     return this.json('GET', '/v1/status');
   }
-  async list(kind: Kind): Promise<ResourceJson[]> {
-    return (await this.json<{ items: ResourceJson[] }>('GET', `/v1/resources/${kindPlural(kind)}`)).items;
+  /** With `local`, this node's own replica answers (possibly behind the leader). */
+  async list(kind: Kind, opts: { local?: boolean } = {}): Promise<ResourceJson[]> {
+    return (await this.json<{ items: ResourceJson[] }>('GET', `/v1/resources/${kindPlural(kind)}${opts.local ? '?local=1' : ''}`)).items;
   }
   get(kind: Kind, name: string): Promise<ResourceJson> {
     return this.json('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`);

@@ -31,8 +31,8 @@ export interface ApiBackend {
   version(): VersionJson;
   status(): Promise<StatusJson>;
   ready(): boolean;
-  list(kind: Kind): Promise<ResourceJson[]>;
-  get(kind: Kind, name: string): Promise<ResourceJson | undefined>;
+  list(kind: Kind, local?: boolean): Promise<ResourceJson[]>;
+  get(kind: Kind, name: string, local?: boolean): Promise<ResourceJson | undefined>;
   events(kind: Kind, name: string): EventJson[];
   nodes(): NodeJson[];
   plan(req: PlanRequest): Promise<Plan>;
@@ -141,7 +141,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
       }
     }
     const body = method === 'POST' ? await readJson<unknown>(req) : undefined;
-    return send(res, 200, await dispatch(b, method, url.pathname, body));
+    return send(res, 200, await dispatch(b, method, url.pathname + url.search, body));
   }
 
   return server;
@@ -151,7 +151,11 @@ export function createApiServer(opts: ApiServerOptions): Server {
  * The JSON routes of the API, apart from HTTP: the HTTP server and the node-to-node RPC (a
  * follower forwarding to its leader) both come through here. Throws ApiError.
  */
-export async function dispatch(b: ApiBackend, method: string, pathname: string, body: unknown, remote?: string): Promise<unknown> {
+export async function dispatch(b: ApiBackend, method: string, target: string, body: unknown, remote?: string): Promise<unknown> {
+  const url = new URL(target, 'http://localhost');
+  const pathname = url.pathname;
+  // ?local=1 reads this node's own replica instead of asking the leader (etcd's serializable read).
+  const local = url.searchParams.get('local') === '1';
   const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
   if (parts[0] !== 'v1') throw new ApiError('not-found', `no route ${method} ${pathname}`);
   switch (`${method} /${parts[1] ?? ''}`) {
@@ -163,9 +167,9 @@ export async function dispatch(b: ApiBackend, method: string, pathname: string, 
       return { items: b.nodes() };
     case 'GET /resources': {
       const kind = kindFromPlural(parts[2]);
-      if (parts.length === 3) return { items: await b.list(kind) };
+      if (parts.length === 3) return { items: await b.list(kind, local) };
       if (parts.length === 4) {
-        const r = await b.get(kind, parts[3]!);
+        const r = await b.get(kind, parts[3]!, local);
         if (!r) throw new ApiError('not-found', `${kind}/${parts[3]} not found`);
         return r;
       }

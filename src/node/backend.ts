@@ -174,13 +174,13 @@ export class NodeBackend implements ApiBackend {
   }
 
   // Reads go to the leader too: SPEC section 1, step 8 (get, describe, diff read from the leader).
-  async list(kind: Kind): Promise<ResourceJson[]> {
-    if (!this.isLeader) return ((await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}`)) as { items: ResourceJson[] }).items;
+  async list(kind: Kind, local = false): Promise<ResourceJson[]> {
+    if (!this.isLeader && !local) return ((await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}`)) as { items: ResourceJson[] }).items;
     return Promise.all(this.d.store.list(kind).map((r) => this.toJson(r)));
   }
 
-  async get(kind: Kind, name: string): Promise<ResourceJson | undefined> {
-    if (!this.isLeader) return (await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`)) as ResourceJson;
+  async get(kind: Kind, name: string, local = false): Promise<ResourceJson | undefined> {
+    if (!this.isLeader && !local) return (await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`)) as ResourceJson;
     const r = this.d.store.get(kind, name);
     return r ? this.toJson(r) : undefined;
   }
