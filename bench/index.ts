@@ -1,10 +1,12 @@
 import { foundationBench } from './foundation.js';
+import { raftBench } from './raft.js';
 import { printTable } from './table.js';
 
 // `npm run bench`: every benchmark, each printing its table. Select with BENCH=name,name.
 
 const suites: Record<string, { title: string; run: () => Promise<import('./table.js').Row[]> }> = {
   foundation: { title: 'Foundation: manifests, store, CLI (issue 2)', run: foundationBench },
+  raft: { title: 'Raft: replicated desired state (issue 3)', run: raftBench },
 };
 
 const only = process.env.BENCH?.split(',').filter(Boolean);

@@ -83,8 +83,6 @@ export interface BackendDeps {
   addresses: () => Promise<string[]>;
   /** Known once the API listens (port 0 means the OS chose it). */
   apiUrl: () => string;
-  /** Called after every committed change (the scheduler and the reconciler look again). */
-  onCommitted?: () => void;
   /** What this node's reconciler reports of the VMs placed here. */
   vms?: { report(name: string): ReportedVm | undefined; consoleLog(name: string, opts: ConsoleLogOptions): Promise<Buffer> };
   /** Sends a request to the leader when this node is not it. */
@@ -343,7 +341,6 @@ export class NodeBackend implements ApiBackend {
     } finally {
       clearTimeout(timer);
     }
-    if (out.ok) this.d.onCommitted?.();
     return out;
   }
 

@@ -3,7 +3,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '../api/index.js';
 import { BlobStore, ImageFiles } from '../images/index.js';
 import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
@@ -189,8 +189,12 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       onConfChange: () => {
         if (started) refreshPeers();
       },
+      onApplied: () => {
+        if (started) afterApply();
+      },
     });
     cleanups.push(() => raft.close());
+    registerRaftMetrics(registry, raft);
     // The only voter need not wait out an election timeout: nobody else can win.
     const alone = () => raft.membership.voters.length === 1 && raft.membership.voters[0] === self && (raft.membership.votersOutgoing ?? []).length === 0;
     if (alone()) raft.campaign();
@@ -272,12 +276,20 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         refreshPeers();
         if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(() => {});
       },
-      onCommitted: () => {
+    });
+    // Work that follows changes to the store, coalesced: at thousands of writes per second it runs
+    // a few dozen times per second, not once per write.
+    let afterApplyTimer: NodeJS.Timeout | undefined;
+    function afterApply(): void {
+      if (afterApplyTimer) return;
+      afterApplyTimer = setTimeout(() => {
+        afterApplyTimer = undefined;
         scheduling.kick();
         reconciler.kick();
         refreshPeers();
-      },
-    });
+      }, 20);
+    }
+    cleanups.push(async () => clearTimeout(afterApplyTimer));
 
     // Node-to-node API: followers forward to the leader, joining nodes present their secret.
     serveRpc(router, async (req, remote) => {
@@ -435,4 +447,15 @@ function splitHostPort(hp: string): [string, string] {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(hp);
   if (!m) throw new StartupError(`expected HOST:PORT, got ${JSON.stringify(hp)}`, 2);
   return [m[1] ?? m[2]!, m[3]!];
+}
+
+function registerRaftMetrics(registry: Registry, raft: RaftNode): void {
+  const registers = [registry];
+  new Gauge({ name: 'blixard_raft_term', help: 'Current Raft term', registers, collect() { this.set(raft.term); } });
+  new Gauge({ name: 'blixard_raft_commit_index', help: 'Highest log index known committed', registers, collect() { this.set(raft.commitIndex); } });
+  new Gauge({ name: 'blixard_raft_applied_index', help: 'Highest log index applied to the store', registers, collect() { this.set(raft.appliedIndex); } });
+  new Gauge({ name: 'blixard_raft_is_leader', help: '1 on the leader', registers, collect() { this.set(raft.isLeader ? 1 : 0); } });
+  new Gauge({ name: 'blixard_raft_wal_fsyncs', help: 'WAL fsyncs since start', registers, collect() { this.set(raft.walStats.fsyncs); } });
+  new Gauge({ name: 'blixard_raft_wal_records', help: 'WAL records (one per Ready) since start', registers, collect() { this.set(raft.walStats.records); } });
+  new Gauge({ name: 'blixard_raft_entries_persisted', help: 'Log entries made durable since start', registers, collect() { this.set(raft.walStats.entries); } });
 }

@@ -160,6 +160,7 @@ function scanSegment(buf: Buffer, file: string, isLast: boolean, crc: (d: Uint8A
 type AppendOp = {
   kind: 'append';
   frames: Buffer[];
+  sync: boolean;
   resolve: (r: { seq: number }) => void;
   reject: (err: unknown) => void;
 };
@@ -266,8 +267,12 @@ export class Wal {
     return this.appendMany([data]);
   }
 
-  /** Appends all records in one batch (one write, one fsync, same segment). */
-  appendMany(records: Uint8Array[]): Promise<{ seq: number }> {
+  /**
+   * Appends all records in one batch (one write, one fsync, same segment). With `sync: false`
+   * the write is not fsynced on its own account (it rides along with the next fsync): for state
+   * that may be lost in a crash without harm, like a Raft commit index (etcd's MustSync false).
+   */
+  appendMany(records: Uint8Array[], opts: { sync?: boolean } = {}): Promise<{ seq: number }> {
     const unusable = this.unusable();
     if (unusable !== undefined) return Promise.reject(unusable);
     let frames: Buffer[];
@@ -276,7 +281,7 @@ export class Wal {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'append', frames, resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'append', frames, sync: opts.sync ?? true, resolve, reject }));
   }
 
   /**
@@ -359,7 +364,7 @@ export class Wal {
       const batch = this.queue.splice(0, n) as AppendOp[];
       try {
         if (this.size >= this.segmentBytes) await this.startNextSegment();
-        await this.writeDurably(batch.flatMap((op) => op.frames));
+        await this.writeDurably(batch.flatMap((op) => op.frames), batch.some((op) => op.sync));
       } catch (err) {
         this.fail(err, batch);
         continue;
@@ -380,7 +385,7 @@ export class Wal {
     for (const op of waiting) op.reject(this.failure.error);
   }
 
-  private async writeDurably(frames: Buffer[]): Promise<void> {
+  private async writeDurably(frames: Buffer[], sync = true): Promise<void> {
     const fh = this.fh;
     if (!fh) throw new Error('WAL is closed');
     if (frames.length === 0) return;
@@ -392,8 +397,10 @@ export class Wal {
       done += bytesWritten;
     }
     // fdatasync also persists the file size, which is all the metadata a reader needs.
-    await fh.datasync();
-    this.stats.fsyncs++;
+    if (sync) {
+      await fh.datasync();
+      this.stats.fsyncs++;
+    }
     this.size += buf.length;
     this.stats.records += frames.length;
     this.stats.bytes += buf.length;

@@ -2,6 +2,7 @@
 // contract and types.ts for the data it exchanges.
 export { RawNode } from './raw-node.js';
 export type { Status, PeerStatus, LogView } from './raw-node.js';
+export type { ProgressState } from './progress.js';
 export { MemoryStorage, StorageError } from './storage.js';
 export type { Storage, StorageErrorKind } from './storage.js';
 export { encodeConfChange, decodeConfChange } from './confchange.js';

@@ -18,6 +18,8 @@ export class Progress {
   state: ProgressState = 'probe';
   /** In 'snapshot': the index of the snapshot being sent. */
   pendingSnapshot = 0;
+  /** In 'snapshot': election timeouts passed without news of it (see Raft.tickHeartbeat). */
+  snapshotWait = 0;
   /** Heard from within the current election timeout (check-quorum; whether to send snapshots). */
   recentActive = false;
   /** In 'probe': a probe is out, wait for its answer (or a heartbeat response) before the next. */
@@ -36,6 +38,7 @@ export class Progress {
     p.match = this.match;
     p.state = this.state;
     p.pendingSnapshot = this.pendingSnapshot;
+    p.snapshotWait = this.snapshotWait;
     p.recentActive = this.recentActive;
     p.probeSent = this.probeSent;
     return p;
@@ -52,6 +55,7 @@ export class Progress {
   private resetState(state: ProgressState): void {
     this.probeSent = false;
     this.pendingSnapshot = 0;
+    this.snapshotWait = 0;
     this.state = state;
     this.inflights.reset();
   }

@@ -38,6 +38,9 @@ type CampaignType = 'preElection' | 'election' | 'transfer';
 /** The context of a MsgVote sent on MsgTimeoutNow: voters skip their leader lease for it. */
 const CAMPAIGN_TRANSFER = 'transfer';
 
+/** Election timeouts after which an unreported snapshot is assumed lost (see expireSnapshots). */
+const SNAPSHOT_TIMEOUT = 3;
+
 interface PendingRead {
   from: string;
   ctx: string;
@@ -154,6 +157,7 @@ export class Raft {
       // leader tries again, possibly with another target).
       this.leadTransferee = null;
       if (this.isRemovedLeader()) this.handOff();
+      this.expireSnapshots();
     }
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
@@ -303,10 +307,9 @@ export class Raft {
       }
     } else if (m.term < this.term) {
       if (m.type === 'MsgHeartbeat' || m.type === 'MsgApp') {
-        // A leader of an older term: tell it our term so that it steps down. It may be a leader
-        // that was cut off, or a removed leader that handed over and is no longer sent anything;
-        // or our term rose while we were cut off (with pre-vote or check-quorum it cannot rise
-        // through an election we lose), and this is how the cluster moves on to it.
+        // A leader of an older term: answer with our term so that it steps down. It may have been
+        // cut off, or be a removed leader that handed over and is sent nothing any more; or our
+        // own term rose while we were cut off, and this is how the others learn it.
         this.send({ type: 'MsgAppResp', to: m.from });
       } else if (m.type === 'MsgPreVote' || m.type === 'MsgVote') {
         // Reject explicitly (Raft paper 5.1), so that a candidate of an old term learns the term
@@ -756,6 +759,18 @@ export class Raft {
     pr.becomeProbe();
     // Wait for the follower's answer (or, after a failure, a heartbeat) before the next probe.
     pr.probeSent = true;
+  }
+
+  /**
+   * A snapshot nobody reported on (reportSnapshot) and the follower never answered for is assumed
+   * lost after SNAPSHOT_TIMEOUT election timeouts: probe again, which sends a new one if needed.
+   * A transport that reports does not wait for this; one that does not still recovers.
+   */
+  private expireSnapshots(): void {
+    for (const [id, pr] of this.prs.progress) {
+      if (id === this.id || pr.state !== 'snapshot') continue;
+      if (++pr.snapshotWait >= SNAPSHOT_TIMEOUT) pr.becomeProbe();
+    }
   }
 
   /** The transport could not reach `to`: stop pipelining to it. */
