@@ -54,7 +54,7 @@ export interface ConsensusLog {
   readonly appliedIndex: number;
   readonly isLeader: boolean;
   readonly leader: string | null;
-  readonly currentRole: 'leader' | 'follower' | 'candidate' | 'precandidate' | 'learner';
+  readonly currentRole: 'leader' | 'follower' | 'candidate' | 'precandidate' | 'learner' | 'none';
   readonly membership: { voters: string[]; learners: string[] };
 }
 
@@ -295,7 +295,9 @@ export class NodeBackend implements ApiBackend {
     if (role === 'voter') await this.d.addLearner?.(remote);
     const conf = this.d.log.membership;
     const members = [...new Set([...conf.voters, ...conf.learners])].map((id) => ({ nodeId: id, addresses: this.d.store.node(id)?.addresses ?? [] }));
-    return { clusterId: this.d.store.clusterId!, role, docs: this.d.store.docs, members };
+    // A worker may read the cluster document and write its status; only voters may publish.
+    const docs = this.d.store.docs && role === 'worker' ? { ...this.d.store.docs, clusterWrite: '' } : this.d.store.docs;
+    return { clusterId: this.d.store.clusterId!, role, docs, members };
   }
 
   /** A node's own record (capacity, formats, addresses, author), sent by that node. */

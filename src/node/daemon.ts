@@ -8,8 +8,11 @@ import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '
 import { BlobStore, ImageFiles } from '../images/index.js';
 import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
 import { RaftNode } from '../raft/index.js';
-import { NodeReconciler, type LaunchedVm } from '../reconciler/index.js';
-import { DesiredStateStore, type NodeRecord, type PeerSpec } from '../state/index.js';
+import { NodeReconciler, type LaunchedVm, type ReportedVm } from '../reconciler/index.js';
+import { DesiredStateStore, parseDuration, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
+import { clusterDocEntries, DocDesiredView } from './cluster-publish.js';
+import { NodeDocs } from './docs.js';
+import { WorkerLog } from './worker-log.js';
 import { enabledDrivers } from '../vm/index.js';
 import { NodeBackend, type JoinResponse } from './backend.js';
 import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir, writeFileDurable } from './datadir.js';
@@ -33,6 +36,9 @@ export interface StartOptions {
   onFatal?: (why: string) => void;
 }
 
+/** What a node needs of its consensus: a Raft node for voters, the cluster document for workers. */
+type Consensus = RaftNode | WorkerLog;
+
 export interface RunningNode {
   nodeId: string;
   name: string;
@@ -41,7 +47,7 @@ export interface RunningNode {
   settings: NodeSettings;
   backend: NodeBackend;
   store: DesiredStateStore;
-  raft: RaftNode;
+  raft: Consensus;
   metrics: Registry;
   stop(): Promise<void>;
 }
@@ -166,16 +172,77 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       await writeMembership(paths.root, membership);
       log.info({ clusterId: j.clusterId, role: j.role }, 'joined the cluster');
     }
-    if (membership?.role === 'worker') {
-      throw new StartupError('this node joined as a worker; worker nodes (document sync only, no Raft) are not supported by this build yet', 2);
+    const isWorker = membership?.role === 'worker';
+
+    // The leader publishes the committed state into the cluster document (coalesced, in order).
+    let publishing: Promise<void> = Promise.resolve();
+    let publishedRev = -1;
+    function publish(): Promise<void> {
+      // (declared before the Raft node: its callbacks may call this as soon as it opens)
+      publishing = publishing.then(async () => {
+        if (!docs?.publisher || !raft.isLeader || publishedRev === raft.appliedIndex) return;
+        const rev = raft.appliedIndex;
+        const entries = clusterDocEntries(store);
+        entries.set('meta/cluster', { clusterId: store.clusterId, leader: self });
+        await docs.publisher.publish(entries, rev);
+        publishedRev = rev;
+      }).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'cannot publish to the cluster document'));
+      return publishing;
+    }
+
+    // The documents: opened once this node knows their tickets (a voter from its store, a worker
+    // from its membership); the cluster document drives a worker's view of the desired state.
+    let docs: NodeDocs | undefined;
+    let docsOpening: Promise<NodeDocs> | undefined;
+    let docsLoaded: () => void = () => {};
+    const docsReady = new Promise<void>((r) => (docsLoaded = r));
+    const openDocs = (tickets: ClusterDocs, canPublish: boolean): Promise<NodeDocs> =>
+      (docsOpening ??= NodeDocs.open({
+        iroh,
+        self,
+        docs: tickets,
+        canPublish,
+        authorOf: (id) => store.node(id)?.author,
+        onClusterChange: () => {
+          if (isWorker) mirrorCluster();
+        },
+        onStatusChange: () => {},
+      }).then((d) => {
+        docs = d;
+        if (isWorker) mirrorCluster();
+        docsLoaded();
+        cleanups.push(() => d.close());
+        log.info({ cluster: tickets.clusterId.slice(0, 10), status: tickets.statusId.slice(0, 10) }, 'documents open');
+        return d;
+      }));
+    // A worker's store is a mirror of the cluster document (rebuilt, coalesced, as it changes).
+    let mirrorTimer: NodeJS.Timeout | undefined;
+    function mirrorCluster(): void {
+      if (mirrorTimer || !docs) return;
+      mirrorTimer = setTimeout(() => {
+        mirrorTimer = undefined;
+        const view = new DocDesiredView(docs!.clusterView);
+        store.restore(
+          Buffer.from(JSON.stringify({ version: 1, clusterId: view.clusterId, resources: view.list(), nodes: view.listNodes(), applysets: [], appliedPlans: [], joinSecrets: [], placements: docs!.clusterView.list<PlacementRecord>('placement/').map((e) => e.value), docs: null })),
+          docs!.clusterView.rev,
+        );
+        if (started) afterApply();
+      }, 20);
     }
 
     // Raft: every voter, and a new data dir waiting to be admitted (the leader replicates to it).
-    // Its callbacks may fire while the rest is still being built: they wait for `started`.
+    // A worker follows the cluster document instead. Callbacks wait for `started`.
     let started = false;
     const transport = new IrohRaftTransport(endpoint, router, { metrics: p2pMetrics });
     const bootstrap = !membership && opts.bootstrap;
-    const raft = await RaftNode.open({
+    const raft: Consensus = isWorker
+      ? new WorkerLog({
+          leader: () => docs?.clusterView.get<{ leader?: string | null }>('meta/cluster')?.leader ?? null,
+          voters: () => store.listNodes().filter((n) => n.role === 'voter').map((n) => n.nodeId),
+          rev: () => docs?.clusterView.rev ?? 0,
+          loaded: () => docsReady,
+        })
+      : await RaftNode.open({
       dir: path.join(paths.state, 'raft'),
       id: self,
       transport,
@@ -194,14 +261,23 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       },
     });
     cleanups.push(() => raft.close());
-    registerRaftMetrics(registry, raft);
+    if (raft instanceof RaftNode) registerRaftMetrics(registry, raft);
+    if (isWorker) void openDocs(membership!.docs!, false).catch((e: unknown) => log.error({ err: (e as Error).message }, 'cannot open the documents'));
     // The only voter need not wait out an election timeout: nobody else can win.
     const alone = () => raft.membership.voters.length === 1 && raft.membership.voters[0] === self && (raft.membership.votersOutgoing ?? []).length === 0;
     if (alone()) raft.campaign();
 
     const peers = new PeerManager({ endpoint, router, onError: (id, err) => log.debug({ peer: id, err: (err as Error)?.message }, 'peer connection failed') });
     cleanups.push(async () => peers.stop());
-    const nodeReady = (id: string) => id === self || (peers.get(id)?.connected ?? false);
+    // A node is ready when it heartbeats in the status document (or, before documents, answers
+    // pings); it is NotReady once its heartbeat is older than --node-timeout.
+    const nodeTimeoutMs = parseDuration(settings.nodeTimeout);
+    const nodeReady = (id: string): boolean => {
+      if (id === self) return true;
+      const hb = docs?.statusView.get<{ time: string }>(id, 'node');
+      if (hb) return Date.now() - Date.parse(hb.time) < nodeTimeoutMs;
+      return peers.get(id)?.connected ?? false;
+    };
     // Where to reach every node we know of: node records, Peer manifests, what a join told us.
     const addressesOf = (id: string): string[] => {
       const rec = store.node(id)?.addresses ?? [];
@@ -225,7 +301,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     refreshPeers();
 
     const forward = async (method: string, p: string, body?: unknown): Promise<unknown> => {
-      const leader = raft.leader;
+      // A worker may not know the leader (or its news may be stale): any voter forwards again.
+      const leader = raft.leader ?? (isWorker ? (raft.membership.voters[0] ?? membership?.trusted[0]?.nodeId ?? null) : null);
       if (!leader) throw new ApiError('no-leader', 'no leader is known right now; try again in a moment');
       if (leader === self) throw new ApiError('no-leader', 'leadership is changing; try again');
       const res = await rpc.call({ nodeId: leader, addresses: addressesOf(leader) }, { method, path: p, ...(body !== undefined ? { body } : {}) }).catch((e: unknown) => {
@@ -253,7 +330,11 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
           await writeFileDurable(ledgerFile, JSON.stringify(all, null, 1));
         },
       },
-      report: () => {},
+      report: (name, r) => {
+        if (!docs) return;
+        const write = r ? docs.writer.set(`vm/${name}`, r) : docs.writer.remove(`vm/${name}`);
+        write.catch((e: unknown) => log.warn({ vm: name, err: (e as Error).message }, 'cannot write VM status'));
+      },
       event: (name, e) => backend.event('VirtualMachine', name, e.type, e.reason, e.message),
       log,
     });
@@ -272,6 +353,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       vms: reconciler,
       forward,
       nodeReady,
+      remoteVm: (nodeId, vm) => docs?.statusView.get<ReportedVm>(nodeId, `vm/${vm}`),
       addLearner: async (id) => {
         refreshPeers();
         if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(() => {});
@@ -287,6 +369,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         scheduling.kick();
         reconciler.kick();
         refreshPeers();
+        if (raft.isLeader) void publish();
       }, 20);
     }
     cleanups.push(async () => clearTimeout(afterApplyTimer));
@@ -324,7 +407,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     if (bootstrap) {
       await waitFor(() => raft.isLeader, 10_000, 'leadership of the new cluster');
       const now = new Date().toISOString();
-      await backend.propose({ op: 'bootstrap', time: now, clusterId: randomUUID(), node: await record(apiUrl, now) });
+      const tickets = await NodeDocs.create(iroh);
+      await backend.propose({ op: 'bootstrap', time: now, clusterId: randomUUID(), node: await record(apiUrl, now), docs: tickets });
       membership = { clusterId: store.clusterId!, role: 'voter', docs: null, trusted: [], since: now };
       await writeMembership(paths.root, membership);
       log.info({ clusterId: store.clusterId }, 'bootstrapped a new cluster');
@@ -364,7 +448,9 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         }
         registered = true;
       }
-      if (!raft.isLeader) return;
+      if (!docs && !isWorker && store.docs) await openDocs(store.docs, true);
+      if (!raft.isLeader || !(raft instanceof RaftNode)) return;
+      await publish();
       const st = raft.status();
       const cc = nextConfChange(raft.membership, desiredVoters(store, self), self, {
         progress: (id) => st.progress?.[id],
@@ -375,6 +461,16 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         await raft.proposeConfChange(cc).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'membership change not taken now'));
       }
     }
+
+    // Every node heartbeats into the status document: how the others know it is up.
+    const heartbeat = setInterval(() => {
+      if (!docs) return;
+      docs.writer
+        .set('node', { time: new Date().toISOString(), name: settings.name, role: membership?.role ?? settings.role, formats, capacity: { vcpus: settings.vcpus, memoryMiB: settings.memoryMiB } })
+        .catch((e: unknown) => log.debug({ err: (e as Error).message }, 'heartbeat not written'));
+    }, Math.min(2_000, Math.max(250, nodeTimeoutMs / 4)));
+    heartbeat.unref();
+    cleanups.push(async () => clearInterval(heartbeat));
 
     // Nothing acts on the desired state before this node has re-applied what it had committed.
     await raft.recovered();

@@ -45,7 +45,13 @@ export class ReplicatedDoc {
   /** Opens a document this node already has (after a restart), or null. */
   static async open(iroh: Iroh, id: string, onEvent?: (e: DocEvent) => void): Promise<ReplicatedDoc | null> {
     const m = await import('@number0/iroh');
-    const doc = await iroh.docs.open(id);
+    let doc: Doc | null;
+    try {
+      doc = await iroh.docs.open(id);
+    } catch (e) {
+      if (/replica not found/i.test((e as Error).message)) return null; // never joined here
+      throw e;
+    }
     if (!doc) return null;
     const d = new ReplicatedDoc(iroh, doc, m, (await iroh.authors.default()).toString());
     if (onEvent) await doc.subscribe((err, ev) => d.dispatch(err, ev, onEvent));

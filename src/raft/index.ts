@@ -9,3 +9,5 @@ export { RaftNode, NotLeaderError, ProposalDroppedError } from './node.js';
 export type { RaftNodeOptions } from './node.js';
 export { MemNetwork, MemTransport } from './mem-transport.js';
 export type { ConfChange, ConfState, Role } from './core/index.js';
+export { RawNode, MemoryStorage, StorageError, RaftError, encodeConfChange, decodeConfChange } from './core/index.js';
+export type { Storage, Config as RaftConfig, Ready, Message as RaftMessage, Entry as RaftEntry, HardState, ConfChangeSingle, SoftState, ReadState, Status as RaftStatus } from './core/index.js';

@@ -52,6 +52,9 @@ export type Command =
  * (voters only), handed to a node when it is admitted, never published.
  */
 export interface ClusterDocs {
+  /** Document ids, to reopen them after a restart. */
+  clusterId: string;
+  statusId: string;
   clusterWrite: string;
   clusterRead: string;
   statusWrite: string;

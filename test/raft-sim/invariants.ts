@@ -129,7 +129,6 @@ export class SafetyChecker {
           memo.leaderCommit = committed;
           this.checkLeaderHasCommitted(n.id, raw);
         }
-        if (committed > memo.leaderCommit && log.term(committed) !== term && committed > this.maxCommitted) { const g = globalThis as unknown as { danger?: (s: string) => void }; g.danger?.(`DANGER ${n.id} t${term} commits ${committed} of term ${log.term(committed)}`); }
         if (committed > memo.leaderCommit) {
           for (let i = Math.max(memo.leaderCommit + 1, log.firstIndex()); i <= committed; i++) {
             const e = log.entry(i);

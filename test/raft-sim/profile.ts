@@ -16,6 +16,10 @@ export interface Profile {
   heartbeatTick: number;
   maxInflight: number;
   maxSizePerMsg: number;
+  /** Limit on the committed entries handed out in one Ready (so applying takes several). */
+  maxCommittedSizePerReady: number;
+  /** Whether the transport tells the leader how a snapshot transfer ended (reportSnapshot). */
+  reportSnapshots: boolean;
   /** Simulated time units between ticks of a node (each node a little different). */
   tickEvery: [number, number];
   loss: number;
@@ -122,7 +126,14 @@ export function profileFor(seed: number): Profile {
     clientGiveUp: 1200,
     maxUnknownPerKey: 6,
     steps: 20_000,
-    quiesceSteps: 40_000,
-    quiesceTime: 4000,
+    quiesceSteps: 200_000,
+    quiesceTime: 20_000,
+    maxCommittedSizePerReady: r.pick([Infinity, Infinity, 200]),
+    reportSnapshots: r.chance(0.7),
   };
+}
+
+/** The profile as one line of JSON (Infinity spelled out). */
+export function describeProfile(p: Profile): string {
+  return JSON.stringify(p, (_k, v: unknown) => (v === Infinity ? 'Infinity' : v));
 }

@@ -13,10 +13,10 @@ import { EventHeap } from './heap.js';
 import { InvariantViolation, SafetyChecker } from './invariants.js';
 import { decodeCommand, encodeCommand, KvStore, type KvCommand } from './kv.js';
 import { checkHistory, describeOps, type Operation } from './linearizability.js';
-import { profileFor, type Profile } from './profile.js';
+import { describeProfile, profileFor, type Profile } from './profile.js';
 import { Rng } from './prng.js';
 
-export { profileFor, type Profile };
+export { describeProfile, profileFor, type Profile };
 
 // A deterministic simulation of a Raft cluster: N RawNodes, a network that drops, delays,
 // reorders, duplicates and partitions (also one way), crashes that lose everything not yet
@@ -179,11 +179,11 @@ class Failure extends Error {}
 const RECENT = 40;
 const EVENT_NAMES: Record<number, string> = {
   1: 'tick',
-  2: 'deliver(type term index logTerm commit entries reject)',
-  3: 'persist(entries term commit messages)',
+  2: 'deliver',
+  3: 'persist (entries, hard state term, commit, messages)',
   4: 'snapshot-status',
-  5: 'request',
-  6: 'reply',
+  5: 'client request (client, seq)',
+  6: 'client reply (client, seq, ok)',
   10: 'start',
   11: 'crash',
   12: 'compact',
@@ -218,7 +218,7 @@ export class Simulation {
   private latency: [number, number];
   private h1 = 0x811c9dc5;
   private h2 = 0x12345678;
-  private readonly recent: (readonly [number, number, number, (number | string)[]])[] = [];
+  private readonly recent: [number, number, number, (number | string)[], Message | undefined][] = [];
   private recentAt = 0;
   private readonly stats: SimStats = {
     steps: 0,
@@ -296,7 +296,7 @@ export class Simulation {
     };
     if (failure !== undefined) {
       const recent = [...this.recent.slice(this.recentAt), ...this.recent.slice(0, this.recentAt)]
-        .map(([t, step, kind, xs]) => `    t=${t} #${step} ${EVENT_NAMES[kind] ?? kind} ${xs.join(' ')}`)
+        .map(([t, step, kind, xs, m]) => `    t=${t} #${step} ${m ? `deliver ${describeMsg(m)}` : `${EVENT_NAMES[kind] ?? kind} ${xs.join(' ')}`}`)
         .join('\n');
       r.failure = `${failure}\n  at step ${this.stepCount}, time ${this.now}\n  last events (replay the seed for the full log):\n${recent}`;
     }
@@ -406,6 +406,7 @@ export class Simulation {
       checkQuorum: p.checkQuorum,
       maxInflight: p.maxInflight,
       maxSizePerMsg: p.maxSizePerMsg,
+      maxCommittedSizePerReady: p.maxCommittedSizePerReady,
       rand: () => n.rng.float(),
     };
     if (this.opts.bugs !== undefined) cfg.bugs = this.opts.bugs;
@@ -597,6 +598,7 @@ export class Simulation {
   }
 
   private reportSnap(m: Message, ok: boolean): void {
+    if (!this.profile.reportSnapshots) return;
     const sender = this.nodes.get(m.from)!;
     if (sender.up) this.schedule(this.lat(), { kind: 'snapStatus', node: m.from, inc: sender.inc, to: m.to, ok });
   }
@@ -605,9 +607,16 @@ export class Simulation {
     const n = this.nodes.get(m.to);
     if (n === undefined || !n.up || this.linkBlocked(m.from, m.to)) {
       this.drop(m);
+      // Sometimes the sender's transport notices (a broken connection) and says so.
+      const sender = this.nodes.get(m.from)!;
+      if (m.type === 'MsgApp' && sender.up && this.rng.chance(0.2)) {
+        sender.raw!.reportUnreachable(m.to);
+        this.afterNodeEvent(sender);
+      }
       return;
     }
     this.trace(2, n.id, MSG_CODES[m.type] ?? 0, m.term, m.index, m.logTerm, m.commit, m.entries.length, m.reject ? 1 : 0);
+    this.recentMsg(m);
     this.log(() => `deliver ${describeMsg(m)}`);
     n.raw!.step(m);
     if (m.type === 'MsgSnap') this.reportSnap(m, true);
@@ -737,7 +746,30 @@ export class Simulation {
       case 'idle':
         break;
     }
-    this.trace(30, action.length);
+    this.trace(30, action);
+  }
+
+  /**
+   * Shuts down nodes that are no longer members, as an operator would once the removal is known
+   * everywhere: every member of the leader's configuration runs and has applied that configuration
+   * (until then the others may still need the removed node's vote).
+   */
+  private retireRemoved(l: SimNode): void {
+    const cs = l.raw!.confState();
+    if ((cs.votersOutgoing ?? []).length > 0) return;
+    const members = [...cs.voters, ...cs.learners];
+    const want = JSON.stringify(cs);
+    for (const id of members) {
+      const n = this.nodes.get(id)!;
+      if (!n.up || JSON.stringify(n.raw!.confState()) !== want) return;
+    }
+    for (const n of this.nodeList) {
+      if (n.started && !n.retired && !members.includes(n.id)) {
+        this.log(() => `retire ${n.id}`);
+        this.crash(n, undefined);
+        n.retired = true;
+      }
+    }
   }
 
   /** Proposes a random membership change through the current leader. */
@@ -747,14 +779,7 @@ export class Simulation {
     const raw = l.raw!;
     const cs = raw.confState();
     const members = new Set([...cs.voters, ...cs.learners, ...(cs.votersOutgoing ?? [])]);
-    // Shut down nodes that are no longer members, as an operator would.
-    for (const n of this.nodeList) {
-      if (n.started && !members.has(n.id) && !n.retired && (cs.votersOutgoing ?? []).length === 0 && this.rng.chance(0.5)) {
-        this.log(() => `retire ${n.id}`);
-        this.crash(n, undefined);
-        n.retired = true;
-      }
-    }
+    if (this.rng.chance(0.5)) this.retireRemoved(l);
     let cc: ConfChange | undefined;
     if (cs.votersOutgoing !== undefined && cs.votersOutgoing.length > 0) {
       cc = { changes: [] };
@@ -858,10 +883,15 @@ export class Simulation {
     const raw = n.raw!;
     this.trace(5, n.id, req.client, req.seq);
     this.log(() => `request c${req.client}#${req.seq} ${req.kind} ${req.key} at ${n.id}`);
+    // Like the API layer, answer with the leader hint at once when the core would refuse anyway
+    // (cheaper than letting it throw: the simulator does this thousands of times per seed).
+    const leader = raw.role === 'leader';
+    if (req.cmd !== undefined ? !leader : !leader && raw.leader === null) {
+      this.replyTo(req.client, { seq: req.seq, kind: 'redirect', leader: raw.leader });
+      return;
+    }
     try {
       if (req.cmd !== undefined) {
-        // Like the API layer: answer with the leader hint without asking the core to refuse.
-        if (raw.role !== 'leader') throw new RaftError('not-leader', 'not the leader', raw.leader);
         raw.propose(encodeCommand(req.cmd));
         n.writes.set(`${req.cmd.client}:${req.cmd.seq}`, req.client);
       } else {
@@ -875,6 +905,7 @@ export class Simulation {
     }
     this.afterNodeEvent(n);
   }
+
 
   private replyTo(client: number, reply: Reply): void {
     this.schedule(this.lat(), { kind: 'reply', client, reply });
@@ -967,14 +998,10 @@ export class Simulation {
         return false;
       }
       const members = [...cs.voters, ...cs.learners];
-      for (const n of this.nodeList) {
-        if (n.started && !n.retired && !members.includes(n.id)) {
-          // Removed nodes are shut down, so that a node that never learned of its removal does
-          // not keep disrupting the others with elections.
-          this.crash(n, undefined);
-          n.retired = true;
-        }
-      }
+      // Removed nodes are shut down (once the removal is known everywhere), so that a node that
+      // never learned of its removal does not keep disrupting the others with elections.
+      this.retireRemoved(l);
+      if (!l.up) return false; // it was a removed leader handing over: wait for its successor
       const lastIndex = raw.log().lastIndex();
       if (raw.log().committed !== lastIndex) return false;
       for (const id of members) {
@@ -1031,8 +1058,14 @@ export class Simulation {
     this.h1 = a >>> 0;
     this.h2 = b >>> 0;
     // Keep the last few events for the failure report (formatted only then).
-    this.recent[this.recentAt] = [this.now, this.stepCount, kind, xs];
+    this.recent[this.recentAt] = [this.now, this.stepCount, kind, xs, undefined];
     this.recentAt = (this.recentAt + 1) % RECENT;
+  }
+
+  /** Attaches the message to the event just traced, for a readable failure report. */
+  private recentMsg(m: Message): void {
+    const last = this.recent[(this.recentAt + RECENT - 1) % RECENT];
+    if (last !== undefined) last[4] = m;
   }
 
   private log(line: () => string): void {

@@ -325,8 +325,10 @@ describe('process driver', () => {
     });
     await following;
     expect(seen).toMatch(/^line 1\nline 2\n[\s\S]*line 8\n/);
+    // The last 7 bytes of a log that keeps growing: the end of a "line N" line (N may have grown
+    // to several digits under load, so only its shape is fixed).
     const tail = (await driver.consoleLog('chatty', { tailBytes: 7 })).toString();
-    expect(tail).toMatch(/^(ne )?\d+\n$|line \d+\n$/);
+    expect(tail).toMatch(/^(line \d|ine \d\d|ne \d{3}|e \d{4}|[ \d]\d{5})\n$/);
     expect(tail.length).toBe(7);
     await driver.delete('chatty');
   });

@@ -1,0 +1,72 @@
+import type { Iroh, NodeAddr } from '@number0/iroh';
+import { ClusterDocPublisher, ClusterDocView, ReplicatedDoc, StatusView, StatusWriter, type DocEvent } from '../p2p/index.js';
+import type { ClusterDocs } from '../state/index.js';
+
+// A node's two documents (SPEC section 1, steps 6-7): the cluster document (the leader publishes
+// desired state and placements; voters may write it, workers only read it) and the status
+// document (every node writes its own observations under its author). Opened from the node's own
+// store after a restart, joined from a ticket the first time.
+
+export interface NodeDocsOptions {
+  iroh: Iroh;
+  self: string;
+  docs: ClusterDocs;
+  /** Voters get the cluster document's write ticket; workers its read ticket. */
+  canPublish: boolean;
+  authorOf: (nodeId: string) => string | undefined;
+  onClusterChange?: (keys: string[]) => void;
+  onStatusChange?: (keys: string[]) => void;
+}
+
+export class NodeDocs {
+  private constructor(
+    readonly cluster: ReplicatedDoc,
+    readonly status: ReplicatedDoc,
+    readonly clusterView: ClusterDocView,
+    readonly statusView: StatusView,
+    readonly writer: StatusWriter,
+    readonly publisher: ClusterDocPublisher | null,
+  ) {}
+
+  /** Creates both documents for a new cluster; returns their tickets (with secrets). */
+  static async create(iroh: Iroh): Promise<ClusterDocs> {
+    const cluster = await ReplicatedDoc.create(iroh);
+    const status = await ReplicatedDoc.create(iroh);
+    return {
+      clusterId: cluster.id,
+      statusId: status.id,
+      clusterWrite: await cluster.ticket('Write'),
+      clusterRead: await cluster.ticket('Read'),
+      statusWrite: await status.ticket('Write'),
+    };
+  }
+
+  static async open(o: NodeDocsOptions): Promise<NodeDocs> {
+    let clusterView: ClusterDocView | undefined;
+    let statusView: StatusView | undefined;
+    const early: { doc: 'c' | 's'; e: DocEvent }[] = [];
+    const onCluster = (e: DocEvent) => (clusterView ? clusterView.event(e) : early.push({ doc: 'c', e }));
+    const onStatus = (e: DocEvent) => (statusView ? statusView.event(e) : early.push({ doc: 's', e }));
+    const cluster = await openOrJoin(o.iroh, o.docs.clusterId, o.canPublish ? o.docs.clusterWrite : o.docs.clusterRead, onCluster);
+    const status = await openOrJoin(o.iroh, o.docs.statusId, o.docs.statusWrite, onStatus);
+    clusterView = new ClusterDocView(cluster, o.onClusterChange);
+    statusView = new StatusView(status, o.authorOf, o.onStatusChange);
+    for (const x of early) (x.doc === 'c' ? clusterView : statusView).event(x.e);
+    await Promise.all([clusterView.load(), statusView.load()]);
+    return new NodeDocs(cluster, status, clusterView, statusView, new StatusWriter(status, o.self), o.canPublish ? new ClusterDocPublisher(cluster) : null);
+  }
+
+  /** Syncs with these peers now (after a restart, or when a member's address changed). */
+  async syncWith(peers: NodeAddr[]): Promise<void> {
+    if (peers.length === 0) return;
+    await Promise.all([this.cluster.startSync(peers), this.status.startSync(peers)]);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.cluster.close().catch(() => {}), this.status.close().catch(() => {})]);
+  }
+}
+
+async function openOrJoin(iroh: Iroh, id: string, ticket: string, onEvent: (e: DocEvent) => void): Promise<ReplicatedDoc> {
+  return (await ReplicatedDoc.open(iroh, id, onEvent)) ?? (await ReplicatedDoc.join(iroh, ticket, onEvent));
+}
