@@ -49,6 +49,9 @@ export interface RunningNode {
   store: DesiredStateStore;
   raft: Consensus;
   metrics: Registry;
+  /** Image formats this node's drivers run, and the drivers it could not enable (and why). */
+  formats: string[];
+  skippedDrivers: { name: string; why: string }[];
   stop(): Promise<void>;
 }
 
@@ -511,6 +514,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       store,
       raft,
       metrics: registry,
+      formats,
+      skippedDrivers: enabled.skipped,
       stop: async () => {
         if (stopped) return;
         stopped = true;
