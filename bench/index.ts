@@ -1,5 +1,6 @@
 import { foundationBench } from './foundation.js';
 import { raftBench } from './raft.js';
+import { vmsBench } from './vms.js';
 import { printTable } from './table.js';
 
 // `npm run bench`: every benchmark, each printing its table. Select with BENCH=name,name.
@@ -7,6 +8,7 @@ import { printTable } from './table.js';
 const suites: Record<string, { title: string; run: () => Promise<import('./table.js').Row[]> }> = {
   foundation: { title: 'Foundation: manifests, store, CLI (issue 2)', run: foundationBench },
   raft: { title: 'Raft: replicated desired state (issue 3)', run: raftBench },
+  vms: { title: 'VMs: drivers and the node reconciler (issue 5)', run: vmsBench },
 };
 
 const only = process.env.BENCH?.split(',').filter(Boolean);

@@ -55,7 +55,8 @@ export interface NodeReconcilerDeps {
 const STABLE_RUN_MS = 30_000;
 
 export class NodeReconciler {
-  private readonly queue = new WorkQueue<string>({ baseDelayMs: 1000, maxDelayMs: 5 * 60_000, concurrency: 4 });
+  // VM operations mostly wait (spawn, QMP, fsync): several run at once.
+  private readonly queue = new WorkQueue<string>({ baseDelayMs: 1000, maxDelayMs: 5 * 60_000, concurrency: 16 });
   private desired = new Map<string, DesiredVm>();
   private readonly located = new Map<string, Driver>(); // VMs found on a driver (incl. orphans)
   private launched = new Map<string, LaunchedVm>();
