@@ -90,6 +90,10 @@ export class ApiClient {
     }
   }
 
+  cordon(node: string, req: { cordoned: boolean; drain?: boolean }): Promise<{ nodeId: string; evicting: number }> {
+    return this.json('POST', `/v1/nodes/${encodeURIComponent(node)}/cordon`, req);
+  }
+
   async hasBlob(hash: string): Promise<boolean> {
     const res = await this.send('HEAD', `/v1/blobs/${hash}`);
     res.resume();

@@ -43,6 +43,7 @@ export interface ApiBackend {
   ticket(req: TicketRequest): Promise<{ ticket: string }>;
   join(req: unknown, remote: string): Promise<unknown>;
   registerNode(record: unknown, remote: string): Promise<unknown>;
+  cordon(node: string, req: { cordoned: boolean; drain?: boolean }): Promise<unknown>;
   /** A VM's console from the node it runs on; with `follow`, later output goes to `onData`. */
   logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer>;
 }
@@ -185,6 +186,8 @@ export async function dispatch(b: ApiBackend, method: string, target: string, bo
     case 'POST /tickets':
       return b.ticket(body as TicketRequest);
     case 'POST /nodes':
+      // POST /v1/nodes/<name>/cordon {cordoned, drain}: no new VMs there; drain moves them away.
+      if (parts.length === 4 && parts[3] === 'cordon') return b.cordon(parts[2]!, body as { cordoned: boolean; drain?: boolean });
       // POST /v1/nodes/register: a node keeps its own record current (node to node only).
       if (!remote || parts[2] !== 'register') throw new ApiError('not-found', `no route ${method} ${pathname}`);
       return b.registerNode(body, remote);

@@ -54,6 +54,8 @@ export interface NodeJson {
   labels: Labels;
   capacity: { vcpus: number; memoryMiB: number };
   allocated: { vcpus: number; memoryMiB: number };
+  /** No new VMs are placed here. */
+  cordoned: boolean;
   api: string | null;
   formats: string[];
 }

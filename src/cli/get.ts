@@ -89,7 +89,7 @@ function nodeTable(nodes: NodeJson[], wide: boolean): string {
       n.name,
       wide ? n.nodeId : n.nodeId.slice(0, 10),
       n.role,
-      n.ready ? 'True' : 'False',
+      (n.ready ? 'True' : 'False') + (n.cordoned ? ',SchedulingDisabled' : ''),
       String(n.capacity.vcpus),
       `${n.capacity.memoryMiB}Mi`,
       ...(wide

@@ -38,6 +38,14 @@ export function program(): Command {
     .option('--fence-after <duration>', 'a cut-off node stops its VMs after this (default 20s)')
     .addOption(new Option('--discovery <mode>', 'none or iroh').choices(['none', 'iroh']))
     .action(lazy('./node-start.js'));
+  for (const action of ['cordon', 'uncordon', 'drain'] as const) {
+    const c = node
+      .command(action)
+      .description(action === 'cordon' ? 'place no new VMs on the node' : action === 'uncordon' ? 'let the scheduler use the node again' : 'cordon the node and move its VMs elsewhere')
+      .argument('<name>', 'node name or id');
+    if (action === 'drain') c.option('--wait', 'wait until no VM is left on the node').option('--timeout <duration>', 'how long --wait waits', '120s');
+    c.action((name: string, opts: object, cmd: Command) => lazy('./node-cordon.js')(action, name, opts, cmd));
+  }
   node.command('id').description("print this data dir's node id (creating the identity if new)").action(lazy('./node-id.js'));
   node
     .command('ticket')

@@ -300,6 +300,15 @@ export class NodeBackend implements ApiBackend {
     return { clusterId: this.d.store.clusterId!, role, docs, members };
   }
 
+  async cordon(node: string, req: { cordoned: boolean; drain?: boolean }): Promise<{ nodeId: string; evicting: number }> {
+    if (!this.isLeader) return (await this.d.forward('POST', `/v1/nodes/${encodeURIComponent(node)}/cordon`, req)) as { nodeId: string; evicting: number };
+    const n = this.d.store.listNodes().find((x) => x.name === node || x.nodeId === node);
+    if (!n) throw new ApiError('not-found', `node ${node} not found (see blixard get nodes)`);
+    await this.propose({ op: 'cordon', time: new Date().toISOString(), nodeId: n.nodeId, cordoned: !!req.cordoned, ...(req.drain ? { drain: true } : {}) });
+    const evicting = this.d.store.listPlacements().filter((p) => p.nodeId === n.nodeId && p.evicting).length;
+    return { nodeId: n.nodeId, evicting };
+  }
+
   /** A node's own record (capacity, formats, addresses, author), sent by that node. */
   async registerNode(body: unknown, remote: string): Promise<{ ok: true }> {
     if (!this.isLeader) return (await this.d.forward('POST', '/v1/nodes/register', body)) as { ok: true };
@@ -379,7 +388,14 @@ export class NodeBackend implements ApiBackend {
               message: p?.reason ?? 'waiting for the scheduler',
               lastTransitionTime: p?.since ?? r.metadata.creationTimestamp,
             };
+        if (p?.nodeId && !this.d.nodeReady(p.nodeId)) {
+          // Its node is NotReady: what the VM does now is not known (SPEC section 5).
+          return { phase: 'Unknown', nodeId: p.nodeId, observedGeneration: 0, conditions: [scheduled], message: `${this.nodeName(p.nodeId)} is NotReady (no heartbeat within the node timeout)` };
+        }
         const here = p?.nodeId === this.d.nodeId ? this.d.vms?.report(r.metadata.name) : p?.nodeId ? this.d.remoteVm?.(p.nodeId, r.metadata.name) : undefined;
+        if (p?.evicting) {
+          return { phase: here ? 'Stopping' : 'Pending', nodeId: p.nodeId, observedGeneration: here?.observedGeneration ?? 0, conditions: [scheduled], message: `moving off ${this.nodeName(p.nodeId!)}: waiting for it to stop the VM` };
+        }
         if (here && here.uid === r.metadata.uid) {
           return {
             phase: here.phase,
@@ -412,6 +428,7 @@ export class NodeBackend implements ApiBackend {
 }
 
 function nodeJson(n: NodeRecord, ready: boolean, allocated: { vcpus: number; memoryMiB: number }): NodeJson {
+  const cordoned = !!n.cordoned;
   return {
     nodeId: n.nodeId,
     name: n.name,
@@ -420,6 +437,7 @@ function nodeJson(n: NodeRecord, ready: boolean, allocated: { vcpus: number; mem
     labels: n.labels,
     capacity: n.capacity,
     allocated,
+    cordoned,
     api: n.api,
     formats: n.formats,
   };

@@ -236,6 +236,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     // Raft: every voter, and a new data dir waiting to be admitted (the leader replicates to it).
     // A worker follows the cluster document instead. Callbacks wait for `started`.
     let started = false;
+    let leaderSince = 0;
+    const startedAt = Date.now();
     const transport = new IrohRaftTransport(endpoint, router, { metrics: p2pMetrics });
     const bootstrap = !membership && opts.bootstrap;
     const raft: Consensus = isWorker
@@ -254,6 +256,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       onWarning: (m) => log.warn(m),
       onRoleChange: (role, leader, term) => {
         log.info({ role, leader, term }, 'raft role');
+        leaderSince = role === 'leader' ? Date.now() : 0;
         if (started) onLeadership();
       },
       onConfChange: () => {
@@ -318,6 +321,36 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       return res.body;
     };
 
+    // Fencing (SPEC section 4): a node cut off from the cluster for longer than --fence-after stops
+    // its own VMs; it starts nothing unless it is in touch and caught up.
+    function clusterContact(): number {
+      if (raft instanceof RaftNode) return raft.lastClusterContact;
+      let last = 0;
+      for (const h of peers.list()) if (store.node(h.nodeId)?.role === 'voter' && h.lastSeen) last = Math.max(last, Date.parse(h.lastSeen));
+      return last;
+    }
+    function gate(): { fenced: boolean; mayStart: boolean; why?: string } {
+      if (store.clusterId === null) return { fenced: false, mayStart: false, why: 'not in a cluster yet' };
+      const since = Date.now() - Math.max(clusterContact(), startedAt);
+      const fenced = since > fenceAfterMs;
+      const caughtUp = raft instanceof RaftNode ? raft.leader !== null && raft.appliedIndex >= raft.commitIndex : since < nodeTimeoutMs;
+      return { fenced, mayStart: !fenced && caughtUp, why: fenced ? `no contact for ${Math.round(since / 1000)} s` : caughtUp ? undefined : 'catching up' };
+    }
+    // The gate is a matter of time: look again when it changes.
+    let lastGate = '';
+    const gateWatch = setInterval(() => {
+      const g = gate();
+      const key = `${g.fenced}/${g.mayStart}`;
+      if (key !== lastGate) {
+        if (g.fenced) log.warn({ why: g.why }, 'fenced: cut off from the cluster; stopping local VMs');
+        else if (lastGate.startsWith('true')) log.info('in touch with the cluster again');
+        lastGate = key;
+        reconciler.kick();
+      }
+    }, 500);
+    gateWatch.unref();
+    cleanups.push(async () => clearInterval(gateWatch));
+
     const imageFiles = new ImageFiles(iroh, path.join(paths.root, 'images'));
     const ledgerFile = path.join(paths.root, 'vms', 'launched.json');
     const reconciler: NodeReconciler = new NodeReconciler({
@@ -333,6 +366,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
           await writeFileDurable(ledgerFile, JSON.stringify(all, null, 1));
         },
       },
+      gate: () => gate(),
       report: (name, r) => {
         if (!docs) return;
         const write = r ? docs.writer.set(`vm/${name}`, r) : docs.writer.remove(`vm/${name}`);
@@ -344,7 +378,19 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
 
     const [apiHost, apiPortText] = splitHostPort(settings.api);
     let apiUrl = '';
-    const scheduling = new SchedulingLoop(store, { schedulable: nodeReady }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
+    // Liveness as the leader sees it (SPEC section 4): NotReady after --node-timeout without a
+    // heartbeat; lost (its VMs may run elsewhere) only after --node-timeout plus --fence-after,
+    // counted from when this node became leader at the earliest (a new leader first gives every
+    // node a chance to heartbeat to it, whatever old heartbeats in the document say).
+    const fenceAfterMs = parseDuration(settings.fenceAfter);
+    const nodeLost = (id: string): boolean => {
+      if (id === self) return false;
+      const hb = docs?.statusView.get<{ time: string }>(id, 'node');
+      if (!hb) return false;
+      return Date.now() - Math.max(Date.parse(hb.time), leaderSince) > nodeTimeoutMs + fenceAfterMs;
+    };
+    const vmGone = (id: string, vm: string): boolean => docs?.statusView.get(id, `vm/${vm}`) === undefined;
+    const scheduling = new SchedulingLoop(store, { schedulable: nodeReady, lost: nodeLost, vmGone }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
     const backend: NodeBackend = new NodeBackend({
       nodeId: self,
       settings,

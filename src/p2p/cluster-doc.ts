@@ -1,4 +1,6 @@
 import type { DocEntry, DocEvent, ReplicatedDoc } from './doc.js';
+import type { P2PMetrics } from './metrics.js';
+import { Refresher, eachLimited, type ViewOptions } from './refresher.js';
 
 // The cluster document: the leader publishes committed desired state and placements into it, and
 // every node (voter or worker) live-syncs it (SPEC section 1, step 6). Only voters hold its write
@@ -58,23 +60,42 @@ export class ClusterDocPublisher {
  */
 export class ClusterDocView {
   private readonly entries = new Map<string, DocEntry<Published>>();
-  private pending: Promise<void> = Promise.resolve();
+  private readonly refresher: Refresher;
+  private readonly metrics: P2PMetrics | undefined;
+  private readonly name: string;
+  private live = 0;
+  private maxRev = 0;
 
   constructor(
     private readonly doc: ReplicatedDoc,
     private readonly onChange?: (keys: string[]) => void,
-  ) {}
+    opts: ViewOptions = {},
+  ) {
+    this.metrics = opts.metrics ?? doc.metrics;
+    this.name = opts.name ?? doc.label;
+    this.refresher = new Refresher(
+      (keys) => this.read(keys),
+      (err) => {
+        this.metrics?.errors.inc({ component: `doc-${this.name}` });
+        opts.onError?.(err);
+      },
+    );
+  }
 
   /** Feed the document's events here (ReplicatedDoc.join/open/subscribe callback). */
   event(e: DocEvent): void {
-    if (e.type === 'insert') this.refresh(e.key);
-    else if (e.type === 'content-ready' || (e.type === 'sync-finished' && e.ok)) this.refresh('');
+    this.refresher.event(e);
   }
 
   /** Reads the whole document again (at start, and after a sync brought many entries at once). */
   async load(): Promise<void> {
-    this.refresh('');
-    await this.pending;
+    this.refresher.all();
+    await this.refresher.idle();
+  }
+
+  /** Resolves once every event fed so far has been read. */
+  settled(): Promise<void> {
+    return this.refresher.idle();
   }
 
   get<T>(key: string): T | undefined {
@@ -89,24 +110,34 @@ export class ClusterDocView {
     return out.sort((a, b) => (a.key < b.key ? -1 : 1));
   }
 
-  /** The highest log index seen in any entry: how fresh this view is. */
-  get rev(): number {
-    let r = 0;
-    for (const e of this.entries.values()) r = Math.max(r, e.value.rev);
-    return r;
+  /** How many live (not removed) keys the view holds. */
+  get size(): number {
+    return this.live;
   }
 
-  private refresh(prefix: string): void {
-    // Refreshes run one at a time, in order, so an older read never overwrites a newer one.
-    this.pending = this.pending.then(async () => {
-      const changed: string[] = [];
-      for (const e of await this.doc.list<Published>(prefix, { better: byRev })) {
-        const cur = this.entries.get(e.key);
-        if (cur && !byRev(e, cur)) continue;
-        this.entries.set(e.key, e);
-        changed.push(e.key);
-      }
-      if (changed.length > 0) this.onChange?.(changed);
-    }).catch(() => {});
+  /** The highest log index seen in any entry: how fresh this view is. */
+  get rev(): number {
+    return this.maxRev;
+  }
+
+  /** Refresh work done so far (drains, whole-document reads, single-key reads). */
+  get refreshStats(): Readonly<Refresher['stats']> {
+    return this.refresher.stats;
+  }
+
+  private async read(keys: string[] | null): Promise<void> {
+    const changed: string[] = [];
+    const take = (e: DocEntry<Published>) => {
+      const cur = this.entries.get(e.key);
+      if (cur && !byRev(e, cur)) return;
+      this.entries.set(e.key, e);
+      this.live += (e.value.deleted ? 0 : 1) - (cur && !cur.value.deleted ? 1 : 0);
+      if (e.value.rev > this.maxRev) this.maxRev = e.value.rev;
+      changed.push(e.key);
+    };
+    if (keys === null) for (const e of await this.doc.list<Published>('', { better: byRev })) take(e);
+    else await eachLimited(keys, 32, async (k) => (await this.doc.entriesOf<Published>(k, { better: byRev })).forEach(take));
+    this.metrics?.docEntries.set({ doc: this.name }, this.live);
+    if (changed.length > 0) this.onChange?.(changed);
   }
 }

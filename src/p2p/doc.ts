@@ -1,4 +1,5 @@
 import type { Doc, Entry, Iroh, LiveEvent, NodeAddr } from '@number0/iroh';
+import type { P2PMetrics } from './metrics.js';
 
 // One Iroh document, the way Blixard uses them: string keys, small JSON values, several authors.
 // Iroh keeps every author's latest entry per key and syncs them all; which authors to believe is
@@ -15,7 +16,18 @@ export interface DocEntry<T = unknown> {
 }
 
 export type DocEvent =
-  | { type: 'insert'; key: string; author: string; remote: boolean; from?: string; contentReady: boolean }
+  | {
+      type: 'insert';
+      key: string;
+      author: string;
+      remote: boolean;
+      from?: string;
+      contentReady: boolean;
+      /** The content hash (Iroh's form): a later content-ready event names it. */
+      hash?: string;
+      /** Microseconds since the epoch, as the writer's clock put it. */
+      timestamp?: bigint;
+    }
   | { type: 'content-ready'; hash: string }
   | { type: 'sync-finished'; peer: string; ok: boolean }
   | { type: 'neighbor-up' | 'neighbor-down'; peer: string };
@@ -25,25 +37,49 @@ export interface ListOptions<T> {
   better?: (a: DocEntry<T>, b: DocEntry<T>) => boolean;
 }
 
+export interface ReplicatedDocOptions {
+  /** Sync latency of remote inserts goes here (labelled with `name`). */
+  metrics?: P2PMetrics;
+  /** A short name for logs and metric labels ('cluster', 'status'); default: the id's start. */
+  name?: string;
+  /** Errors Iroh reports on the event stream (they are counted in metrics too). */
+  onError?: (err: Error) => void;
+}
+
 const newer = (a: DocEntry<unknown>, b: DocEntry<unknown>) => a.timestamp > b.timestamp;
 
 type IrohModule = typeof import('@number0/iroh');
 
 export class ReplicatedDoc {
+  /** The name in metric labels and logs. */
+  readonly label: string;
+  readonly metrics: P2PMetrics | undefined;
+  private readonly onError: ((err: Error) => void) | undefined;
+  /** Whether one subscription already feeds the metrics (more listeners must not count twice). */
+  private metered = false;
+
   private constructor(
     private readonly iroh: Iroh,
     private readonly doc: Doc,
     private readonly m: IrohModule,
     readonly author: string,
-  ) {}
-
-  static async create(iroh: Iroh): Promise<ReplicatedDoc> {
-    const m = await import('@number0/iroh');
-    return new ReplicatedDoc(iroh, await iroh.docs.create(), m, (await iroh.authors.default()).toString());
+    opts: ReplicatedDocOptions = {},
+  ) {
+    this.label = opts.name ?? doc.id().slice(0, 10);
+    this.metrics = opts.metrics;
+    this.onError = opts.onError;
   }
 
-  /** Opens a document this node already has (after a restart), or null. */
-  static async open(iroh: Iroh, id: string, onEvent?: (e: DocEvent) => void): Promise<ReplicatedDoc | null> {
+  static async create(iroh: Iroh, opts: ReplicatedDocOptions = {}): Promise<ReplicatedDoc> {
+    const m = await import('@number0/iroh');
+    return new ReplicatedDoc(iroh, await iroh.docs.create(), m, (await iroh.authors.default()).toString(), opts);
+  }
+
+  /**
+   * Opens a document this node already has (after a restart), or null. Iroh does not resume
+   * syncing a document it opens: call startSync (or use openOrJoin) to catch up with peers.
+   */
+  static async open(iroh: Iroh, id: string, onEvent?: (e: DocEvent) => void, opts: ReplicatedDocOptions = {}): Promise<ReplicatedDoc | null> {
     const m = await import('@number0/iroh');
     let doc: Doc | null;
     try {
@@ -53,33 +89,56 @@ export class ReplicatedDoc {
       throw e;
     }
     if (!doc) return null;
-    const d = new ReplicatedDoc(iroh, doc, m, (await iroh.authors.default()).toString());
-    if (onEvent) await doc.subscribe((err, ev) => d.dispatch(err, ev, onEvent));
+    const d = new ReplicatedDoc(iroh, doc, m, (await iroh.authors.default()).toString(), opts);
+    if (onEvent || opts.metrics || opts.onError) await d.listen(onEvent);
     return d;
   }
 
   /** Joins from a ticket and starts syncing with the peers it names; events from the first sync on. */
-  static async join(iroh: Iroh, ticket: string, onEvent?: (e: DocEvent) => void): Promise<ReplicatedDoc> {
+  static async join(iroh: Iroh, ticket: string, onEvent?: (e: DocEvent) => void, opts: ReplicatedDocOptions = {}): Promise<ReplicatedDoc> {
     const m = await import('@number0/iroh');
     const author = (await iroh.authors.default()).toString();
     let d: ReplicatedDoc | undefined;
     const early: [Error | null, LiveEvent][] = [];
     const doc = await iroh.docs.joinAndSubscribe(m.DocTicket.fromString(ticket), (err, ev) => {
-      if (!onEvent) return;
-      if (d) d.dispatch(err, ev, onEvent);
+      if (d) d.dispatch(err, ev, onEvent, true);
       else early.push([err, ev]);
     });
-    d = new ReplicatedDoc(iroh, doc, m, author);
-    if (onEvent) for (const [err, ev] of early) d.dispatch(err, ev, onEvent);
+    d = new ReplicatedDoc(iroh, doc, m, author, opts);
+    d.metered = true;
+    for (const [err, ev] of early) d.dispatch(err, ev, onEvent, true);
     return d;
+  }
+
+  /**
+   * The document as this node left it, syncing again with the peers in the ticket and `peers`
+   * (a node that was down catches up on what it missed); or, the first time, joined from the
+   * ticket. `id` is the document's namespace id (a Write ticket carries only the secret).
+   */
+  static async openOrJoin(iroh: Iroh, id: string, ticket: string, onEvent?: (e: DocEvent) => void, opts: ReplicatedDocOptions & { peers?: NodeAddr[] } = {}): Promise<ReplicatedDoc> {
+    const opened = await ReplicatedDoc.open(iroh, id, onEvent, opts);
+    if (!opened) return ReplicatedDoc.join(iroh, ticket, onEvent, opts);
+    const m = await import('@number0/iroh');
+    const self = await iroh.net.nodeId();
+    const peers = new Map<string, NodeAddr>();
+    for (const p of [...m.DocTicket.fromString(ticket).nodes, ...(opts.peers ?? [])]) if (p.nodeId !== self) peers.set(p.nodeId, p);
+    if (peers.size > 0) await opened.startSync([...peers.values()]);
+    return opened;
   }
 
   get id(): string {
     return this.doc.id();
   }
 
+  /** More listeners for this document's events (each call adds one). */
   async subscribe(onEvent: (e: DocEvent) => void): Promise<void> {
-    await this.doc.subscribe((err, ev) => this.dispatch(err, ev, onEvent));
+    await this.listen(onEvent);
+  }
+
+  private async listen(onEvent: ((e: DocEvent) => void) | undefined): Promise<void> {
+    const meter = !this.metered;
+    this.metered = true;
+    await this.doc.subscribe((err, ev) => this.dispatch(err, ev, onEvent, meter));
   }
 
   /** A ticket to this document: Write carries the namespace secret, so hand it out sparingly. */
@@ -106,7 +165,10 @@ export class ReplicatedDoc {
    * arrived yet are skipped: they come with a later insert or content-ready event.
    */
   async list<T = unknown>(prefix: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
-    const raw = await this.doc.getMany(this.m.Query.keyPrefix(bytes(prefix)));
+    return this.pick<T>(await this.doc.getMany(this.m.Query.keyPrefix(bytes(prefix))), opts);
+  }
+
+  private async pick<T>(raw: Entry[], opts: ListOptions<T>): Promise<DocEntry<T>[]> {
     const best = new Map<string, DocEntry<T>>();
     for (const e of raw) {
       const key = Buffer.from(e.key).toString('utf8');
@@ -122,7 +184,12 @@ export class ReplicatedDoc {
   }
 
   async get<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T> | undefined> {
-    return (await this.list<T>(key, opts)).find((e) => e.key === key);
+    return (await this.entriesOf<T>(key, opts))[0];
+  }
+
+  /** The entry for exactly `key` (not the keys it is a prefix of), as `list` would choose it. */
+  async entriesOf<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
+    return this.pick<T>(await this.doc.getMany(this.m.Query.keyExact(bytes(key))), opts);
   }
 
   async close(): Promise<void> {
@@ -141,12 +208,27 @@ export class ReplicatedDoc {
     return this.m.AuthorId.fromString(this.author);
   }
 
-  private dispatch(err: Error | null, ev: LiveEvent, onEvent: (e: DocEvent) => void): void {
+  private dispatch(err: Error | null, ev: LiveEvent, onEvent: ((e: DocEvent) => void) | undefined, meter: boolean): void {
+    if (err && meter) {
+      // Iroh reports a broken event stream here: surfaced, never dropped silently.
+      this.metrics?.errors.inc({ component: `doc-${this.label}` });
+      this.onError?.(err);
+      return;
+    }
     if (err) return;
-    if (ev.insertLocal) onEvent({ type: 'insert', key: Buffer.from(ev.insertLocal.entry.key).toString('utf8'), author: ev.insertLocal.entry.author, remote: false, contentReady: true });
-    else if (ev.insertRemote) {
+    if (meter && ev.insertRemote && this.metrics) {
+      // From the write (the writer's clock, µs since the epoch) to this node seeing it.
+      const nowUs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000));
+      const lag = nowUs - ev.insertRemote.entry.timestamp;
+      this.metrics.docSyncLatency.observe({ doc: this.label }, lag > 0n ? Number(lag) / 1e6 : 0);
+    }
+    if (!onEvent) return;
+    if (ev.insertLocal) {
+      const e = ev.insertLocal.entry;
+      onEvent({ type: 'insert', key: Buffer.from(e.key).toString('utf8'), author: e.author, remote: false, contentReady: true, hash: e.hash, timestamp: e.timestamp });
+    } else if (ev.insertRemote) {
       const e = ev.insertRemote.entry;
-      onEvent({ type: 'insert', key: Buffer.from(e.key).toString('utf8'), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete' });
+      onEvent({ type: 'insert', key: Buffer.from(e.key).toString('utf8'), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete', hash: e.hash, timestamp: e.timestamp });
     } else if (ev.contentReady) onEvent({ type: 'content-ready', hash: ev.contentReady.hash });
     else if (ev.syncFinished) onEvent({ type: 'sync-finished', peer: ev.syncFinished.peer, ok: !ev.syncFinished.result });
     else if (ev.neighborUp) onEvent({ type: 'neighbor-up', peer: ev.neighborUp.neighbor });

@@ -1,10 +1,11 @@
 export { startIroh, bindAddresses, toIrohHash, fromIrohHash } from './iroh.js';
 export type { IrohNodeOptions } from './iroh.js';
 export { ReplicatedDoc } from './doc.js';
-export type { DocEntry, DocEvent, DocMode } from './doc.js';
+export type { DocEntry, DocEvent, DocMode, ReplicatedDocOptions } from './doc.js';
+export type { ViewOptions } from './refresher.js';
 export { ProtocolRouter, ALPN, CLOSE } from './protocols.js';
 export type { Alpn, ConnectionHandler, RouterEvents } from './protocols.js';
-export { PeerManager, withTimeout } from './peers.js';
+export { PeerManager, withTimeout, connectWithTimeout } from './peers.js';
 export type { PeerAddress, PeerHealth, PeerManagerOptions } from './peers.js';
 export { FrameWriter, readFrames, MAX_FRAME_BYTES } from './framing.js';
 export { ClusterDocPublisher, ClusterDocView } from './cluster-doc.js';

@@ -9,6 +9,7 @@ export class P2PMetrics {
   readonly connections: Counter<'protocol' | 'result'>;
   readonly docEntries: Gauge<'doc'>;
   readonly docSyncLatency: Histogram<'doc'>;
+  readonly docUntrusted: Counter<'doc'>;
   readonly transfers: Counter<'result'>;
   readonly transferBytes: Counter;
   readonly transferSeconds: Histogram;
@@ -28,8 +29,14 @@ export class P2PMetrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
+    this.docUntrusted = new Counter({
+      name: 'blixard_p2p_doc_untrusted_entries_total',
+      help: 'Document entries ignored because their author does not own the key (e.g. a node writing under another node\'s status prefix)',
+      labelNames: ['doc'],
+      registers,
+    });
     this.transfers = new Counter({ name: 'blixard_p2p_transfers_total', help: 'Blob downloads, by outcome', labelNames: ['result'], registers });
-    this.transferBytes = new Counter({ name: 'blixard_p2p_transfer_bytes_total', help: 'Bytes of blobs downloaded', registers });
+    this.transferBytes = new Counter({ name: 'blixard_p2p_transfer_bytes_total', help: 'Bytes received by blob downloads (content and its BLAKE3 verification data)', registers });
     this.transferSeconds = new Histogram({ name: 'blixard_p2p_transfer_seconds', help: 'Duration of blob downloads', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers });
     this.errors = new Counter({ name: 'blixard_background_errors_total', help: 'Errors in background tasks, by component', labelNames: ['component'], registers });
   }

@@ -1,5 +1,6 @@
-import type { Connection, Endpoint } from '@number0/iroh';
+import type { Connection, Endpoint, NodeAddr } from '@number0/iroh';
 import { FrameWriter, readFrames } from './framing.js';
+import type { P2PMetrics } from './metrics.js';
 import { ALPN, CLOSE, type ProtocolRouter } from './protocols.js';
 
 // The peer manager keeps one live connection to every admitted peer on ALPN blixard/peer/1 and
@@ -35,6 +36,8 @@ export interface PeerManagerOptions {
   random?: () => number;
   onChange?: (h: PeerHealth) => void;
   onError?: (nodeId: string, err: unknown) => void;
+  /** Peers connected, RTT per peer, ping bytes, and connection failures go here. */
+  metrics?: P2PMetrics;
 }
 
 interface PeerState extends PeerHealth {
@@ -44,7 +47,7 @@ interface PeerState extends PeerHealth {
 
 export class PeerManager {
   private readonly peers = new Map<string, PeerState>();
-  private readonly o: Required<Omit<PeerManagerOptions, 'onChange' | 'onError'>> & Pick<PeerManagerOptions, 'onChange' | 'onError'>;
+  private readonly o: Required<Omit<PeerManagerOptions, 'onChange' | 'onError' | 'metrics'>> & Pick<PeerManagerOptions, 'onChange' | 'onError' | 'metrics'>;
 
   constructor(opts: PeerManagerOptions) {
     this.o = {
@@ -62,7 +65,9 @@ export class PeerManager {
       for await (const frame of readFrames(bi.recv)) {
         const p = this.peers.get(remote);
         if (p) p.lastSeen = new Date().toISOString();
+        this.countBytes('received', frame.length + 4);
         await out.write(frame); // the ping comes back as its own pong
+        this.countBytes('sent', frame.length + 4);
       }
     });
   }
@@ -74,8 +79,10 @@ export class PeerManager {
       if (!want.has(id)) {
         st.stop.abort();
         this.peers.delete(id);
+        this.o.metrics?.peerRtt.remove({ peer: id });
       }
     }
+    this.countConnected();
     for (const p of list) {
       const cur = this.peers.get(p.nodeId);
       if (cur) {
@@ -112,8 +119,12 @@ export class PeerManager {
   }
 
   stop(): void {
-    for (const p of this.peers.values()) p.stop.abort();
+    for (const p of this.peers.values()) {
+      p.stop.abort();
+      this.o.metrics?.peerRtt.remove({ peer: p.nodeId });
+    }
     this.peers.clear();
+    this.countConnected();
   }
 
   private async run(st: PeerState): Promise<void> {
@@ -125,6 +136,7 @@ export class PeerManager {
       } catch (e) {
         if (st.stop.signal.aborted) break;
         st.lastError = (e as Error)?.message ?? String(e);
+        this.o.metrics?.errors.inc({ component: 'peer-connection' });
         this.o.onError?.(st.nodeId, e);
       }
       this.setConnected(st, false);
@@ -137,7 +149,7 @@ export class PeerManager {
 
   /** One connection's life: dial, then ping until it fails or goes quiet. */
   private async session(st: PeerState): Promise<void> {
-    const conn = await withTimeout(this.o.endpoint().connect({ nodeId: st.nodeId, addresses: st.addresses }, Buffer.from(ALPN.peer)), this.o.connectTimeoutMs, `connect to ${st.name}`);
+    const conn = await connectWithTimeout(this.o.endpoint(), { nodeId: st.nodeId, addresses: st.addresses }, ALPN.peer, this.o.connectTimeoutMs, `connect to ${st.name}`);
     const closeOnStop = () => conn.close(CLOSE.shutdown, Buffer.from('peer removed'));
     st.stop.signal.addEventListener('abort', closeOnStop, { once: true });
     try {
@@ -153,7 +165,11 @@ export class PeerManager {
           const t0 = sent.get(n);
           sent.delete(n);
           lastPong = Date.now();
-          if (t0 !== undefined) st.rttMs = Math.round((performance.now() - t0) * 100) / 100;
+          this.countBytes('received', frame.length + 4);
+          if (t0 !== undefined) {
+            st.rttMs = Math.round((performance.now() - t0) * 100) / 100;
+            this.o.metrics?.peerRtt.set({ peer: st.nodeId }, st.rttMs / 1000);
+          }
           st.lastSeen = new Date().toISOString();
           if (first) {
             first = false;
@@ -172,6 +188,7 @@ export class PeerManager {
           sent.set(seq, performance.now());
           if (sent.size > 64) sent.delete(sent.keys().next().value!);
           await out.write(frame);
+          this.countBytes('sent', frame.length + 4);
           await this.sleep(st, this.o.pingIntervalMs);
         }
       })();
@@ -188,7 +205,19 @@ export class PeerManager {
   private setConnected(st: PeerState, connected: boolean): void {
     if (st.connected === connected) return;
     st.connected = connected;
+    this.countConnected();
     this.o.onChange?.(health(st));
+  }
+
+  private countConnected(): void {
+    if (!this.o.metrics) return;
+    let n = 0;
+    for (const p of this.peers.values()) if (p.connected) n++;
+    this.o.metrics.peersConnected.set(n);
+  }
+
+  private countBytes(direction: 'sent' | 'received', n: number): void {
+    this.o.metrics?.bytes.inc({ protocol: ALPN.peer, direction }, n);
   }
 
   private sleep(st: PeerState, ms: number): Promise<void> {
@@ -232,4 +261,18 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
       },
     );
   });
+}
+
+/**
+ * Dials with a timeout far below Iroh's 30 s. A connection that completes after the caller gave
+ * up is closed at once, rather than left open until QUIC's idle timeout.
+ */
+export async function connectWithTimeout(endpoint: Endpoint, to: NodeAddr, alpn: string, ms: number, what: string): Promise<Connection> {
+  const dialing = endpoint.connect(to, Buffer.from(alpn));
+  try {
+    return await withTimeout(dialing, ms, what);
+  } catch (e) {
+    dialing.then((late) => safeClose(late), () => {});
+    throw e;
+  }
 }

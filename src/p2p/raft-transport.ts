@@ -2,7 +2,7 @@ import type { Connection, Endpoint } from '@number0/iroh';
 import type { RaftPeer, Transport } from '../raft/index.js';
 import { FrameWriter, readFrames } from './framing.js';
 import type { P2PMetrics } from './metrics.js';
-import { withTimeout } from './peers.js';
+import { connectWithTimeout } from './peers.js';
 import { ALPN, CLOSE, type ProtocolRouter } from './protocols.js';
 
 // Raft over Iroh QUIC on ALPN blixard/raft/1. Each node keeps one long-lived outgoing connection
@@ -147,7 +147,7 @@ export class IrohRaftTransport implements Transport {
         // A peer that is connected to us is reachable through that connection, whatever its
         // addresses say (a restarted peer may have new ones that we learn only later).
         const back = this.inbound.get(link.peer.nodeId);
-        const conn = back ?? (await withTimeout(this.endpoint().connect(link.peer, Buffer.from(ALPN.raft)), this.opts.connectTimeoutMs ?? 2000, `raft connect to ${link.peer.nodeId.slice(0, 10)}`));
+        const conn = back ?? (await connectWithTimeout(this.endpoint(), link.peer, ALPN.raft, this.opts.connectTimeoutMs ?? 2000, `raft connect to ${link.peer.nodeId.slice(0, 10)}`));
         if (!back) void this.serve(conn, link.peer.nodeId);
         const bi = await conn.openBi();
         if (this.closed || this.links.get(link.peer.nodeId) !== link) {

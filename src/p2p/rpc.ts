@@ -1,6 +1,6 @@
 import type { Connection, Endpoint, NodeAddr } from '@number0/iroh';
 import { FrameWriter, readFrames } from './framing.js';
-import { withTimeout } from './peers.js';
+import { connectWithTimeout, withTimeout } from './peers.js';
 import { ALPN, CLOSE, type ProtocolRouter } from './protocols.js';
 
 // Request/response between nodes on ALPN blixard/api/1: one QUIC stream per call, one JSON frame
@@ -96,7 +96,7 @@ export class RpcClient {
   private connection(to: NodeAddr): Promise<Connection> {
     let p = this.conns.get(to.nodeId);
     if (!p) {
-      p = withTimeout(this.endpoint().connect(to, Buffer.from(ALPN.api)), this.opts.connectTimeoutMs ?? 3000, `connect to ${to.nodeId.slice(0, 10)}`);
+      p = connectWithTimeout(this.endpoint(), to, ALPN.api, this.opts.connectTimeoutMs ?? 3000, `connect to ${to.nodeId.slice(0, 10)}`);
       this.conns.set(to.nodeId, p);
       p.then(
         (c) => void c.closed().then(() => this.forget(to.nodeId, c)),

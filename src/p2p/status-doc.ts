@@ -1,4 +1,6 @@
 import type { DocEntry, DocEvent, ReplicatedDoc } from './doc.js';
+import type { P2PMetrics } from './metrics.js';
+import { Refresher, eachLimited, type ViewOptions } from './refresher.js';
 
 // The status document: every node writes what it observes under status/<its node id>/ with its
 // own author (SPEC section 1, step 7). Every admitted node can write to the document, so a reader
@@ -36,7 +38,10 @@ export class StatusWriter {
 
 export class StatusView {
   private readonly entries = new Map<string, DocEntry<unknown>>();
-  private pending: Promise<void> = Promise.resolve();
+  private readonly refresher: Refresher;
+  private readonly metrics: P2PMetrics | undefined;
+  private readonly name: string;
+  private live = 0;
   /** Entries seen whose author does not own the node id their key names. */
   forged = 0;
 
@@ -45,21 +50,36 @@ export class StatusView {
     /** The committed map: node id -> its document author id. */
     private readonly authorOf: (nodeId: string) => string | undefined,
     private readonly onChange?: (keys: string[]) => void,
-  ) {}
+    opts: ViewOptions = {},
+  ) {
+    this.metrics = opts.metrics ?? doc.metrics;
+    this.name = opts.name ?? doc.label;
+    this.refresher = new Refresher(
+      (keys) => this.read(keys),
+      (err) => {
+        this.metrics?.errors.inc({ component: `doc-${this.name}` });
+        opts.onError?.(err);
+      },
+    );
+  }
 
   event(e: DocEvent): void {
-    if (e.type === 'insert') {
-      if (!this.trusted(e.author, e.key)) {
-        this.forged++;
-        return;
-      }
-      this.refresh(e.key);
-    } else if (e.type === 'content-ready' || (e.type === 'sync-finished' && e.ok)) this.refresh(STATUS_PREFIX);
+    if (e.type === 'insert' && !this.trusted(e.author, e.key)) {
+      this.forged++;
+      this.metrics?.docUntrusted.inc({ doc: this.name });
+      return;
+    }
+    this.refresher.event(e);
   }
 
   async load(): Promise<void> {
-    this.refresh(STATUS_PREFIX);
-    await this.pending;
+    this.refresher.all();
+    await this.refresher.idle();
+  }
+
+  /** Resolves once every event fed so far has been read. */
+  settled(): Promise<void> {
+    return this.refresher.idle();
   }
 
   /** Values a node published under `sub` prefix (e.g. 'vm/'), keyed by the rest of the key. */
@@ -84,23 +104,29 @@ export class StatusView {
     return [...ids].sort();
   }
 
+  /** How many believed entries (not removed) the view holds. */
+  get size(): number {
+    return this.live;
+  }
+
   private trusted(author: string, key: string): boolean {
     const nodeId = nodeOfKey(key);
     return nodeId !== undefined && this.authorOf(nodeId) === author;
   }
 
-  private refresh(prefix: string): void {
-    this.pending = this.pending
-      .then(async () => {
-        const changed: string[] = [];
-        for (const e of await this.doc.list(prefix, { trust: (a, k) => this.trusted(a, k) })) {
-          const cur = this.entries.get(e.key);
-          if (cur && cur.timestamp >= e.timestamp) continue;
-          this.entries.set(e.key, e);
-          changed.push(e.key);
-        }
-        if (changed.length > 0) this.onChange?.(changed);
-      })
-      .catch(() => {});
+  private async read(keys: string[] | null): Promise<void> {
+    const changed: string[] = [];
+    const trust = (a: string, k: string) => this.trusted(a, k);
+    const take = (e: DocEntry<unknown>) => {
+      const cur = this.entries.get(e.key);
+      if (cur && cur.timestamp >= e.timestamp) return;
+      this.entries.set(e.key, e);
+      this.live += (e.value === null ? 0 : 1) - (cur && cur.value !== null ? 1 : 0);
+      changed.push(e.key);
+    };
+    if (keys === null) for (const e of await this.doc.list(STATUS_PREFIX, { trust })) take(e);
+    else await eachLimited(keys, 32, async (k) => (await this.doc.entriesOf(k, { trust })).forEach(take));
+    this.metrics?.docEntries.set({ doc: this.name }, this.live);
+    if (changed.length > 0) this.onChange?.(changed);
   }
 }

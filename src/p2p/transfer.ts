@@ -1,5 +1,6 @@
 import type { Iroh, NodeAddr } from '@number0/iroh';
-import { withTimeout } from './peers.js';
+import type { P2PMetrics } from './metrics.js';
+import { connectWithTimeout } from './peers.js';
 
 // Moving content between nodes with Iroh blobs: share a file and get a ticket; download a blob by
 // hash from the peers that have it. iroh-blobs fetches one blob from the first listed provider
@@ -30,6 +31,8 @@ export interface DownloadOptions {
   onProgress?: (p: DownloadProgress) => void;
   /** Tag that keeps the blob from garbage collection. */
   tag?: string;
+  /** Transfers by result, bytes and duration go here. */
+  metrics?: P2PMetrics;
 }
 
 export class NoProviderError extends Error {
@@ -43,6 +46,19 @@ export class NoProviderError extends Error {
 }
 
 export async function downloadBlob(iroh: Iroh, hash: string, providers: NodeAddr[], opts: DownloadOptions = {}): Promise<DownloadResult> {
+  const started = performance.now();
+  try {
+    const r = await download(iroh, hash, providers, opts);
+    opts.metrics?.transfers.inc({ result: 'ok' });
+    opts.metrics?.transferSeconds.observe((performance.now() - started) / 1000);
+    return r;
+  } catch (e) {
+    opts.metrics?.transfers.inc({ result: 'failed' });
+    throw e;
+  }
+}
+
+async function download(iroh: Iroh, hash: string, providers: NodeAddr[], opts: DownloadOptions): Promise<DownloadResult> {
   const m = await import('@number0/iroh');
   const irohHash = m.Hash.fromString(hash.replace(/^blake3:/, '')).toString();
   const skipped: { nodeId: string; why: string }[] = [];
@@ -50,7 +66,7 @@ export async function downloadBlob(iroh: Iroh, hash: string, providers: NodeAddr
   for (const provider of providers) {
     const started = performance.now();
     try {
-      const probe = await withTimeout(endpoint.connect(provider, Buffer.from(BLOBS_ALPN)), opts.connectTimeoutMs ?? 3000, `connect to ${provider.nodeId.slice(0, 10)}`);
+      const probe = await connectWithTimeout(endpoint, provider, BLOBS_ALPN, opts.connectTimeoutMs ?? 3000, `connect to ${provider.nodeId.slice(0, 10)}`);
       probe.close(0n, Buffer.from('probe'));
     } catch (e) {
       skipped.push({ nodeId: provider.nodeId, why: (e as Error).message });
@@ -58,6 +74,7 @@ export async function downloadBlob(iroh: Iroh, hash: string, providers: NodeAddr
     }
     let total: number | null = null;
     let bytes = 0;
+    let done: { bytesWritten: bigint; bytesRead: bigint } | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
         const tag = opts.tag ? m.SetTagOption.named([...Buffer.from(opts.tag)]) : m.SetTagOption.auto();
@@ -70,13 +87,25 @@ export async function downloadBlob(iroh: Iroh, hash: string, providers: NodeAddr
               bytes = Number(p.progress.offset);
               opts.onProgress?.({ provider: provider.nodeId, bytes, total });
             }
-            if (p.allDone) resolve();
+            if (p.allDone) {
+              done = p.allDone;
+              resolve();
+            }
           })
-          .catch(reject);
+          // Iroh awaits every progress callback before this settles: a stream that ended without
+          // saying so is over too (the status check below tells whether the blob is whole).
+          .then(() => resolve(), reject);
       });
     } catch (e) {
       skipped.push({ nodeId: provider.nodeId, why: (e as Error).message.split('\n')[0] ?? 'download failed' });
       continue;
+    }
+    if (done) {
+      // iroh-blobs' stats are the network's: bytes read is what came in (content and its BAO
+      // verification data; 0 when the store had it all), bytes written the request that went out.
+      opts.metrics?.transferBytes.inc(Number(done.bytesRead));
+      opts.metrics?.bytes.inc({ protocol: BLOBS_ALPN, direction: 'received' }, Number(done.bytesRead));
+      opts.metrics?.bytes.inc({ protocol: BLOBS_ALPN, direction: 'sent' }, Number(done.bytesWritten));
     }
     const st = await iroh.blobs.status(irohHash);
     if (st.type !== 'Complete') {

@@ -79,6 +79,7 @@ export class RaftNode {
   private prevSnapshotIndex = 0;
   private segmentMax = new Map<number, number>(); // WAL segment -> highest entry index in it
   private recoveredAt = 0;
+  private leaderContactAt = 0;
   private recoveredWaiters: (() => void)[] = [];
 
   private constructor(o: RaftNodeOptions, raw: RawNode, storage: MemoryStorage, wal: Wal, applied: number, conf: ConfState) {
@@ -261,6 +262,14 @@ export class RaftNode {
     return new Promise((r) => this.recoveredWaiters.push(r));
   }
 
+  /**
+   * When this node last knew itself part of a working cluster: now if it leads (check-quorum
+   * makes a leader without a quorum step down), else when it last heard from its leader.
+   */
+  get lastClusterContact(): number {
+    return this.role === 'leader' ? Date.now() : this.leaderContactAt;
+  }
+
   /** Starts an election now (a new one-voter cluster need not wait out a timeout). */
   campaign(): void {
     this.raw.campaign();
@@ -299,6 +308,7 @@ export class RaftNode {
       return; // garbage from a peer is dropped, not fatal
     }
     if (m.from !== from) return; // a member may only speak for itself
+    if (m.from === this.leaderId) this.leaderContactAt = Date.now();
     this.raw.step(m);
     this.kick();
   }

@@ -7,7 +7,8 @@ export function desiredVmsFor(view: DesiredView, nodeId: string): DesiredVm[] {
   const out: DesiredVm[] = [];
   for (const r of view.list('VirtualMachine')) {
     const p = view.placement(r.metadata.name);
-    if (p?.nodeId !== nodeId || p.uid !== r.metadata.uid) continue;
+    // An evicted VM is no longer wanted here: this node stops it, then the leader moves it.
+    if (p?.nodeId !== nodeId || p.uid !== r.metadata.uid || p.evicting) continue;
     const spec = withDefaults('VirtualMachine', r.spec) as VmSpec;
     const image = view.get('Image', spec.image);
     if (!image) continue; // the store refuses this; a lagging view may show it for a moment

@@ -47,6 +47,11 @@ export interface NodeReconcilerDeps {
   stopGraceMs?: number;
   resyncMs?: number;
   report: (name: string, r: ReportedVm | null) => void;
+  /**
+   * Whether this node may act (SPEC section 4): `fenced` when cut off from the cluster for longer
+   * than --fence-after (it stops its VMs), `mayStart` when it is in touch and caught up.
+   */
+  gate?: () => { fenced: boolean; mayStart: boolean; why?: string };
   event: (name: string, e: VmEvent) => void;
   log: { warn(o: object, m?: string): void; info(o: object, m?: string): void; debug(o: object, m?: string): void };
 }
@@ -67,6 +72,7 @@ export class NodeReconciler {
   private readonly reports = new Map<string, ReportedVm>();
   private readonly errors = new Map<string, string>();
   private readonly lastObs = new Map<string, VmObservation>();
+  private readonly fencedVms = new Set<string>();
   /** Crash-looping VMs: how many quick exits in a row, and when the next start may happen. */
   private readonly crashes = new Map<string, { count: number; until: number }>();
   private timer: NodeJS.Timeout | undefined;
@@ -158,7 +164,26 @@ export class NodeReconciler {
     const hashes = [desired?.image.hash, desired?.image.initrdHash].filter((h): h is string => !!h);
     const present = new Set<string>();
     for (const h of hashes) if (await this.d.images.has(h)) present.add(h);
-    const action = planVm(desired, observed, (h) => present.has(h));
+    let action = planVm(desired, observed, (h) => present.has(h));
+    const gate = this.d.gate?.() ?? { fenced: false, mayStart: true };
+    if (gate.fenced) {
+      // Cut off: whatever the (possibly stale) desired state says, nothing runs here. The leader
+      // will have moved these VMs by the time it declares this node lost.
+      if (observed.state === 'running') {
+        if (!this.fencedVms.has(name)) this.d.event(name, { type: 'Warning', reason: 'Fenced', message: `this node is cut off from the cluster (${gate.why ?? 'no contact'}): stopping the VM` });
+        this.fencedVms.add(name);
+        action = { kind: 'stop' };
+      } else if (action.kind !== 'delete') action = { kind: 'none', why: 'fenced: cut off from the cluster' };
+    } else if (['create', 'start', 'restart', 'recreate'].includes(action.kind)) {
+      if (!gate.mayStart) return { requeueAfterMs: 500 };
+      // A node coming back stops what it no longer owns before it starts anything.
+      const leaving = [...this.located.keys()].filter((n) => !this.desired.has(n));
+      if (leaving.length > 0 && !leaving.includes(name)) {
+        for (const n of leaving) this.queue.add(n);
+        return { requeueAfterMs: 200 };
+      }
+    }
+    if (!gate.fenced) this.fencedVms.delete(name);
 
     // Crash loop: a VM that keeps exiting soon after it starts is restarted with growing delays
     // (Kubernetes' CrashLoopBackOff); one that ran for a while is restarted at once.

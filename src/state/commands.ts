@@ -15,6 +15,8 @@ export interface NodeRecord {
   formats: string[];
   /** The node's document author: its entries in the status document are believed only from it. */
   author?: string;
+  /** No new VMs are placed here (`blixard node cordon`). */
+  cordoned?: boolean;
   registeredAt: string;
   updatedAt: string;
 }
@@ -45,7 +47,8 @@ export type Command =
   | { op: 'apply'; time: string; planId: string; applyset: string; changes: ApplyChange[] }
   | { op: 'delete'; time: string; targets: DeleteTarget[] }
   | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string }
-  | { op: 'place'; time: string; place: PlaceChange[]; evict: VmRef[]; unschedulable: (VmRef & { reason: string })[] };
+  | { op: 'place'; time: string; place: PlaceChange[]; evict: VmRef[]; unschedulable: (VmRef & { reason: string })[]; release?: VmRef[] }
+  | { op: 'cordon'; time: string; nodeId: string; cordoned: boolean; drain?: boolean };
 
 /**
  * The tickets of the cluster's two documents. They carry namespace secrets: kept in the Raft state

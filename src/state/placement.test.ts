@@ -72,3 +72,36 @@ describe('placementCommand', () => {
     expect(again).toMatchObject({ place: [], evict: [], unschedulable: [{ vm: 'v2' }] });
   });
 });
+
+describe('moving VMs without ever running one twice', () => {
+  it('evicts a VM from a live node that no longer fits, and places it elsewhere only once that node let it go', () => {
+    const { s, feed } = setup();
+    feed(placementCommand(s, all, T)!); // v1 on a
+    // v1 now must run where the kernel format is offered... simulate by cordon+drain of a.
+    feed({ op: 'cordon', time: T, nodeId: 'id-a', cordoned: true, drain: true });
+    expect(s.placement('v1')).toMatchObject({ nodeId: 'id-a', evicting: true });
+    // a still runs it: v1 does not move yet (only v2's reason changes: one node fewer fits).
+    const waiting = placementCommand(s, { ...all, vmGone: () => false }, T);
+    expect(waiting?.place ?? []).toEqual([]);
+    expect(waiting?.release ?? []).toEqual([]);
+    // a reports it gone: released and placed on b in one entry.
+    const cmd = placementCommand(s, { ...all, vmGone: (n, vm) => n === 'id-a' && vm === 'v1' }, T)!;
+    expect(cmd).toMatchObject({ release: [{ vm: 'v1' }], place: [{ vm: 'v1', nodeId: 'id-b' }] });
+    feed(cmd);
+    expect(s.placement('v1')).toMatchObject({ nodeId: 'id-b' });
+    expect(s.placement('v1')?.evicting).toBeUndefined();
+  });
+
+  it('moves the VMs of a lost node at once (it fenced itself), and never places on a cordoned node', () => {
+    const { s, feed } = setup();
+    feed(placementCommand(s, all, T)!); // v1 on a
+    feed({ op: 'cordon', time: T, nodeId: 'id-b', cordoned: true });
+    const none = placementCommand(s, { schedulable: () => true, lost: (id) => id === 'id-a' }, T)!;
+    // a is lost and b is cordoned: v1 has nowhere to go, and says so.
+    expect(none.place).toEqual([]);
+    expect(none.unschedulable.map((u) => u.vm)).toContain('v1');
+    feed({ op: 'cordon', time: T, nodeId: 'id-b', cordoned: false });
+    const moved = placementCommand(s, { schedulable: () => true, lost: (id) => id === 'id-a' }, T)!;
+    expect(moved.place).toEqual([expect.objectContaining({ vm: 'v1', nodeId: 'id-b' })]);
+  });
+});

@@ -23,6 +23,11 @@ export interface PlacementRecord {
   nodeId: string | null;
   reason: string | null; // set when nodeId is null: why no node fits
   since: string;
+  /**
+   * The VM must leave its node (drain, a selector that no longer matches). It is placed elsewhere
+   * only once that node reports it gone, or is lost: so that a VM never runs on two nodes.
+   */
+  evicting?: boolean;
 }
 
 export interface JoinSecret {
@@ -89,7 +94,8 @@ export class DesiredStateStore {
         return this.admit(cmd.node, cmd.secretHash, cmd.time, index);
       case 'registerNode': {
         const prev = this.nodes.get(cmd.node.nodeId);
-        this.nodes.set(cmd.node.nodeId, { ...cmd.node, registeredAt: prev?.registeredAt ?? cmd.node.registeredAt });
+        // Cordoning is the cluster's decision: a node re-registering does not undo it.
+        this.nodes.set(cmd.node.nodeId, { ...cmd.node, registeredAt: prev?.registeredAt ?? cmd.node.registeredAt, ...(prev?.cordoned ? { cordoned: true } : {}) });
         return { ok: true, index };
       }
       case 'apply':
@@ -98,6 +104,16 @@ export class DesiredStateStore {
         return this.deleteTargets(cmd.targets, index);
       case 'place':
         return this.applyPlacements(cmd, index);
+      case 'cordon': {
+        const n = this.nodes.get(cmd.nodeId);
+        if (!n) return { ok: false, code: 'unknown', message: `no node ${cmd.nodeId}` };
+        this.nodes.set(cmd.nodeId, { ...n, cordoned: cmd.cordoned, updatedAt: cmd.time });
+        // Draining: every VM on the node is evicted (moved once the node reports it stopped).
+        if (cmd.drain) {
+          for (const p of this.placements.values()) if (p.nodeId === cmd.nodeId && !p.evicting) this.placements.set(p.vm, { ...p, evicting: true, since: cmd.time });
+        }
+        return { ok: true, index };
+      }
       case 'addJoinSecret':
         // Expired secrets go when a new one comes: time comes from entries, never from a clock.
         this.joinSecrets = this.joinSecrets.filter((s) => s.expiresAt > cmd.time);
@@ -313,7 +329,11 @@ export class DesiredStateStore {
   private applyPlacements(cmd: Extract<Command, { op: 'place' }>, index: number): CommandOutcome {
     // Decisions about VMs that changed identity since the scheduler looked are dropped.
     const current = (r: { vm: string; uid: string }) => this.resources.get(resourceKey('VirtualMachine', r.vm))?.metadata.uid === r.uid;
-    for (const e of cmd.evict) if (current(e)) this.placements.delete(e.vm);
+    for (const e of cmd.evict) {
+      const p = this.placements.get(e.vm);
+      if (current(e) && p?.nodeId && !p.evicting) this.placements.set(e.vm, { ...p, evicting: true, since: cmd.time });
+    }
+    for (const r of cmd.release ?? []) if (current(r)) this.placements.delete(r.vm);
     for (const p of cmd.place) {
       if (current(p)) this.placements.set(p.vm, { vm: p.vm, uid: p.uid, nodeId: p.nodeId, reason: null, since: cmd.time });
     }
