@@ -76,7 +76,7 @@ export interface StatusJson {
   nodes: NodeJson[];
   vms: { total: number; running: number };
   images: { total: number };
-  applysets: { name: string; index: number; time: string }[];
+  applysets: { name: string; index: number; time: string; revision?: string }[];
   errors: { time: string; component: string; message: string }[];
   notes: string[];
 }
@@ -94,8 +94,8 @@ export interface PlanRequest {
 }
 
 export type ApplyRequest =
-  | (PlanRequest & { maxPrune: number; dryRun: boolean; plan?: undefined })
-  | { plan: Plan; maxPrune: number; dryRun?: boolean };
+  | (PlanRequest & { maxPrune: number; dryRun: boolean; plan?: undefined; revision?: string })
+  | { plan: Plan; maxPrune: number; dryRun?: boolean; revision?: string };
 
 export interface ApplyResult {
   kind: Kind;

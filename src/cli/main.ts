@@ -114,6 +114,17 @@ export function program(): Command {
     .option('-R, --recursive', 'descend into subfolders')
     .action(lazy('./delete.js'));
 
+  p.command('watch')
+    .description('re-apply a folder on every change (GitOps): a bad edit is reported and changes nothing')
+    .requiredOption('-f, --filename <dir>', 'the folder of manifests (read recursively)')
+    .option('--prune', "delete what this applyset's last apply created and the folder no longer has")
+    .option('--max-prune <n>', 'refuse to prune more than this many resources', '10')
+    .option('--applyset <name>', 'the inventory --prune works on', 'watch')
+    .option('--debounce <duration>', 'quiet time after a change before applying', '500ms')
+    .option('--git', 'pull the checkout on an interval and record the applied commit')
+    .option('--interval <duration>', 'how often --git pulls', '30s')
+    .action(lazy('./watch.js'));
+
   p.command('logs')
     .description("a VM's console (QEMU serial, process stdout/stderr), from its node")
     .argument('<kind>', 'vm')

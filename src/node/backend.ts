@@ -148,7 +148,7 @@ export class NodeBackend implements ApiBackend {
       nodes: this.nodes(),
       vms: { total: vms.length, running: statuses.filter((st) => (st as VmStatus).phase === 'Running').length },
       images: { total: store.list('Image').length },
-      applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time })),
+      applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time, ...(a.revision ? { revision: a.revision } : {}) })),
       errors: [...this.errors],
       notes,
     };
@@ -232,7 +232,8 @@ export class NodeBackend implements ApiBackend {
     if (req.dryRun) {
       return { planId: plan.id, dryRun: true, index: null, results: plan.changes.map((c) => ({ kind: c.kind, name: c.name, action: ACTION_WORD[c.action] })) };
     }
-    const out = (await this.propose({ op: 'apply', time: new Date().toISOString(), planId: plan.id, applyset: plan.applyset, changes: planChanges(plan) })) as ApplyOutcome;
+    const revision = typeof req.revision === 'string' && req.revision.length <= 100 ? { revision: req.revision } : {};
+    const out = (await this.propose({ op: 'apply', time: new Date().toISOString(), planId: plan.id, applyset: plan.applyset, changes: planChanges(plan), ...revision })) as ApplyOutcome;
     if (!out.ok) throw new ApiError(out.code === 'conflict' ? 'conflict' : 'invalid', out.message, out.code === 'conflict' ? { conflicts: out.conflicts } : undefined);
     for (const r of out.results) {
       if (r.action === 'unchanged') continue;

@@ -44,7 +44,7 @@ export type Command =
   | { op: 'setDocs'; time: string; docs: ClusterDocs }
   | { op: 'admitNode'; time: string; node: NodeRecord; secretHash: string }
   | { op: 'registerNode'; time: string; node: NodeRecord }
-  | { op: 'apply'; time: string; planId: string; applyset: string; changes: ApplyChange[] }
+  | { op: 'apply'; time: string; planId: string; applyset: string; changes: ApplyChange[]; revision?: string }
   | { op: 'delete'; time: string; targets: DeleteTarget[] }
   | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string }
   | { op: 'place'; time: string; place: PlaceChange[]; evict: VmRef[]; unschedulable: (VmRef & { reason: string })[]; release?: VmRef[] }

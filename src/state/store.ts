@@ -14,6 +14,8 @@ export interface ApplysetRecord {
   index: number; // log index of the last apply through this set
   time: string;
   planId: string;
+  /** The git commit the set was applied from ("<sha>", "<sha>-dirty"), when known. */
+  revision?: string;
 }
 
 /** Where the scheduler put a VM, or why it could not. Never changes the VM's resourceVersion. */
@@ -99,7 +101,7 @@ export class DesiredStateStore {
         return { ok: true, index };
       }
       case 'apply':
-        return this.applySet(cmd.planId, cmd.applyset, cmd.time, cmd.changes, index);
+        return this.applySet(cmd.planId, cmd.applyset, cmd.time, cmd.changes, index, cmd.revision);
       case 'delete':
         return this.deleteTargets(cmd.targets, index);
       case 'place':
@@ -211,7 +213,7 @@ export class DesiredStateStore {
 
   // --- commands ---
 
-  private applySet(planId: string, applyset: string, time: string, changes: ApplyChange[], index: number): ApplyOutcome {
+  private applySet(planId: string, applyset: string, time: string, changes: ApplyChange[], index: number, revision?: string): ApplyOutcome {
     if (this.appliedPlanSet.has(planId)) {
       return { ok: false, code: 'conflict', message: `plan ${planId} was already applied`, conflicts: [] };
     }
@@ -277,7 +279,7 @@ export class DesiredStateStore {
       results.push({ kind: c.kind, name: c.name, action: 'configured' });
     }
     this.rememberPlan(planId);
-    this.applysets.set(applyset, { name: applyset, index, time, planId });
+    this.applysets.set(applyset, { name: applyset, index, time, planId, ...(revision ? { revision } : {}) });
     return { ok: true, index, results };
   }
 

@@ -1,0 +1,105 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VmSpec } from '../src/state/index.js';
+import { BIN, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
+
+// Watch mode: a git checkout is applied on every change; a bad edit is reported and changes
+// nothing; --git pulls new commits and records which commit was applied.
+
+let work: string;
+let d: Daemon;
+let watcher: ChildProcess;
+let output = '';
+const git = (cwd: string, ...args: string[]) => execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', ...args], { cwd, encoding: 'utf8' }).trim();
+
+const manifest = (mem: number, extra = '') => `apiVersion: blixard.dev/v1
+kind: Image
+metadata: { name: app }
+spec: { path: ./app.sh, format: executable }
+---
+apiVersion: blixard.dev/v1
+kind: VirtualMachine
+metadata: { name: watched }
+spec: { image: app, memoryMiB: ${mem}${extra} }
+`;
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; watch said:\n${output}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const memory = async () => ((await d.client.get('VirtualMachine', 'watched')).spec as VmSpec).memoryMiB;
+
+beforeAll(async () => {
+  work = await tempDir();
+  d = await startDaemon({ dataDir: path.join(work, 'node'), configHome: path.join(work, 'config'), args: ['--bootstrap', '--hypervisor', 'process'] });
+  // upstream (bare) <- author clone pushes; the watched checkout pulls.
+  const upstream = path.join(work, 'upstream.git');
+  git(work, 'init', '-q', '--bare', '-b', 'main', upstream);
+  const author = path.join(work, 'author');
+  git(work, 'clone', '-q', upstream, author);
+  await writeFile(path.join(author, 'app.sh'), '#!/bin/sh\nexec sleep 100000\n', { mode: 0o755 });
+  await writeFile(path.join(author, 'vm.yaml'), manifest(64));
+  git(author, 'add', '.');
+  git(author, 'commit', '-q', '-m', 'first');
+  git(author, 'push', '-q', 'origin', 'main');
+  git(work, 'clone', '-q', upstream, path.join(work, 'checkout'));
+  watcher = spawn(process.execPath, [BIN, 'watch', '-f', path.join(work, 'checkout'), '--git', '--interval', '1s', '--debounce', '200ms', '--server', d.api, '--token', d.token], {
+    env: testEnv(path.join(work, 'config')),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  watcher.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  watcher.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+});
+
+afterAll(async () => {
+  watcher?.kill('SIGTERM');
+  await d?.stop();
+  await removeVms(path.join(work, 'node'));
+  await removeDir(work);
+});
+
+describe('blixard watch', () => {
+  it('applies the checkout at start and records its commit', async () => {
+    await until('the first apply', async () => (await memory()) === 64);
+    const sha = git(path.join(work, 'checkout'), 'rev-parse', '--short=12', 'HEAD');
+    const s = await d.client.status();
+    expect(s.applysets.find((a) => a.name === 'watch')?.revision).toBe(sha);
+  });
+
+  it('applies an edit within moments, and records that the tree was dirty', async () => {
+    const t0 = Date.now();
+    await writeFile(path.join(work, 'checkout', 'vm.yaml'), manifest(96));
+    await until('the edit to be applied', async () => (await memory()) === 96);
+    console.log(`watch: edit to applied in ${Date.now() - t0} ms (target < 2 s)`);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect((await d.client.status()).applysets.find((a) => a.name === 'watch')?.revision).toMatch(/-dirty$/);
+  });
+
+  it('reports a bad edit and changes nothing', async () => {
+    output = '';
+    await writeFile(path.join(work, 'checkout', 'vm.yaml'), manifest(128, ', vcpus: lots'));
+    await until('the refusal', async () => output.includes('not applied'));
+    expect(output).toMatch(/vm\.yaml:9:\d+ VirtualMachine\/watched spec\.vcpus: expected a positive integer, got "lots"/);
+    expect(await memory()).toBe(96);
+  });
+
+  it('pulls new commits with --git and applies them, recording the commit', async () => {
+    // Put the checkout back in step, then push a change upstream.
+    git(path.join(work, 'checkout'), 'checkout', '-q', '--', 'vm.yaml');
+    const author = path.join(work, 'author');
+    await writeFile(path.join(author, 'vm.yaml'), manifest(160));
+    git(author, 'commit', '-q', '-am', 'more memory');
+    git(author, 'push', '-q', 'origin', 'main');
+    const sha = git(author, 'rev-parse', '--short=12', 'HEAD');
+    await until('the pulled commit to be applied', async () => (await memory()) === 160);
+    await until('the revision to be recorded', async () => (await d.client.status()).applysets.find((a) => a.name === 'watch')?.revision === sha);
+  });
+});
+
