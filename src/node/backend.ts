@@ -91,6 +91,9 @@ export interface BackendDeps {
   nodeReady: (nodeId: string) => boolean;
   /** What another node reports of a VM placed on it (the status document). */
   remoteVm?: (nodeId: string, vm: string) => ReportedVm | undefined;
+  /** The nodes that hold a blob whole (status document), and a hook when this node gets one. */
+  holders?: (hash: string) => string[];
+  onBlob?: (hash: string, size: number) => void;
   /** Adds a joined voter to the Raft configuration (as a learner; promotion follows). */
   addLearner?: (nodeId: string) => Promise<void>;
 }
@@ -260,7 +263,9 @@ export class NodeBackend implements ApiBackend {
 
   async putBlob(hash: string, body: Readable): Promise<BlobJson> {
     try {
-      return await this.d.blobs.importStream(hash, body);
+      const r = await this.d.blobs.importStream(hash, body);
+      this.d.onBlob?.(r.hash, r.size);
+      return r;
     } catch (e) {
       if (e instanceof HashMismatchError) throw new ApiError('invalid', e.message);
       throw e;
@@ -416,9 +421,9 @@ export class NodeBackend implements ApiBackend {
       }
       case 'Image': {
         const hash = r.source?.hash ?? null;
-        let held = false;
-        if (hash) held = await this.d.blobs.has(hash).catch(() => false);
-        return { hash, size: r.source?.size ?? null, holders: held ? [this.d.nodeId] : [] };
+        const holders = new Set(hash ? (this.d.holders?.(hash) ?? []) : []);
+        if (hash && (await this.d.blobs.has(hash).catch(() => false))) holders.add(this.d.nodeId);
+        return { hash, size: r.source?.size ?? null, holders: [...holders].sort() };
       }
       case 'Peer': {
         const nodeId = (r.spec as { nodeId: string }).nodeId;

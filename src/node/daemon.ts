@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '../api/index.js';
 import { BlobStore, ImageFiles } from '../images/index.js';
-import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
+import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, downloadBlob, serveRpc, startIroh } from '../p2p/index.js';
 import { RaftNode } from '../raft/index.js';
 import { NodeReconciler, type LaunchedVm, type ReportedVm } from '../reconciler/index.js';
 import { DesiredStateStore, parseDuration, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
@@ -214,6 +214,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         docs = d;
         if (isWorker) mirrorCluster();
         docsLoaded();
+        void announceHeld().catch(() => {});
         cleanups.push(() => d.close());
         log.info({ cluster: tickets.clusterId.slice(0, 10), status: tickets.statusId.slice(0, 10) }, 'documents open');
         return d;
@@ -321,6 +322,27 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       return res.body;
     };
 
+    // Which nodes hold which image content: each node announces its own in the status document.
+    function holdersOf(hash: string): string[] {
+      const out: string[] = [];
+      for (const id of docs?.statusView.nodes() ?? []) if (docs?.statusView.get(id, `blob/${hash.slice(7)}`)) out.push(id);
+      return out;
+    }
+    function announceBlob(hash: string, size: number): void {
+      docs?.writer.set(`blob/${hash.slice(7)}`, { size, at: new Date().toISOString() }).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'cannot announce a blob'));
+    }
+    /** Announces the images this node holds (after start and after changes): content for others. */
+    async function announceHeld(): Promise<void> {
+      if (!docs) return;
+      for (const img of store.list('Image')) {
+        for (const h of [img.source?.hash, img.source?.initrdHash]) {
+          if (!h || docs.statusView.get(self, `blob/${h.slice(7)}`)) continue;
+          const size = await blobs.completeSize(h).catch(() => null);
+          if (size !== null) announceBlob(h, size);
+        }
+      }
+    }
+
     // Fencing (SPEC section 4): a node cut off from the cluster for longer than --fence-after stops
     // its own VMs; it starts nothing unless it is in touch and caught up.
     function clusterContact(): number {
@@ -358,7 +380,22 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       nodeName: settings.name,
       view: () => store,
       drivers: enabled.drivers,
-      images: { has: (h) => blobs.has(h), pathFor: (h) => imageFiles.pathFor(h) },
+      images: {
+        has: (h) => blobs.has(h),
+        pathFor: (h) => imageFiles.pathFor(h),
+        // Fetch image content from the nodes that hold it (the status document says which).
+        pull: async (hashes, _vm, onProgress) => {
+          for (const h of hashes) {
+            const providers = holdersOf(h).filter((id) => id !== self).map((id) => ({ nodeId: id, addresses: addressesOf(id) }));
+            if (providers.length === 0) throw new Error(`no node holds ${h} yet`);
+            const r = await downloadBlob(iroh, h, providers, { connectTimeoutMs: 3000, tag: `blixard/blob/${h.slice(7)}`, onProgress: (p) => onProgress(p.bytes, p.total) });
+            p2pMetrics.transfers.inc({ result: 'ok' });
+            p2pMetrics.transferBytes.inc(r.bytes);
+            p2pMetrics.transferSeconds.observe(r.elapsedMs / 1000);
+            announceBlob(h, r.bytes);
+          }
+        },
+      },
       ledger: {
         load: async () => JSON.parse(await readFile(ledgerFile, 'utf8').catch(() => '{}')) as Record<string, LaunchedVm>,
         save: async (all) => {
@@ -403,6 +440,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       forward,
       nodeReady,
       remoteVm: (nodeId, vm) => docs?.statusView.get<ReportedVm>(nodeId, `vm/${vm}`),
+      holders: (h) => holdersOf(h),
+      onBlob: (h, size) => announceBlob(h, size),
       addLearner: async (id) => {
         refreshPeers();
         if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(() => {});
@@ -419,6 +458,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         reconciler.kick();
         refreshPeers();
         if (raft.isLeader) void publish();
+        void announceHeld().catch(() => {});
       }, 20);
     }
     cleanups.push(async () => clearTimeout(afterApplyTimer));

@@ -1,0 +1,99 @@
+import path from 'node:path';
+import type { Iroh, NodeAddr } from '@number0/iroh';
+
+// The few blob-store operations images need, over the node's Iroh (hex hashes in and out, as
+// Blixard writes them; Iroh's own form is base32). Everything else in src/images talks to this
+// interface, so the download engine is tested with a fake.
+//
+// Tags: iroh-ffi 0.35 deletes a blob only through a tag that points at it (deleteBlob looks the
+// tag up), and offers no other way to list or remove tags. So every blob an image consists of is
+// added or downloaded under a named tag: each piece under blixard/piece/<image>/<index>, the
+// collection root under blixard/image/<image>, its names blob under blixard/meta/<image>. A
+// piece two images share has two tags; it is deleted only when neither image needs it.
+
+export interface PieceBlobs {
+  /** Whether the store holds the blob whole. */
+  isComplete(hex: string): Promise<boolean>;
+  /**
+   * One iroh-blobs download of one blob from one provider. Resolves when iroh's download ends,
+   * however it ended (callers check isComplete); rejects on an error. It cannot be cancelled.
+   */
+  download(hex: string, provider: NodeAddr, tag: string, onProgress: (offset: number) => void): Promise<{ bytesRead: number }>;
+  /** Copies a file into the store under `tag`; its hash. */
+  addFile(file: string, tag: string): Promise<string>;
+  /** Writes a complete blob to a new file. */
+  exportTo(hex: string, file: string): Promise<void>;
+  /** A small blob's bytes (hash sequences, names): iroh-ffi returns an array of numbers, slow for big data. */
+  read(hex: string): Promise<Buffer>;
+  addBytes(bytes: Buffer, tag: string): Promise<string>;
+  /** An Iroh collection of existing blobs, its root tagged `tag`; the root's hash. */
+  createCollection(entries: { name: string; hex: string }[], tag: string): Promise<string>;
+  /** Deletes a blob (through a tag that points at it: without one, nothing happens). */
+  delete(hex: string): Promise<void>;
+}
+
+type IrohModule = typeof import('@number0/iroh');
+let loaded: IrohModule | undefined;
+async function irohModule(): Promise<IrohModule> {
+  return (loaded ??= await import('@number0/iroh'));
+}
+
+export async function irohPieceBlobs(iroh: Iroh): Promise<PieceBlobs> {
+  const m = await irohModule();
+  const id = (hex: string) => m.Hash.fromString(hex).toString();
+  const hexOfIroh = (h: string) => m.Hash.fromString(h).toString('hex');
+  const tagOf = (tag: string) => m.SetTagOption.named([...Buffer.from(tag, 'utf8')]);
+  return {
+    async isComplete(hex) {
+      const st = await iroh.blobs.status(id(hex));
+      return st.type === 'Complete';
+    },
+    download(hex, provider, tag, onProgress) {
+      return new Promise((resolve, reject) => {
+        let bytesRead = 0;
+        iroh.blobs
+          .download(id(hex), new m.BlobDownloadOptions(m.BlobFormat.Raw, [provider], tagOf(tag)), (err, p) => {
+            if (err) return;
+            if (p.progress) onProgress(Number(p.progress.offset));
+            else if (p.allDone) bytesRead = Number(p.allDone.bytesRead);
+          })
+          .then(() => resolve({ bytesRead }), reject);
+      });
+    },
+    addFile(file, tag) {
+      return new Promise<string>((resolve, reject) => {
+        iroh.blobs
+          .addFromPath(path.resolve(file), false, tagOf(tag), { wrap: false }, (err, p) => {
+            if (err) reject(err);
+            else if (p.allDone) resolve(hexOfIroh(p.allDone.hash));
+          })
+          .catch(reject);
+      });
+    },
+    async exportTo(hex, file) {
+      await iroh.blobs.export(id(hex), path.resolve(file), m.BlobExportFormat.Blob, m.BlobExportMode.Copy);
+    },
+    async read(hex) {
+      return Buffer.from(await iroh.blobs.readToBytes(id(hex)));
+    },
+    async addBytes(bytes, tag) {
+      const r = await iroh.blobs.addBytesNamed([...bytes], tag);
+      return hexOfIroh(r.hash);
+    },
+    async createCollection(entries, tag) {
+      const c = new m.Collection();
+      for (const e of entries) c.push(e.name, id(e.hex));
+      const r = await iroh.blobs.createCollection(c, tagOf(tag), []);
+      return hexOfIroh(r.hash);
+    },
+    async delete(hex) {
+      await iroh.blobs.deleteBlob(id(hex));
+    },
+  };
+}
+
+export const tags = {
+  piece: (imageHex: string, index: number) => `blixard/piece/${imageHex}/${index}`,
+  image: (imageHex: string) => `blixard/image/${imageHex}`,
+  meta: (imageHex: string) => `blixard/meta/${imageHex}`,
+};
