@@ -184,8 +184,9 @@ export class HoldingsPublisher {
     this.mark(m.hash, !prev);
   }
 
+  /** This node no longer has the image (or never had what an old record says). */
   remove(hash: string): void {
-    if (!this.wanted.has(hash)) return;
+    if (this.wanted.has(hash) && this.wanted.get(hash) === null) return;
     this.wanted.set(hash, null);
     this.lastWrite.delete(hash);
     this.mark(hash, true);

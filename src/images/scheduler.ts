@@ -128,8 +128,14 @@ export function schedule(input: SchedulerInput): Plan {
   // 1. The watchdog.
   const live = new Map<number, AttemptView[]>();
   const stalledOn = new Map<number, string[]>();
+  let finishing = 0;
   for (const piece of input.pieces) {
-    if (piece.done) continue;
+    if (piece.done) {
+      // Duplicates of a piece already here still run in iroh: they occupy their provider.
+      for (const a of piece.live) busy.set(a.provider, (busy.get(a.provider) ?? 0) + 1);
+      finishing += piece.live.length;
+      continue;
+    }
     const keep: AttemptView[] = [];
     for (const a of piece.live) {
       if (a.startedAt !== null && now - a.lastProgressAt >= c.stallMs) {
@@ -145,7 +151,7 @@ export function schedule(input: SchedulerInput): Plan {
     live.set(piece.index, keep);
     stalledOn.set(piece.index, [...piece.stalled, ...plan.stalls.filter((s) => s.index === piece.index).map((s) => s.provider)]);
   }
-  let inFlight = [...live.values()].reduce((n, a) => n + a.length, 0);
+  let inFlight = finishing + [...live.values()].reduce((n, a) => n + a.length, 0);
   const cap = (p: ProviderView) => (p.probation ? 1 : c.perProvider);
   const usable = (p: ProviderView) => !suspectNow.has(p.nodeId) && (busy.get(p.nodeId) ?? 0) < cap(p);
   const grace = Math.max(c.ownerGraceMs, 4 * (input.typicalPieceMs ?? 0));

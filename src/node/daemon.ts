@@ -351,17 +351,32 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       for (const h of peers.list()) if (store.node(h.nodeId)?.role === 'voter' && h.lastSeen) last = Math.max(last, Date.parse(h.lastSeen));
       return last;
     }
+    // When this node last lost touch (fenced): a worker back in touch starts nothing until its
+    // view of the cluster document was refreshed by a sync that finished after that.
+    let outOfTouchAt = 0;
     function gate(): { fenced: boolean; mayStart: boolean; why?: string } {
       if (store.clusterId === null) return { fenced: false, mayStart: false, why: 'not in a cluster yet' };
       const since = Date.now() - Math.max(clusterContact(), startedAt);
       const fenced = since > fenceAfterMs;
-      const caughtUp = raft instanceof RaftNode ? raft.leader !== null && raft.appliedIndex >= raft.commitIndex : since < nodeTimeoutMs;
+      if (since > nodeTimeoutMs) outOfTouchAt = Date.now();
+      const caughtUp =
+        raft instanceof RaftNode
+          ? raft.leader !== null && raft.appliedIndex >= raft.commitIndex
+          : since < nodeTimeoutMs && (outOfTouchAt === 0 || (docs?.clusterView.lastSyncAt ?? 0) > outOfTouchAt);
       return { fenced, mayStart: !fenced && caughtUp, why: fenced ? `no contact for ${Math.round(since / 1000)} s` : caughtUp ? undefined : 'catching up' };
     }
     // The gate is a matter of time: look again when it changes.
     let lastGate = '';
+    let syncAskedAt = 0;
     const gateWatch = setInterval(() => {
       const g = gate();
+      // A worker back in touch asks the voters for a fresh sync of the documents (the proof that
+      // its view is current, before it starts anything).
+      if (isWorker && docs && !g.fenced && !g.mayStart && Date.now() - syncAskedAt > 2_000) {
+        syncAskedAt = Date.now();
+        const voters = store.listNodes().filter((n) => n.role === 'voter').map((n) => ({ nodeId: n.nodeId, addresses: addressesOf(n.nodeId) }));
+        void docs.syncWith(voters).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'document sync not started'));
+      }
       const key = `${g.fenced}/${g.mayStart}`;
       if (key !== lastGate) {
         if (g.fenced) log.warn({ why: g.why }, 'fenced: cut off from the cluster; stopping local VMs');

@@ -82,9 +82,18 @@ export class ClusterDocView {
     );
   }
 
+  /** When a sync with a peer last completed (and its entries were read): how current this view is. */
+  lastSyncAt = 0;
+
   /** Feed the document's events here (ReplicatedDoc.join/open/subscribe callback). */
   event(e: DocEvent): void {
     this.refresher.event(e);
+    if (e.type === 'sync-finished' && e.ok) {
+      const at = Date.now();
+      void this.refresher.idle().then(() => {
+        this.lastSyncAt = Math.max(this.lastSyncAt, at);
+      });
+    }
   }
 
   /** Reads the whole document again (at start, and after a sync brought many entries at once). */

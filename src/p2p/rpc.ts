@@ -18,6 +18,8 @@ export interface RpcResponse {
   body: unknown;
 }
 
+class StreamOpenError extends Error {}
+
 export type RpcHandler = (req: RpcRequest, remote: string) => Promise<RpcResponse>;
 
 export class RpcError extends Error {
@@ -66,12 +68,17 @@ export class RpcClient {
   ) {}
 
   async call(to: NodeAddr, req: RpcRequest, timeoutMs = this.opts.callTimeoutMs ?? 30_000): Promise<RpcResponse> {
+    const cached = this.conns.has(to.nodeId);
     const conn = await this.connection(to);
     try {
       return await withTimeout(this.exchange(conn, req), timeoutMs, `${req.method} ${req.path} on ${to.nodeId.slice(0, 10)}`);
     } catch (e) {
       // A dead connection is forgotten so that the next call dials afresh.
       this.forget(to.nodeId, conn);
+      // A cached connection may have died while idle (idle timeout, the peer restarted): try once
+      // more on a fresh one. Blixard's node-to-node calls are safe to repeat (an apply of the same
+      // set is unchanged the second time).
+      if (cached && (e instanceof StreamOpenError || /connection lost|closed|reset/i.test((e as Error).message))) return this.call(to, req, timeoutMs);
       throw e instanceof RpcError ? e : new RpcError((e as Error).message);
     }
   }
@@ -84,7 +91,12 @@ export class RpcClient {
   }
 
   private async exchange(conn: Connection, req: RpcRequest): Promise<RpcResponse> {
-    const bi = await conn.openBi();
+    let bi;
+    try {
+      bi = await conn.openBi();
+    } catch (e) {
+      throw new StreamOpenError((e as Error).message);
+    }
     const out = new FrameWriter(bi.send);
     await out.write(Buffer.from(JSON.stringify(req)));
     await out.finish();

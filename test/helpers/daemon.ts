@@ -51,10 +51,19 @@ export interface Daemon {
   kill(): Promise<void>;
 }
 
-export async function startDaemon(opts: { dataDir: string; configHome: string; args?: string[]; timeoutMs?: number }): Promise<Daemon> {
+export async function startDaemon(opts: {
+  dataDir: string;
+  configHome: string;
+  args?: string[];
+  timeoutMs?: number;
+  /** Run through this command (e.g. `ip netns exec NS`), and with this API address. */
+  prefix?: string[];
+  api?: string;
+}): Promise<Daemon> {
   requireBuild();
-  const args = [BIN, 'node', 'start', '--data-dir', opts.dataDir, '--api', '127.0.0.1:0', ...(opts.args ?? ['--bootstrap'])];
-  const proc = spawn(process.execPath, args, { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [BIN, 'node', 'start', '--data-dir', opts.dataDir, '--api', opts.api ?? '127.0.0.1:0', ...(opts.args ?? ['--bootstrap'])];
+  const [cmd, ...pre] = opts.prefix ?? [];
+  const proc = cmd ? spawn(cmd, [...pre, process.execPath, ...args], { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, args, { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
