@@ -1,6 +1,7 @@
 import { foundationBench } from './foundation.js';
 import { raftBench } from './raft.js';
 import { vmsBench } from './vms.js';
+import { clusterBench } from './cluster.js';
 import { printTable } from './table.js';
 
 // `npm run bench`: every benchmark, each printing its table. Select with BENCH=name,name.
@@ -9,6 +10,7 @@ const suites: Record<string, { title: string; run: () => Promise<import('./table
   foundation: { title: 'Foundation: manifests, store, CLI (issue 2)', run: foundationBench },
   raft: { title: 'Raft: replicated desired state (issue 3)', run: raftBench },
   vms: { title: 'VMs: drivers and the node reconciler (issue 5)', run: vmsBench },
+  cluster: { title: 'The whole cluster: waves, failover, watch (issue 7)', run: clusterBench },
 };
 
 const only = process.env.BENCH?.split(',').filter(Boolean);

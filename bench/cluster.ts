@@ -1,0 +1,106 @@
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ApplyRequest, VmStatus } from '../src/api/index.js';
+import type { VmSpec } from '../src/state/index.js';
+import { ProcessDriver, driverRoot } from '../src/vm/index.js';
+import { BIN, cli, removeDir, startDaemon, tempDir, testEnv, type Daemon } from '../test/helpers/daemon.js';
+import type { Row } from './table.js';
+
+// Issue 7's numbers on a 3-node loopback cluster (2 voters, 1 worker): apply returning to all VMs
+// Running for waves of 10 and 100 process VMs (target p50 < 1 s per wave, images cached), a
+// node's death to its VMs Running elsewhere, and watch mode's edit-to-applied time (target < 2 s).
+
+const TIMEOUTS = ['--node-timeout', '2s', '--fence-after', '3s'];
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function allRunning(d: Daemon, names: Set<string>): Promise<boolean> {
+  const vms = await d.client.list('VirtualMachine');
+  let n = 0;
+  for (const v of vms) if (names.has(v.metadata.name) && (v.status as VmStatus).phase === 'Running') n++;
+  return n === names.size;
+}
+
+export async function clusterBench(): Promise<Row[]> {
+  const rows: Row[] = [];
+  const work = await tempDir('blixard-cluster-bench-');
+  const configHome = path.join(work, 'config');
+  const nodes: Daemon[] = [];
+  try {
+    nodes.push(await startDaemon({ dataDir: path.join(work, 'v1'), configHome, args: ['--bootstrap', '--name', 'v1', '--hypervisor', 'process', '--vcpus', '512', ...TIMEOUTS] }));
+    const v1 = nodes[0]!;
+    nodes.push(await startDaemon({ dataDir: path.join(work, 'v2'), configHome, args: ['--join', (await v1.client.ticket({ role: 'voter', ttlSeconds: 600 })).ticket, '--name', 'v2', '--hypervisor', 'process', '--vcpus', '512', ...TIMEOUTS] }));
+    nodes.push(await startDaemon({ dataDir: path.join(work, 'w1'), configHome, args: ['--join', (await v1.client.ticket({ role: 'worker', ttlSeconds: 600 })).ticket, '--name', 'w1', '--hypervisor', 'process', '--vcpus', '512', ...TIMEOUTS] }));
+    while (!(await v1.client.nodes()).every((n) => n.ready) || (await v1.client.nodes()).length < 3) await new Promise((r) => setTimeout(r, 100));
+
+    // The image, uploaded once and cached on every node by a first VM on each.
+    const set = path.join(work, 'set');
+    await mkdir(set, { recursive: true });
+    await writeFile(path.join(set, 'app.sh'), '#!/bin/sh\necho READY\nexec sleep 100000\n', { mode: 0o755 });
+    await writeFile(path.join(set, 'image.yaml'), 'apiVersion: blixard.dev/v1\nkind: Image\nmetadata: { name: app }\nspec: { path: ./app.sh, format: executable, readyPattern: READY }\n');
+    cli(['--server', v1.api, '--token', v1.token, 'apply', '-f', set], { configHome });
+    const wave = async (tag: string, n: number): Promise<number> => {
+      const names = Array.from({ length: n }, (_, i) => `${tag}-${i}`);
+      const req: ApplyRequest = { desired: names.map((name) => ({ kind: 'VirtualMachine' as const, name, labels: { app: tag }, spec: { image: 'app', memoryMiB: 8, placement: { spreadBy: 'app' } } })), applyset: tag, prune: false, maxPrune: 0, dryRun: false };
+      await v1.client.apply(req);
+      const t0 = performance.now();
+      const want = new Set(names);
+      while (!(await allRunning(v1, want))) await new Promise((r) => setTimeout(r, 20));
+      return performance.now() - t0;
+    };
+    await wave('warm', 3); // every node fetches the image once
+    for (const n of [10, 100]) {
+      const times: number[] = [];
+      for (let i = 0; i < (n === 10 ? 5 : 3); i++) times.push(await wave(`w${n}-${i}`, n));
+      rows.push({ name: `wave of ${n} process VMs on 3 nodes: apply returned to all Running (p50)`, value: median(times), unit: 'ms', target: '< 1000 ms' });
+    }
+
+    // Watch mode: an edit to the file, until the cluster holds it.
+    const watched = path.join(work, 'watched');
+    await mkdir(watched, { recursive: true });
+    const vmFile = (mem: number) => `apiVersion: blixard.dev/v1\nkind: VirtualMachine\nmetadata: { name: watched }\nspec: { image: app, memoryMiB: ${mem} }\n`;
+    await writeFile(path.join(watched, 'vm.yaml'), vmFile(8));
+    const watcher = spawn(process.execPath, [BIN, 'watch', '-f', watched, '--debounce', '100ms', '--server', v1.api, '--token', v1.token], { env: testEnv(configHome), stdio: 'ignore' });
+    try {
+      const memory = async () => ((await v1.client.get('VirtualMachine', 'watched').catch(() => undefined))?.spec as VmSpec | undefined)?.memoryMiB;
+      while ((await memory()) !== 8) await new Promise((r) => setTimeout(r, 20));
+      const edits: number[] = [];
+      for (let i = 1; i <= 5; i++) {
+        const t0 = performance.now();
+        await writeFile(path.join(watched, 'vm.yaml'), vmFile(8 + i));
+        while ((await memory()) !== 8 + i) await new Promise((r) => setTimeout(r, 10));
+        edits.push(performance.now() - t0);
+      }
+      rows.push({ name: 'watch mode: edit saved to applied (p50 of 5, debounce 100 ms)', value: median(edits), unit: 'ms', target: '< 2000 ms' });
+    } finally {
+      watcher.kill('SIGTERM');
+    }
+
+    // A node's death: the worker and its VM processes are killed; its VMs run elsewhere after
+    // --node-timeout plus --fence-after (2 s + 3 s here).
+    const w1 = nodes[2]!;
+    const onW1 = (await v1.client.list('VirtualMachine')).filter((v) => (v.status as VmStatus).nodeId === w1.nodeId).map((v) => v.metadata.name);
+    await w1.kill();
+    for (const o of await new ProcessDriver({ root: driverRoot(w1.dataDir, 'process') }).list()) if (o.pid) process.kill(o.pid, 'SIGKILL');
+    const t0 = performance.now();
+    const want = new Set(onW1);
+    for (;;) {
+      const vs = await v1.client.list('VirtualMachine');
+      if (vs.filter((v) => want.has(v.metadata.name) && (v.status as VmStatus).phase === 'Running' && (v.status as VmStatus).nodeId !== w1.nodeId).length === want.size) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    rows.push({ name: `node death to its ${onW1.length} VMs Running elsewhere (timeout 2 s + fence 3 s)`, value: performance.now() - t0, unit: 'ms', target: '' });
+  } finally {
+    for (const d of nodes) await d.stop().catch(() => {});
+    for (const n of ['v1', 'v2', 'w1']) {
+      const drv = new ProcessDriver({ root: driverRoot(path.join(work, n), 'process') });
+      for (const o of await drv.list().catch(() => [])) await drv.delete(o.name, 0).catch(() => {});
+    }
+    await removeDir(work);
+  }
+  return rows;
+}
