@@ -11,6 +11,7 @@ import type {
   BlobJson,
   DeleteRequest,
   DeleteResponse,
+  DriftJson,
   EventJson,
   NodeJson,
   PlanRequest,
@@ -59,6 +60,9 @@ export class ApiClient {
   }
   async events(kind: Kind, name: string): Promise<EventJson[]> {
     return (await this.json<{ items: EventJson[] }>('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}/events`)).items;
+  }
+  async drift(): Promise<DriftJson[]> {
+    return (await this.json<{ items: DriftJson[] }>('GET', '/v1/drift')).items;
   }
   async nodes(): Promise<NodeJson[]> {
     return (await this.json<{ items: NodeJson[] }>('GET', '/v1/nodes')).items;

@@ -9,6 +9,7 @@ import type {
   ApplyResponse,
   BlobJson,
   DeleteRequest,
+  DriftJson,
   DeleteResponse,
   EventJson,
   NodeJson,
@@ -35,6 +36,7 @@ export interface ApiBackend {
   get(kind: Kind, name: string, local?: boolean): Promise<ResourceJson | undefined>;
   events(kind: Kind, name: string): EventJson[];
   nodes(): NodeJson[];
+  drift(): Promise<DriftJson[]>;
   plan(req: PlanRequest): Promise<Plan>;
   apply(req: ApplyRequest): Promise<ApplyResponse>;
   delete(req: DeleteRequest): Promise<DeleteResponse>;
@@ -166,6 +168,8 @@ export async function dispatch(b: ApiBackend, method: string, target: string, bo
       return b.status();
     case 'GET /nodes':
       return { items: b.nodes() };
+    case 'GET /drift':
+      return { items: await b.drift() };
     case 'GET /resources': {
       const kind = kindFromPlural(parts[2]);
       if (parts.length === 3) return { items: await b.list(kind, local) };

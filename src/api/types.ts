@@ -76,6 +76,8 @@ export interface StatusJson {
   nodes: NodeJson[];
   vms: { total: number; running: number };
   images: { total: number };
+  /** How many places observed state differs from desired (details: GET /v1/drift, `diff --actual`). */
+  drift: number;
   applysets: { name: string; index: number; time: string; revision?: string }[];
   errors: { time: string; component: string; message: string }[];
   notes: string[];
@@ -127,4 +129,12 @@ export interface BlobJson {
 export interface TicketRequest {
   role: 'voter' | 'worker';
   ttlSeconds: number;
+}
+
+export interface DriftJson {
+  kind: 'VirtualMachine' | 'Image';
+  name: string;
+  nodeId: string | null;
+  why: string;
+  message: string;
 }

@@ -1,9 +1,9 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { createTwoFilesPatch } from 'diff';
-import type { ApiClient, VmStatus } from '../api/index.js';
+import type { ApiClient } from '../api/index.js';
 import type { Plan, PlannedChange } from '../reconciler/index.js';
-import type { Comparable, VmSpec } from '../state/index.js';
+import type { Comparable } from '../state/index.js';
 import { connect } from './connection.js';
 import { loadAgainst, uploadFiles } from './manifests.js';
 import { ExitStatus, paint, terminal, toJson, UsageError, type Out } from './output.js';
@@ -94,21 +94,11 @@ async function drift(client: ApiClient, opts: DiffOptions, out: Out): Promise<vo
   let names: Set<string> | null = null;
   if (opts.filename?.length) {
     const set = await loadAgainst(client, opts.filename, !!opts.recursive, out);
-    names = new Set(set.desired.filter((d) => d.kind === 'VirtualMachine').map((d) => d.name));
+    names = new Set(set.desired.map((d) => `${d.kind}/${d.name}`));
   }
-  const vms = (await client.list('VirtualMachine')).filter((r) => !names || names.has(r.metadata.name));
-  let drifted = 0;
-  for (const r of vms) {
-    const st = r.status as VmStatus;
-    const want = (r.spec as VmSpec).state ?? 'Running';
-    const generationBehind = st.observedGeneration !== r.metadata.generation;
-    if (st.phase === want && !generationBehind) continue;
-    drifted++;
-    const why = [st.phase !== want ? `desired ${want}, observed ${st.phase}` : '', generationBehind ? `observed generation ${st.observedGeneration} of ${r.metadata.generation}` : '']
-      .filter(Boolean)
-      .join('; ');
-    out.write(`${paint(out, 'yellow', `VirtualMachine/${r.metadata.name}`)}: ${why}${st.message ? ` (${st.message})` : ''}\n`);
-  }
-  if (drifted > 0) throw new ExitStatus(1);
+  const items = (await client.drift()).filter((d) => !names || names.has(`${d.kind}/${d.name}`));
+  if (opts.output === 'json-patch') out.write(toJson(items));
+  else for (const d of items) out.write(`${paint(out, 'yellow', `${d.kind}/${d.name}`)}: ${d.why}${d.message ? ` (${d.message})` : ''}\n`);
+  if (items.length > 0) throw new ExitStatus(1);
   out.err('no drift\n');
 }

@@ -18,6 +18,7 @@ export default async function status(opts: { output?: string }, cmd: Command): P
     text += `Raft:      ${s.raft.role}, term ${s.raft.term}, leader ${s.raft.leader ? s.raft.leader.slice(0, 10) : '<none>'}, commit ${s.raft.commitIndex}, applied ${s.raft.appliedIndex}\n`;
     text += `VMs:       ${s.vms.total} total, ${s.vms.running} running\n`;
     text += `Images:    ${s.images.total}\n`;
+    text += `Drift:     ${s.drift ? paint(out, 'yellow', `${s.drift} (see \`blixard diff --actual\`)`) : 'none'}\n`;
     for (const a of s.applysets) text += `Applied:   applyset ${a.name} at index ${a.index} (${a.time})${a.revision ? `, revision ${a.revision}` : ''}\n`;
     text += '\nMembers:\n' + table(['NAME', 'NODE-ID', 'ROLE', 'API'], s.raft.members.map((m) => [m.name, m.nodeId.slice(0, 10), m.role, m.api ?? '']));
     text += '\nNodes:\n' + table(['NAME', 'ROLE', 'READY', 'CAPACITY', 'ALLOCATED'], s.nodes.map((n) => [n.name, n.role, n.ready ? 'True' : 'False', `${n.capacity.vcpus} vcpu, ${n.capacity.memoryMiB}Mi`, `${n.allocated.vcpus} vcpu, ${n.allocated.memoryMiB}Mi`]));

@@ -369,7 +369,9 @@ export class PieceDownload {
     const wasStalled = a.state === 'stalled';
     if (wasStalled) this.zombies--;
     a.state = 'over';
-    if (st) st.received += bytesRead;
+    // An attempt that hung (its provider died) never reports what it read: what it wrote is our
+    // count of it (iroh keeps those bytes, and the next attempt fetches only the rest).
+    if (st) st.received += bytesRead > 0 ? bytesRead : Math.max(0, a.offset - a.base);
     let complete = false;
     try {
       complete = await this.o.blobs.isComplete(this.o.manifest.pieces[a.index]!);
@@ -453,9 +455,11 @@ export class PieceDownload {
     const perProvider: DownloadStats['perProvider'] = {};
     let total = 0;
     for (const [id, p] of this.prov) {
-      if (p.received === 0 && p.pieces === 0) continue;
-      perProvider[id] = { bytes: p.received, pieces: p.pieces };
-      total += p.received;
+      // Attempts still hanging (zombies) count with what they wrote.
+      const bytes = p.received + this.liveBytes(id);
+      if (bytes === 0 && p.pieces === 0) continue;
+      perProvider[id] = { bytes, pieces: p.pieces };
+      total += bytes;
     }
     this.resolve({
       hash: this.o.manifest.hash,

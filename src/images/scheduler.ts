@@ -23,6 +23,8 @@ import { owner, rendezvous } from './pieces.js';
 //   downloaders. The others wait for it to appear at that downloader and take it from there.
 //   Should it not appear within the grace time (the owner died or is slow), they take it from
 //   the provider anyway. So the first provider sends each piece about once, whatever N is.
+//   Downloaders that start together do not see each other at first: a fresh download begins
+//   with the pieces it would most likely own (its highest rendezvous scores), not with piece 0.
 // - Endgame: once every missing piece is in flight, a piece running `endgameFactor` times longer
 //   than a typical one is also started from another provider; whichever finishes first wins.
 
@@ -168,6 +170,7 @@ export function schedule(input: SchedulerInput): Plan {
       // A provider that failed this piece is tried again only when no other one holds it.
       return { p, stalled, holders: fresh.length > 0 ? fresh : holders };
     });
+  const fresh = downloaders.length === 1 && input.pieces.every((p) => !p.done);
   const rarity = (h: ProviderView[]) => h.filter((pr) => !suspectNow.has(pr.nodeId)).length || Number.MAX_SAFE_INTEGER;
   candidates.sort((a, b) => {
     const ha = a.stalled.length > 0 ? 0 : 1;
@@ -176,6 +179,10 @@ export function schedule(input: SchedulerInput): Plan {
     const ra = rarity(a.holders);
     const rb = rarity(b.holders);
     if (ra !== rb) return ra - rb;
+    // A fresh download that sees no other downloader yet may just not see them yet (their
+    // records are still on the way): it starts with the pieces that rendezvous hashing most
+    // likely gives it in any group, not with piece 0 like everyone else. Order comes back after.
+    if (fresh && ra === 1) return rendezvous(`${input.salt}/${b.p.index}`, input.self) - rendezvous(`${input.salt}/${a.p.index}`, input.self);
     return a.p.index - b.p.index;
   });
 

@@ -8,6 +8,7 @@ import type {
   BlobJson,
   DeleteRequest,
   DeleteResponse,
+  DriftJson,
   EventJson,
   ImageStatus,
   NodeJson,
@@ -151,10 +152,38 @@ export class NodeBackend implements ApiBackend {
       nodes: this.nodes(),
       vms: { total: vms.length, running: statuses.filter((st) => (st as VmStatus).phase === 'Running').length },
       images: { total: store.list('Image').length },
+      drift: (await this.drift()).length,
       applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time, ...(a.revision ? { revision: a.revision } : {}) })),
       errors: [...this.errors],
       notes,
     };
+  }
+
+  /**
+   * Where what is observed differs from what is stored (SPEC section 1, step 8): VMs not in
+   * their desired state or behind their generation, and images not yet on a node that needs them.
+   */
+  async drift(): Promise<DriftJson[]> {
+    if (!this.isLeader && this.d.store.clusterId !== null) return ((await this.d.forward('GET', '/v1/drift')) as { items: DriftJson[] }).items;
+    const out: DriftJson[] = [];
+    for (const r of this.d.store.list('VirtualMachine')) {
+      const st = (await this.statusOf(r)) as VmStatus;
+      const want = (r.spec as VmSpec).state ?? 'Running';
+      const behind = st.observedGeneration !== r.metadata.generation;
+      if (st.phase === want && !behind) continue;
+      const why = [st.phase !== want ? `desired ${want}, observed ${st.phase}` : '', behind ? `observed generation ${st.observedGeneration} of ${r.metadata.generation}` : ''].filter(Boolean).join('; ');
+      out.push({ kind: 'VirtualMachine', name: r.metadata.name, nodeId: st.nodeId, why, message: st.message });
+    }
+    for (const p of this.d.store.listPlacements()) {
+      if (!p.nodeId) continue;
+      const vm = this.d.store.get('VirtualMachine', p.vm)!;
+      const image = this.d.store.get('Image', (vm.spec as VmSpec).image);
+      const hash = image?.source?.hash;
+      if (!image || !hash) continue;
+      const held = p.nodeId === this.d.nodeId ? await this.d.blobs.has(hash).catch(() => false) : (this.d.holders?.(hash) ?? []).includes(p.nodeId);
+      if (!held) out.push({ kind: 'Image', name: image.metadata.name, nodeId: p.nodeId, why: `not yet on ${this.nodeName(p.nodeId)}, which runs VirtualMachine/${p.vm}`, message: '' });
+    }
+    return out;
   }
 
   nodes(): NodeJson[] {

@@ -1,6 +1,6 @@
 import type { DocEntry, DocEvent, ReplicatedDoc } from './doc.js';
 import type { P2PMetrics } from './metrics.js';
-import { Refresher, eachLimited, type ViewOptions } from './refresher.js';
+import { Refresher, eachLimited, wholeIsCheaper, type DirtyKey, type ViewOptions } from './refresher.js';
 
 // The cluster document: the leader publishes committed desired state and placements into it, and
 // every node (voter or worker) live-syncs it (SPEC section 1, step 6). Only voters hold its write
@@ -134,7 +134,7 @@ export class ClusterDocView {
     return this.refresher.stats;
   }
 
-  private async read(keys: string[] | null): Promise<void> {
+  private async read(keys: DirtyKey[] | null): Promise<void> {
     const changed: string[] = [];
     const take = (e: DocEntry<Published>) => {
       const cur = this.entries.get(e.key);
@@ -144,8 +144,22 @@ export class ClusterDocView {
       if (e.value.rev > this.maxRev) this.maxRev = e.value.rev;
       changed.push(e.key);
     };
-    if (keys === null) for (const e of await this.doc.list<Published>('', { better: byRev })) take(e);
-    else await eachLimited(keys, 32, async (k) => (await this.doc.entriesOf<Published>(k, { better: byRev })).forEach(take));
+    if (keys === null || wholeIsCheaper(keys.length, this.entries.size)) {
+      const known = (key: string, author: string, timestamp: bigint) => {
+        const cur = this.entries.get(key);
+        return cur !== undefined && cur.author === author && cur.timestamp === timestamp;
+      };
+      for (const e of await this.doc.list<Published>('', { better: byRev, known })) take(e);
+    } else {
+      await eachLimited(keys, 4, async ({ key, authors }) => {
+        if (authors === null) (await this.doc.entriesOf<Published>(key, { better: byRev })).forEach(take);
+        else
+          for (const a of authors) {
+            const e = await this.doc.getExact<Published>(a, key);
+            if (e) take(e);
+          }
+      });
+    }
     this.metrics?.docEntries.set({ doc: this.name }, this.live);
     if (changed.length > 0) this.onChange?.(changed);
   }

@@ -13,6 +13,8 @@ export interface DocEntry<T = unknown> {
   value: T;
   /** Microseconds since the epoch, as the writer's clock put it. */
   timestamp: bigint;
+  /** The content's hash (Iroh's form). */
+  hash?: string;
 }
 
 export type DocEvent =
@@ -35,7 +37,15 @@ export type DocEvent =
 export interface ListOptions<T> {
   trust?: (author: string, key: string) => boolean;
   better?: (a: DocEntry<T>, b: DocEntry<T>) => boolean;
+  /**
+   * Entries the caller already holds (same key, author and timestamp): left out without reading
+   * their content, so re-reading a big document costs little when little changed.
+   */
+  known?: (key: string, author: string, timestamp: bigint) => boolean;
 }
+
+/** Content reads in flight at once (one native call each; in parallel they cost ~5x less). */
+const READ_WIDTH = 8;
 
 export interface ReplicatedDocOptions {
   /** Sync latency of remote inserts goes here (labelled with `name`). */
@@ -169,25 +179,55 @@ export class ReplicatedDoc {
   }
 
   private async pick<T>(raw: Entry[], opts: ListOptions<T>): Promise<DocEntry<T>[]> {
-    const best = new Map<string, DocEntry<T>>();
+    const wanted: { e: Entry; key: string }[] = [];
     for (const e of raw) {
       const key = Buffer.from(e.key).toString('utf8');
       if (opts.trust && !opts.trust(e.author, key)) continue;
       if (e.len === 0n) continue; // a tombstone
-      const value = await this.read<T>(e);
-      if (value === undefined) continue;
-      const cand: DocEntry<T> = { key, author: e.author, value, timestamp: e.timestamp };
+      if (opts.known?.(key, e.author, e.timestamp)) continue;
+      wanted.push({ e, key });
+    }
+    const values = new Array<T | undefined>(wanted.length);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(READ_WIDTH, wanted.length) }, async () => {
+        while (next < wanted.length) {
+          const i = next++;
+          values[i] = await this.read<T>(wanted[i]!.e);
+        }
+      }),
+    );
+    const best = new Map<string, DocEntry<T>>();
+    for (let i = 0; i < wanted.length; i++) {
+      const value = values[i];
+      if (value === undefined) continue; // content not here yet
+      const { e, key } = wanted[i]!;
+      const cand: DocEntry<T> = { key, author: e.author, value, timestamp: e.timestamp, hash: e.hash };
       const prev = best.get(key);
       if (!prev || (opts.better ?? newer)(cand, prev)) best.set(key, cand);
     }
     return [...best.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  /**
+   * One author's entry for exactly `key`, or undefined (none, a tombstone, or content not here
+   * yet). Cheap: Iroh indexes entries by author and key (a key-only lookup scans the document).
+   */
+  async getExact<T = unknown>(author: string, key: string): Promise<DocEntry<T> | undefined> {
+    const e = await this.doc.getExact(this.m.AuthorId.fromString(author), bytes(key), false);
+    if (!e || e.len === 0n) return undefined;
+    const value = await this.read<T>(e);
+    return value === undefined ? undefined : { key, author: e.author, value, timestamp: e.timestamp, hash: e.hash };
+  }
+
   async get<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T> | undefined> {
     return (await this.entriesOf<T>(key, opts))[0];
   }
 
-  /** The entry for exactly `key` (not the keys it is a prefix of), as `list` would choose it. */
+  /**
+   * The entry for exactly `key` (not the keys it is a prefix of), as `list` would choose it. Iroh
+   * finds it by scanning the document: with an author at hand, getExact is far cheaper.
+   */
   async entriesOf<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
     return this.pick<T>(await this.doc.getMany(this.m.Query.keyExact(bytes(key))), opts);
   }

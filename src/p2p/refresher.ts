@@ -2,11 +2,12 @@ import type { DocEvent } from './doc.js';
 import type { P2PMetrics } from './metrics.js';
 
 // How the document views stay current without re-reading the whole document on every event. An
-// event marks keys dirty; one drain at a time reads them (the whole document only when asked, or
-// when most of it is dirty), so a burst of thousands of inserts (a node joining a big document)
-// costs one read per key, and a read never races an older one. An entry whose content has not
-// arrived is read when Iroh says its content is ready: that event names the content hash, which
-// the insert event told us, so it too costs one read of one key.
+// event marks a key dirty, with the author who wrote it; one drain at a time reads what is dirty,
+// so a burst of thousands of inserts (a node joining a big document) is read in a few batches and
+// a read never races an older one. A key read by author is one indexed lookup; the view may
+// read the whole document instead when most of it is dirty (see the views). An entry whose
+// content has not arrived is read when Iroh says its content is ready: that event names the
+// content hash, which the insert event told us, so it too costs one lookup.
 
 export interface ViewOptions {
   /** Entry counts and refresh errors go here; default: the document's metrics. */
@@ -17,17 +18,26 @@ export interface ViewOptions {
   onError?: (err: unknown) => void;
 }
 
+/** A key to read again: the entries of these authors, or of any author (null: a key-only lookup). */
+export interface DirtyKey {
+  key: string;
+  authors: string[] | null;
+}
+
 /** Reads the given keys, or everything when `keys` is null. */
-export type ReadKeys = (keys: string[] | null) => Promise<void>;
+export type ReadKeys = (keys: DirtyKey[] | null) => Promise<void>;
+
+const ANY = '';
 
 export class Refresher {
-  private dirty = new Set<string>();
+  /** key -> authors whose entry changed ('' = unknown author). */
+  private dirty = new Map<string, Set<string>>();
   private full = false;
-  /** Content hash -> keys whose entry arrived before its content. */
-  private readonly waiting = new Map<string, Set<string>>();
+  /** Content hash -> [key, author] of entries that arrived before their content. */
+  private readonly waiting = new Map<string, [string, string][]>();
   private running: Promise<void> | null = null;
-  /** Drains so far, and how many of them read everything (for tests and benchmarks). */
-  readonly stats = { drains: 0, fullReads: 0, keyReads: 0 };
+  /** Drains so far, how many asked for the whole document, and keys handed over (tests, benchmarks). */
+  readonly stats = { drains: 0, fullReads: 0, keys: 0 };
 
   constructor(
     private readonly read: ReadKeys,
@@ -40,16 +50,16 @@ export class Refresher {
       if (!accept(e.key, e.author)) return;
       if (!e.contentReady && e.hash !== undefined) {
         let keys = this.waiting.get(e.hash);
-        if (!keys) this.waiting.set(e.hash, (keys = new Set()));
-        keys.add(e.key);
+        if (!keys) this.waiting.set(e.hash, (keys = []));
+        keys.push([e.key, e.author]);
         return;
       }
-      this.key(e.key);
+      this.key(e.key, e.author);
     } else if (e.type === 'content-ready') {
       const keys = this.waiting.get(e.hash);
       if (!keys) return; // content of an entry this view was never told about, or already read
       this.waiting.delete(e.hash);
-      for (const k of keys) this.key(k);
+      for (const [k, author] of keys) this.key(k, author);
     } else if (e.type === 'sync-finished' && e.ok) {
       // A set reconciliation reports each entry it brought as an insert; reading everything
       // once more after it is the level-triggered safety net (cheap next to the sync itself).
@@ -57,8 +67,11 @@ export class Refresher {
     }
   }
 
-  key(key: string): void {
-    this.dirty.add(key);
+  /** Reads `key` again: the entry of `author`, or (without one) of every author. */
+  key(key: string, author?: string): void {
+    let authors = this.dirty.get(key);
+    if (!authors) this.dirty.set(key, (authors = new Set()));
+    authors.add(author ?? ANY);
     this.kick();
   }
 
@@ -81,12 +94,12 @@ export class Refresher {
     await new Promise<void>((r) => setImmediate(r));
     try {
       while (this.full || this.dirty.size > 0) {
-        const keys = this.full ? null : [...this.dirty];
+        const keys = this.full ? null : [...this.dirty].map(([key, a]): DirtyKey => ({ key, authors: a.has(ANY) ? null : [...a] }));
         this.full = false;
         this.dirty.clear();
         this.stats.drains++;
         if (keys === null) this.stats.fullReads++;
-        else this.stats.keyReads += keys.length;
+        else this.stats.keys += keys.length;
         try {
           await this.read(keys);
         } catch (e) {
@@ -107,4 +120,13 @@ export async function eachLimited<T>(items: readonly T[], width: number, fn: (it
       while (next < items.length) await fn(items[next++]!);
     }),
   );
+}
+
+/**
+ * Whether reading the whole document beats reading `dirty` keys one by one, for a view holding
+ * `held` entries. Measured on Iroh 0.35: one indexed lookup plus its content read ~100 µs; the
+ * whole document ~8 µs per entry, entries the view already holds unchanged skipped unread.
+ */
+export function wholeIsCheaper(dirty: number, held: number): boolean {
+  return dirty > 64 && dirty * 12 > held;
 }

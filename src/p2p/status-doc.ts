@@ -1,6 +1,6 @@
 import type { DocEntry, DocEvent, ReplicatedDoc } from './doc.js';
 import type { P2PMetrics } from './metrics.js';
-import { Refresher, eachLimited, type ViewOptions } from './refresher.js';
+import { Refresher, eachLimited, wholeIsCheaper, type DirtyKey, type ViewOptions } from './refresher.js';
 
 // The status document: every node writes what it observes under status/<its node id>/ with its
 // own author (SPEC section 1, step 7). Every admitted node can write to the document, so a reader
@@ -114,7 +114,7 @@ export class StatusView {
     return nodeId !== undefined && this.authorOf(nodeId) === author;
   }
 
-  private async read(keys: string[] | null): Promise<void> {
+  private async read(keys: DirtyKey[] | null): Promise<void> {
     const changed: string[] = [];
     const trust = (a: string, k: string) => this.trusted(a, k);
     const take = (e: DocEntry<unknown>) => {
@@ -124,8 +124,23 @@ export class StatusView {
       this.live += (e.value === null ? 0 : 1) - (cur && cur.value !== null ? 1 : 0);
       changed.push(e.key);
     };
-    if (keys === null) for (const e of await this.doc.list(STATUS_PREFIX, { trust })) take(e);
-    else await eachLimited(keys, 32, async (k) => (await this.doc.entriesOf(k, { trust })).forEach(take));
+    if (keys === null || wholeIsCheaper(keys.length, this.entries.size)) {
+      const known = (key: string, author: string, timestamp: bigint) => {
+        const cur = this.entries.get(key);
+        return cur !== undefined && cur.author === author && cur.timestamp === timestamp;
+      };
+      for (const e of await this.doc.list(STATUS_PREFIX, { trust, known })) take(e);
+    } else {
+      await eachLimited(keys, 32, async ({ key, authors }) => {
+        if (authors === null) (await this.doc.entriesOf(key, { trust })).forEach(take);
+        else
+          for (const a of authors) {
+            if (!trust(a, key)) continue;
+            const e = await this.doc.getExact(a, key);
+            if (e) take(e);
+          }
+      });
+    }
     this.metrics?.docEntries.set({ doc: this.name }, this.live);
     if (changed.length > 0) this.onChange?.(changed);
   }
