@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Bitmap } from './bitmap.js';
-import { owner } from './pieces.js';
+import { owner, rendezvous } from './pieces.js';
 import { DEFAULT_SCHEDULER, schedule, type PieceView, type ProviderView, type SchedulerInput } from './scheduler.js';
 
 // Table tests of the piece scheduler: each case is a situation and what must (not) be decided.
@@ -40,11 +40,19 @@ interface Case {
 const cases: Case[] = [
   {
     name: 'one provider: up to its per-provider limit, in order',
-    in: {},
+    in: { pieces: pieces(N, { 7: { done: true } }) },
     starts: [
       [0, 'A', 'new'],
       [1, 'A', 'new'],
     ],
+  },
+  {
+    name: 'a fresh download alone with one provider starts with the pieces it would most likely own',
+    in: {},
+    check: (p) => {
+      const byScore = Array.from({ length: N }, (_, i) => i).sort((a, b) => rendezvous(`img/${b}`, 'me') - rendezvous(`img/${a}`, 'me'));
+      expect(p.starts.map((s) => s.index)).toEqual(byScore.slice(0, 2));
+    },
   },
   {
     name: 'two whole holders: spread evenly, up to the total in flight',
@@ -101,12 +109,12 @@ const cases: Case[] = [
   },
   {
     name: 'a provider on probation gets one attempt at a time',
-    in: { providers: [seed('A', { probation: true })] },
+    in: { providers: [seed('A', { probation: true })], pieces: pieces(N, { 7: { done: true } }) },
     starts: [[0, 'A', 'new']],
   },
   {
     name: 'a node holding part of the image serves its pieces before the whole holders do',
-    in: { providers: [seed('A'), partial('P', [2, 3])] },
+    in: { providers: [seed('A'), partial('P', [2, 3])], pieces: pieces(N, { 7: { done: true } }) },
     check: (p) => {
       expect(p.starts.filter((s) => s.provider === 'P').map((s) => s.index).sort()).toEqual([2, 3]);
       expect(p.starts.filter((s) => s.provider === 'A').map((s) => s.index).sort()).toEqual([0, 1]);

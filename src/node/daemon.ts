@@ -98,6 +98,15 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const registry = new Registry();
     collectDefaultMetrics({ register: registry, prefix: 'blixard_process_' });
     const p2pMetrics = new P2PMetrics(registry);
+    // Errors of background tasks are never swallowed: logged with context, counted in metrics,
+    // and shown by `blixard status` (the last ones).
+    let recordError: (component: string, err: unknown) => void = () => {};
+    const bgError = (component: string, level: 'warn' | 'debug' = 'warn') => (err: unknown) => {
+      const message = (err as Error)?.message ?? String(err);
+      log[level]({ component, err: message }, `${component} failed`);
+      p2pMetrics.errors.inc({ component });
+      if (level === 'warn') recordError(component, err);
+    };
 
     // Who may talk to us: admitted nodes (Peers and joined nodes in the store), the members a join
     // told us of, and, while this data dir belongs to no cluster yet, the cluster that admits it
@@ -189,7 +198,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         entries.set('meta/cluster', { clusterId: store.clusterId, leader: self });
         await docs.publisher.publish(entries, rev);
         publishedRev = rev;
-      }).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'cannot publish to the cluster document'));
+      }).catch(bgError('publish-cluster-document'));
       return publishing;
     }
 
@@ -269,7 +278,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     });
     cleanups.push(() => raft.close());
     if (raft instanceof RaftNode) registerRaftMetrics(registry, raft);
-    if (isWorker) void openDocs(membership!.docs!, false).catch((e: unknown) => log.error({ err: (e as Error).message }, 'cannot open the documents'));
+    if (isWorker) void openDocs(membership!.docs!, false).catch(bgError('open-documents'));
     // The only voter need not wait out an election timeout: nobody else can win.
     const alone = () => raft.membership.voters.length === 1 && raft.membership.voters[0] === self && (raft.membership.votersOutgoing ?? []).length === 0;
     if (alone()) raft.campaign();
@@ -329,7 +338,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       return out;
     }
     function announceBlob(hash: string, size: number): void {
-      docs?.writer.set(`blob/${hash.slice(7)}`, { size, at: new Date().toISOString() }).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'cannot announce a blob'));
+      docs?.writer.set(`blob/${hash.slice(7)}`, { size, at: new Date().toISOString() }).catch(bgError('announce-blob'));
     }
     /** Announces the images this node holds (after start and after changes): content for others. */
     async function announceHeld(): Promise<void> {
@@ -375,7 +384,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       if (isWorker && docs && !g.fenced && !g.mayStart && Date.now() - syncAskedAt > 2_000) {
         syncAskedAt = Date.now();
         const voters = store.listNodes().filter((n) => n.role === 'voter').map((n) => ({ nodeId: n.nodeId, addresses: addressesOf(n.nodeId) }));
-        void docs.syncWith(voters).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'document sync not started'));
+        void docs.syncWith(voters).catch(bgError('document-sync'));
       }
       const key = `${g.fenced}/${g.mayStart}`;
       if (key !== lastGate) {
@@ -422,9 +431,12 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       report: (name, r) => {
         if (!docs) return;
         const write = r ? docs.writer.set(`vm/${name}`, r) : docs.writer.remove(`vm/${name}`);
-        write.catch((e: unknown) => log.warn({ vm: name, err: (e as Error).message }, 'cannot write VM status'));
+        write.catch(bgError('write-vm-status'));
       },
-      event: (name, e) => backend.event('VirtualMachine', name, e.type, e.reason, e.message),
+      event: (name, e) => {
+        backend.event('VirtualMachine', name, e.type, e.reason, e.message);
+        if (e.reason === 'Failed') bgError(`reconcile VirtualMachine/${name}`)(new Error(e.message));
+      },
       log,
     });
 
@@ -478,6 +490,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     }
     cleanups.push(async () => clearTimeout(afterApplyTimer));
 
+    recordError = (component, err) => backend.recordError(component, err);
+
     // Node-to-node API: followers forward to the leader, joining nodes present their secret.
     serveRpc(router, async (req, remote) => {
       if (!admitted(remote) && !(req.method === 'POST' && req.path === '/v1/join')) {
@@ -527,7 +541,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     // Leader duties, re-checked on an interval: Raft membership follows the admitted voters, and
     // this node's own record stays current (API and Iroh addresses change between runs).
     let registered = false;
-    const duties = setInterval(() => void leaderDuties().catch((e: unknown) => log.debug({ err: (e as Error).message }, 'leader duties')), MEMBERSHIP_INTERVAL_MS);
+    const duties = setInterval(() => void leaderDuties().catch(bgError('membership')), MEMBERSHIP_INTERVAL_MS);
     duties.unref();
     cleanups.push(async () => clearInterval(duties));
     function onLeadership(): void {
@@ -571,7 +585,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       if (!docs) return;
       docs.writer
         .set('node', { time: new Date().toISOString(), name: settings.name, role: membership?.role ?? settings.role, formats, capacity: { vcpus: settings.vcpus, memoryMiB: settings.memoryMiB } })
-        .catch((e: unknown) => log.debug({ err: (e as Error).message }, 'heartbeat not written'));
+        .catch(bgError('heartbeat'));
     }, Math.min(2_000, Math.max(250, nodeTimeoutMs / 4)));
     heartbeat.unref();
     cleanups.push(async () => clearInterval(heartbeat));
