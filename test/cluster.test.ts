@@ -57,6 +57,13 @@ describe('a three-voter cluster on loopback', () => {
     // Every node has a record with its name, and the joined ones show up as Peers named by --name.
     const peers = (await nodes[0]!.client.list('Peer')).map((p) => p.metadata.name).sort();
     expect(peers).toEqual(['n2', 'n3']);
+    // Peer health as each node sees it: connected, with a round-trip time.
+    await until('peers connected with an RTT', async () => {
+      const s = await nodes[0]!.client.status();
+      return s.peers.length === 2 && s.peers.every((p) => p.connected && p.rttMs !== null);
+    });
+    const table = cli(['--server', nodes[0]!.api, '--token', nodes[0]!.token, 'get', 'peers'], { configHome: configHome() }).stdout;
+    expect(table).toMatch(/^n2\s+\S+\s+voter\s+True\s+True\s+[\d.]+ms/m);
   });
 
   it('accepts writes on any node (followers forward to the leader) and replicates them', async () => {
@@ -89,6 +96,9 @@ describe('a three-voter cluster on loopback', () => {
     const next = await until('a new leader', async () => {
       const st = await Promise.all(rest.map((d) => d.client.status().catch(() => undefined)));
       return st.find((x): x is StatusJson => !!x && x.raft.role === 'leader' && x.raft.leader !== leader.nodeId);
+    }).catch(async (e: unknown) => {
+      if (process.env.DEBUG_CLUSTER) for (const d of rest) console.log('DEBUG', JSON.stringify((await d.client.status().catch((x: unknown) => ({ raft: String(x) }))).raft), d.stderr().split('\n').filter((l) => /"level":(40|50)|raft role/.test(l)).slice(-8).join('\n'));
+      throw e;
     });
     console.log(`new leader after ${Date.now() - t0} ms`);
     expect(next.raft.leader).not.toBe(leader.nodeId);

@@ -29,6 +29,19 @@ export interface ImageStatus {
 export interface PeerStatus {
   registered: boolean;
   ready: boolean;
+  /** This node's connection to the peer (blixard/peer/1): up, round-trip time, last heard from. */
+  connected: boolean;
+  rttMs: number | null;
+  lastSeen: string | null;
+}
+
+export interface PeerHealthJson {
+  nodeId: string;
+  name: string;
+  connected: boolean;
+  rttMs: number | null;
+  lastSeen: string | null;
+  lastError: string | null;
 }
 
 export interface ResourceJson {
@@ -76,6 +89,8 @@ export interface StatusJson {
   nodes: NodeJson[];
   vms: { total: number; running: number };
   images: { total: number };
+  /** This node's connections to its peers. */
+  peers: PeerHealthJson[];
   /** How many places observed state differs from desired (details: GET /v1/drift, `diff --actual`). */
   drift: number;
   applysets: { name: string; index: number; time: string; revision?: string }[];

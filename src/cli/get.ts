@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { ApiError, resolveKind, KIND_WORDS, type ImageStatus, type NodeJson, type ResourceJson, type VmStatus } from '../api/index.js';
+import { ApiError, resolveKind, KIND_WORDS, type ImageStatus, type NodeJson, type PeerStatus, type ResourceJson, type VmStatus } from '../api/index.js';
 import { formatBytes, withDefaults, type ImageSpec, type PeerSpec, type VmSpec } from '../state/index.js';
 import { connect } from './connection.js';
 import { age, outputFormat, table, toJson, toYaml, UsageError } from './output.js';
@@ -74,10 +74,20 @@ export function resourceTable(items: ResourceJson[], wide: boolean): string {
     );
   }
   return table(
-    ['NAME', 'NODE-ID', 'ROLE', 'ADDRESSES', 'AGE'],
+    ['NAME', 'NODE-ID', 'ROLE', 'READY', 'CONNECTED', 'RTT', 'ADDRESSES', 'AGE'],
     items.map((r) => {
       const s = withDefaults('Peer', r.spec) as PeerSpec;
-      return [r.metadata.name, wide ? s.nodeId : s.nodeId.slice(0, 10), s.role!, (s.addresses ?? []).join(',') || '<none>', age(r.metadata.creationTimestamp)];
+      const st = r.status as PeerStatus;
+      return [
+        r.metadata.name,
+        wide ? s.nodeId : s.nodeId.slice(0, 10),
+        s.role!,
+        st.ready ? 'True' : 'False',
+        st.connected ? 'True' : 'False',
+        st.rttMs === null ? '<none>' : `${st.rttMs}ms`,
+        (s.addresses ?? []).join(',') || '<none>',
+        age(r.metadata.creationTimestamp),
+      ];
     }),
   );
 }

@@ -22,6 +22,9 @@ export default async function status(opts: { output?: string }, cmd: Command): P
     for (const a of s.applysets) text += `Applied:   applyset ${a.name} at index ${a.index} (${a.time})${a.revision ? `, revision ${a.revision}` : ''}\n`;
     text += '\nMembers:\n' + table(['NAME', 'NODE-ID', 'ROLE', 'API'], s.raft.members.map((m) => [m.name, m.nodeId.slice(0, 10), m.role, m.api ?? '']));
     text += '\nNodes:\n' + table(['NAME', 'ROLE', 'READY', 'CAPACITY', 'ALLOCATED'], s.nodes.map((n) => [n.name, n.role, n.ready ? 'True' : 'False', `${n.capacity.vcpus} vcpu, ${n.capacity.memoryMiB}Mi`, `${n.allocated.vcpus} vcpu, ${n.allocated.memoryMiB}Mi`]));
+    if (s.peers.length) {
+      text += '\nPeers (from this node):\n' + table(['NAME', 'CONNECTED', 'RTT', 'LAST SEEN', 'LAST ERROR'], s.peers.map((p) => [p.name, p.connected ? 'True' : 'False', p.rttMs === null ? '<none>' : `${p.rttMs}ms`, p.lastSeen ?? '<never>', p.lastError ?? '']));
+    }
     for (const n of s.notes) text += `\n${paint(out, 'yellow', 'note:')} ${n}`;
     if (s.notes.length) text += '\n';
     if (s.errors.length) {

@@ -21,8 +21,8 @@ export interface ProviderInfo {
 
 export interface ProviderSet {
   providers: ProviderInfo[];
-  /** Other nodes fetching the same image now (their records are partial and fresh). */
-  peersFetching: string[];
+  /** Other nodes fetching the same image now (their records are partial and fresh), with how many pieces they have. */
+  peersFetching: { nodeId: string; pieces: number }[];
 }
 
 export interface EngineConfig extends SchedulerConfig {
@@ -114,7 +114,8 @@ interface Attempt {
   index: number;
   provider: string;
   kind: StartKind;
-  state: 'waiting' | 'live' | 'stalled' | 'over';
+  /** ending: iroh's download returned, the store is being asked whether the piece is whole. */
+  state: 'waiting' | 'live' | 'ending' | 'stalled' | 'over';
   startedAt: number | null;
   lastProgressAt: number;
   offset: number;
@@ -148,6 +149,7 @@ export class PieceDownload {
   private readonly c: EngineConfig;
   private readonly pieces: PieceState[];
   private readonly prov = new Map<string, ProviderState>();
+  private readonly gains = new Map<string, { pieces: number; at: number }>();
   private readonly now: () => number;
   private readonly hex: string;
   private readonly started: number;
@@ -209,7 +211,7 @@ export class PieceDownload {
     for (const p of this.pieces) {
       bytes += p.done ? p.size : Math.min(p.best, p.size);
       if (p.done) done++;
-      inFlight += p.attempts.filter((a) => a.state === 'live' || a.state === 'waiting').length;
+      inFlight += p.attempts.filter((a) => a.state === 'live' || a.state === 'waiting' || a.state === 'ending').length;
     }
     return {
       hash: this.o.manifest.hash,
@@ -261,7 +263,11 @@ export class PieceDownload {
       pieces: this.pieces.map((p) => ({
         index: p.index,
         done: p.done,
-        live: p.attempts.filter((a) => a.state === 'live' || a.state === 'waiting').map((a) => ({ provider: a.provider, startedAt: a.startedAt, lastProgressAt: a.lastProgressAt })),
+        // An attempt whose end is being checked still counts (else the piece would start again
+        // in that moment); it cannot stall.
+        live: p.attempts
+          .filter((a) => a.state === 'live' || a.state === 'waiting' || a.state === 'ending')
+          .map((a) => ({ provider: a.provider, startedAt: a.state === 'ending' ? null : a.startedAt, lastProgressAt: a.lastProgressAt })),
         stalled: p.attempts.filter((a) => a.state === 'stalled').map((a) => a.provider),
         failed: [...p.failed],
         deferredSince: p.deferredSince,
@@ -270,7 +276,7 @@ export class PieceDownload {
         const st = this.prov.get(p.nodeId)!;
         return { nodeId: p.nodeId, have: p.have, suspectUntil: st.suspectUntil, probation: st.probation, bytes: st.received + this.liveBytes(p.nodeId) };
       }),
-      peersFetching: set.peersFetching.filter((id) => id !== this.o.self),
+      peersFetching: this.peerProgress(set.peersFetching, now),
       zombies: this.zombies,
       typicalPieceMs: this.typical(),
       config: this.c,
@@ -368,7 +374,7 @@ export class PieceDownload {
     const st = this.prov.get(a.provider);
     const wasStalled = a.state === 'stalled';
     if (wasStalled) this.zombies--;
-    a.state = 'over';
+    a.state = wasStalled ? 'over' : 'ending';
     // An attempt that hung (its provider died) never reports what it read: what it wrote is our
     // count of it (iroh keeps those bytes, and the next attempt fetches only the rest).
     if (st) st.received += bytesRead > 0 ? bytesRead : Math.max(0, a.offset - a.base);
@@ -378,6 +384,7 @@ export class PieceDownload {
     } catch {
       complete = false;
     }
+    a.state = 'over';
     if (complete) {
       if (!piece.done) {
         piece.done = true;
@@ -411,6 +418,17 @@ export class PieceDownload {
     this.tick();
   }
 
+  /** When each other downloader was last seen to get a piece (first seen counts as a gain). */
+  private peerProgress(peers: ProviderSet['peersFetching'], now: number): { nodeId: string; lastGainAt: number }[] {
+    return peers
+      .filter((p) => p.nodeId !== this.o.self)
+      .map((p) => {
+        const seen = this.gains.get(p.nodeId);
+        if (!seen || p.pieces > seen.pieces) this.gains.set(p.nodeId, { pieces: p.pieces, at: now });
+        return { nodeId: p.nodeId, lastGainAt: this.gains.get(p.nodeId)!.at };
+      });
+  }
+
   /** What attempts still running have moved from a provider (their network bytes come when they end). */
   private liveBytes(provider: string): number {
     let n = 0;
@@ -433,7 +451,9 @@ export class PieceDownload {
       () => {
         this.timer = undefined;
         this.timerAt = null;
-        this.tick();
+        // Progress callbacks that queued while the event loop was busy run first (poll phase):
+        // a busy process must not take its own lateness for a silent provider.
+        setImmediate(() => this.tick());
       },
       Math.max(1, Math.ceil(t - this.now())),
     );

@@ -473,11 +473,11 @@ export class Prefetcher {
     if (job.cache && now - job.cache.at < 1000) return job.cache.set;
     const view = this.o.status();
     const providers: ProviderSet['providers'] = [];
-    const peersFetching: string[] = [];
+    const peersFetching: ProviderSet['peersFetching'] = [];
     const window = this.o.activeWindowMs ?? 20_000;
     for (const h of view ? holdingsOf(view, m.hash) : []) {
       if (h.nodeId === this.o.self || h.collection !== m.collection) continue;
-      if (h.have !== 'all' && now - h.at < window) peersFetching.push(h.nodeId);
+      if (h.have !== 'all' && now - h.at < window) peersFetching.push({ nodeId: h.nodeId, pieces: h.have.count });
       const addr = this.o.addressOf(h.nodeId);
       if (!addr) continue;
       if (h.have !== 'all' && (h.have as Bitmap).count === 0) continue;
@@ -492,8 +492,12 @@ export class Prefetcher {
     if (e.type === 'stall') {
       this.o.metrics?.stalls.inc({ peer: e.provider });
       this.o.log?.warn({ image: job.hash, piece: e.index, peer: e.provider.slice(0, 10), suspectForMs: e.suspectForMs }, 'piece stalled: fetching it from another peer');
-    } else if (e.type === 'start' && e.kind !== 'new') this.o.metrics?.hedges.inc({ kind: e.kind });
+    } else if (e.type === 'start') {
+      if (e.kind !== 'new') this.o.metrics?.hedges.inc({ kind: e.kind });
+      this.o.log?.debug?.({ image: job.hash, piece: e.index, peer: e.provider.slice(0, 10), kind: e.kind }, 'piece started');
+    }
     else if (e.type === 'failure') this.o.log?.debug?.({ image: job.hash, piece: e.index, peer: e.provider.slice(0, 10), why: e.why }, 'piece attempt failed');
+    else if (e.type === 'piece') this.o.log?.debug?.({ image: job.hash, piece: e.index, peer: e.provider.slice(0, 10), ms: Math.round(e.ms) }, 'piece arrived');
   }
 
   private refreshGauges(): void {

@@ -6,7 +6,7 @@ import { DEFAULT_SCHEDULER, schedule, type PieceView, type ProviderView, type Sc
 // Table tests of the piece scheduler: each case is a situation and what must (not) be decided.
 
 const N = 8;
-const cfg = { ...DEFAULT_SCHEDULER, perProvider: 2, maxInFlight: 4, stallMs: 1000, ownerGraceMs: 500, maxZombies: 4, maxStallsPerPiece: 2, endgameFactor: 3 };
+const cfg = { ...DEFAULT_SCHEDULER, perProvider: 2, maxInFlight: 4, stallMs: 1000, ownerGraceMs: 500, ownerGraceMaxMs: 5000, maxZombies: 4, maxStallsPerPiece: 2, endgameFactor: 3, earlyPieces: 1 };
 
 function pieces(n: number, over: Record<number, Partial<PieceView>> = {}): PieceView[] {
   return Array.from({ length: n }, (_, index) => ({ index, done: false, live: [], stalled: [], failed: [], deferredSince: null, ...over[index] }));
@@ -51,6 +51,14 @@ const cases: Case[] = [
     in: {},
     check: (p) => {
       const byScore = Array.from({ length: N }, (_, i) => i).sort((a, b) => rendezvous(`img/${b}`, 'me') - rendezvous(`img/${a}`, 'me'));
+      expect(p.starts.map((s) => s.index)).toEqual(byScore.slice(0, 2));
+    },
+  },
+  {
+    name: 'the rendezvous order lasts for the first earlyPieces pieces started',
+    in: { pieces: pieces(N, { 7: { done: true } }), config: { ...cfg, earlyPieces: 3 } },
+    check: (p) => {
+      const byScore = Array.from({ length: 7 }, (_, i) => i).sort((a, b) => rendezvous(`img/${b}`, 'me') - rendezvous(`img/${a}`, 'me'));
       expect(p.starts.map((s) => s.index)).toEqual(byScore.slice(0, 2));
     },
   },
@@ -196,22 +204,29 @@ describe('schedule', () => {
 });
 
 describe('first provider relief (one holder, several downloaders)', () => {
-  const peers = ['n1', 'n2', 'n3'];
-  const all = ['me', ...peers];
+  const peerIds = ['n1', 'n2', 'n3'];
+  const peers = peerIds.map((nodeId) => ({ nodeId, lastGainAt: 0 }));
+  const all = ['me', ...peerIds];
   const mine = Array.from({ length: N }, (_, i) => i).filter((i) => owner(`img/${i}`, all) === 'me');
   const theirs = Array.from({ length: N }, (_, i) => i).filter((i) => !mine.includes(i));
 
   it('each downloader takes from the one holder only the pieces rendezvous hashing gives it', () => {
-    const p = schedule(input({ peersFetching: peers, config: { ...cfg, perProvider: N, maxInFlight: N } }));
+    const p = schedule(input({ peersFetching: peers, typicalPieceMs: 100, config: { ...cfg, perProvider: N, maxInFlight: N } }));
     expect(p.starts.map((s) => s.index).sort((a, b) => a - b)).toEqual(mine);
     expect(p.defer.map((d) => d.index).sort((a, b) => a - b)).toEqual(theirs);
     expect(p.defer.every((d) => d.since === 10_000)).toBe(true);
     expect(p.wakeAt).toBe(10_500);
   });
 
+  it('until a piece time is known, the wait is the longest', () => {
+    const p = schedule(input({ peersFetching: peers, now: 14_000, pieces: pieces(N, Object.fromEntries(theirs.map((i) => [i, { deferredSince: 10_000 }]))), config: { ...cfg, perProvider: N, maxInFlight: N } }));
+    expect(p.starts.map((s) => s.index).filter((i) => theirs.includes(i))).toEqual([]);
+    expect(p.wakeAt).toBe(15_000);
+  });
+
   it('the partition covers every piece exactly once across the downloaders', () => {
     const owners = all.map((self) => {
-      const p = schedule(input({ self, peersFetching: all.filter((x) => x !== self), config: { ...cfg, perProvider: N, maxInFlight: N } }));
+      const p = schedule(input({ self, typicalPieceMs: 100, peersFetching: all.filter((x) => x !== self).map((nodeId) => ({ nodeId, lastGainAt: 0 })), config: { ...cfg, perProvider: N, maxInFlight: N } }));
       return p.starts.map((s) => s.index);
     });
     expect(owners.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i));
@@ -220,8 +235,8 @@ describe('first provider relief (one holder, several downloaders)', () => {
   it('a deferred piece is taken from the holder once the grace time is over', () => {
     const minesDone = Object.fromEntries(mine.map((i) => [i, { done: true }]));
     const waiting = Object.fromEntries(theirs.map((i) => [i, { deferredSince: 10_000 }]));
-    expect(schedule(input({ now: 10_400, peersFetching: peers, pieces: pieces(N, { ...minesDone, ...waiting }) })).starts).toEqual([]);
-    const later = schedule(input({ now: 10_600, peersFetching: peers, pieces: pieces(N, { ...minesDone, ...waiting }) }));
+    expect(schedule(input({ now: 10_400, typicalPieceMs: 100, peersFetching: peers, pieces: pieces(N, { ...minesDone, ...waiting }) })).starts).toEqual([]);
+    const later = schedule(input({ now: 10_600, typicalPieceMs: 100, peersFetching: peers, pieces: pieces(N, { ...minesDone, ...waiting }) }));
     expect(later.starts.map((s) => s.index)).toEqual(theirs.slice(0, 2));
   });
 
@@ -229,6 +244,16 @@ describe('first provider relief (one holder, several downloaders)', () => {
     const p = schedule(input({ peersFetching: peers, typicalPieceMs: 400, pieces: pieces(N, Object.fromEntries(theirs.map((i) => [i, { deferredSince: 10_000 }]))), now: 10_600 }));
     expect(p.starts.map((s) => s.index).filter((i) => theirs.includes(i))).toEqual([]);
     expect(p.wakeAt).toBe(11_600);
+  });
+
+  it('the wait goes on while the owner keeps getting pieces', () => {
+    const t = theirs[0]!;
+    const own = owner(`img/${t}`, all)!;
+    const gaining = peers.map((p) => (p.nodeId === own ? { ...p, lastGainAt: 10_400 } : p));
+    const waiting = Object.fromEntries(theirs.map((i) => [i, { deferredSince: 10_000 }]));
+    const p = schedule(input({ now: 10_600, typicalPieceMs: 100, peersFetching: gaining, pieces: pieces(N, waiting), config: { ...cfg, perProvider: N, maxInFlight: N } }));
+    expect(p.starts.map((s) => s.index)).not.toContain(t);
+    expect(p.wakeAt).toBe(10_900);
   });
 
   it('once another downloader has the piece, it comes from there and the wait ends', () => {

@@ -23,8 +23,10 @@ import { owner, rendezvous } from './pieces.js';
 //   downloaders. The others wait for it to appear at that downloader and take it from there.
 //   Should it not appear within the grace time (the owner died or is slow), they take it from
 //   the provider anyway. So the first provider sends each piece about once, whatever N is.
-//   Downloaders that start together do not see each other at first: a fresh download begins
-//   with the pieces it would most likely own (its highest rendezvous scores), not with piece 0.
+//   The wait lasts while the owner keeps getting pieces (its record's bitmap grows), so a slow
+//   owner is waited for and a dead one is not. Downloaders that start together do not see each
+//   other at first: a download that sees nobody else takes its first pieces in the order it
+//   would most likely own them in any group (its highest rendezvous scores), not from piece 0.
 // - Endgame: once every missing piece is in flight, a piece running `endgameFactor` times longer
 //   than a typical one is also started from another provider; whichever finishes first wins.
 
@@ -66,6 +68,9 @@ export interface SchedulerConfig {
   maxZombies: number;
   maxStallsPerPiece: number;
   ownerGraceMs: number;
+  ownerGraceMaxMs: number;
+  /** A download that sees no other downloader takes its first this-many pieces in rendezvous order. */
+  earlyPieces: number;
   endgameFactor: number;
 }
 
@@ -76,6 +81,8 @@ export const DEFAULT_SCHEDULER: SchedulerConfig = {
   maxZombies: 16,
   maxStallsPerPiece: 3,
   ownerGraceMs: 1500,
+  ownerGraceMaxMs: 15_000,
+  earlyPieces: 6,
   endgameFactor: 3,
 };
 
@@ -86,8 +93,8 @@ export interface SchedulerInput {
   salt: string;
   pieces: PieceView[];
   providers: ProviderView[];
-  /** Other nodes fetching this image right now (recent partial records). */
-  peersFetching: string[];
+  /** Other nodes fetching this image right now (recent partial records), and when each last got a piece. */
+  peersFetching: { nodeId: string; lastGainAt: number }[];
   zombies: number;
   /** Typical duration of a completed attempt (ms), null until one completed. */
   typicalPieceMs: number | null;
@@ -156,8 +163,11 @@ export function schedule(input: SchedulerInput): Plan {
   let inFlight = finishing + [...live.values()].reduce((n, a) => n + a.length, 0);
   const cap = (p: ProviderView) => (p.probation ? 1 : c.perProvider);
   const usable = (p: ProviderView) => !suspectNow.has(p.nodeId) && (busy.get(p.nodeId) ?? 0) < cap(p);
-  const grace = Math.max(c.ownerGraceMs, 4 * (input.typicalPieceMs ?? 0));
-  const downloaders = [input.self, ...input.peersFetching.filter((n) => n !== input.self)];
+  // How long to wait for another downloader to fetch a piece first: four typical piece times
+  // (the owner fetches its share a few at a time); until a piece time is known, the longest.
+  const grace = input.typicalPieceMs === null ? c.ownerGraceMaxMs : Math.min(c.ownerGraceMaxMs, Math.max(c.ownerGraceMs, 4 * input.typicalPieceMs));
+  const peers = new Map(input.peersFetching.filter((n) => n.nodeId !== input.self).map((n) => [n.nodeId, n.lastGainAt]));
+  const downloaders = [input.self, ...peers.keys()];
 
   // 2. Pieces to start: hedges first, then rarest, then in order.
   const unavailable = plan.unavailable;
@@ -170,7 +180,8 @@ export function schedule(input: SchedulerInput): Plan {
       // A provider that failed this piece is tried again only when no other one holds it.
       return { p, stalled, holders: fresh.length > 0 ? fresh : holders };
     });
-  const fresh = downloaders.length === 1 && input.pieces.every((p) => !p.done);
+  const started = input.pieces.filter((p) => p.done || p.live.length > 0 || p.stalled.length > 0).length;
+  const fresh = downloaders.length === 1 && started < c.earlyPieces;
   const rarity = (h: ProviderView[]) => h.filter((pr) => !suspectNow.has(pr.nodeId)).length || Number.MAX_SAFE_INTEGER;
   candidates.sort((a, b) => {
     const ha = a.stalled.length > 0 ? 0 : 1;
@@ -200,13 +211,11 @@ export function schedule(input: SchedulerInput): Plan {
     if (single) {
       const own = owner(`${input.salt}/${p.index}`, downloaders);
       if (own !== input.self) {
-        if (p.deferredSince === null) {
-          plan.defer.push({ index: p.index, since: now });
-          wake(now + grace);
-          continue;
-        }
-        if (now - p.deferredSince < grace) {
-          wake(p.deferredSince + grace);
+        // Wait while the owner keeps getting pieces: a slow owner is waited for, a dead one not.
+        const since = Math.max(p.deferredSince ?? now, peers.get(own!) ?? 0);
+        if (p.deferredSince === null) plan.defer.push({ index: p.index, since: now });
+        if (now - since < grace) {
+          wake(since + grace);
           continue;
         }
       }

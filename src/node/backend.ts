@@ -11,6 +11,7 @@ import type {
   DriftJson,
   EventJson,
   ImageStatus,
+  PeerHealthJson,
   NodeJson,
   PeerStatus,
   PlanRequest,
@@ -92,6 +93,8 @@ export interface BackendDeps {
   nodeReady: (nodeId: string) => boolean;
   /** What another node reports of a VM placed on it (the status document). */
   remoteVm?: (nodeId: string, vm: string) => ReportedVm | undefined;
+  /** This node's connections to its peers. */
+  peerHealth?: () => PeerHealthJson[];
   /** The nodes that hold a blob whole (status document), and a hook when this node gets one. */
   holders?: (hash: string) => string[];
   onBlob?: (hash: string, size: number) => void;
@@ -152,7 +155,9 @@ export class NodeBackend implements ApiBackend {
       nodes: this.nodes(),
       vms: { total: vms.length, running: statuses.filter((st) => (st as VmStatus).phase === 'Running').length },
       images: { total: store.list('Image').length },
-      drift: (await this.drift()).length,
+      peers: this.d.peerHealth?.() ?? [],
+      // From this node's own replica: status must answer even when the leader does not.
+      drift: (await this.drift(true)).length,
       applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time, ...(a.revision ? { revision: a.revision } : {}) })),
       errors: [...this.errors],
       notes,
@@ -163,8 +168,8 @@ export class NodeBackend implements ApiBackend {
    * Where what is observed differs from what is stored (SPEC section 1, step 8): VMs not in
    * their desired state or behind their generation, and images not yet on a node that needs them.
    */
-  async drift(): Promise<DriftJson[]> {
-    if (!this.isLeader && this.d.store.clusterId !== null) return ((await this.d.forward('GET', '/v1/drift')) as { items: DriftJson[] }).items;
+  async drift(local = false): Promise<DriftJson[]> {
+    if (!local && !this.isLeader && this.d.store.clusterId !== null) return ((await this.d.forward('GET', '/v1/drift')) as { items: DriftJson[] }).items;
     const out: DriftJson[] = [];
     for (const r of this.d.store.list('VirtualMachine')) {
       const st = (await this.statusOf(r)) as VmStatus;
@@ -456,7 +461,8 @@ export class NodeBackend implements ApiBackend {
       }
       case 'Peer': {
         const nodeId = (r.spec as { nodeId: string }).nodeId;
-        return { registered: this.d.store.node(nodeId) !== undefined, ready: nodeId === this.d.nodeId && this.ready() };
+        const h = this.d.peerHealth?.().find((p) => p.nodeId === nodeId);
+        return { registered: this.d.store.node(nodeId) !== undefined, ready: this.d.nodeReady(nodeId), connected: h?.connected ?? nodeId === this.d.nodeId, rttMs: h?.rttMs ?? null, lastSeen: h?.lastSeen ?? null };
       }
     }
   }

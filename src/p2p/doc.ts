@@ -45,7 +45,7 @@ export interface ListOptions<T> {
 }
 
 /** Content reads in flight at once (one native call each; in parallel they cost ~5x less). */
-const READ_WIDTH = 8;
+const READ_WIDTH = 32;
 
 export interface ReplicatedDocOptions {
   /** Sync latency of remote inserts goes here (labelled with `name`). */

@@ -1,5 +1,6 @@
 import type { Connection, Endpoint, NodeAddr } from '@number0/iroh';
 import { FrameWriter, readFrames } from './framing.js';
+import type { P2PMetrics } from './metrics.js';
 import { connectWithTimeout, withTimeout } from './peers.js';
 import { ALPN, CLOSE, type ProtocolRouter } from './protocols.js';
 
@@ -29,7 +30,12 @@ export class RpcError extends Error {
   }
 }
 
-export function serveRpc(router: ProtocolRouter, handler: RpcHandler): void {
+/** Bytes of frames on blixard/api/1 (with their 4-byte length prefix). */
+function countApiBytes(metrics: P2PMetrics | undefined, direction: 'sent' | 'received', frameBytes: number): void {
+  metrics?.bytes.inc({ protocol: ALPN.api, direction }, frameBytes + 4);
+}
+
+export function serveRpc(router: ProtocolRouter, handler: RpcHandler, opts: { metrics?: P2PMetrics } = {}): void {
   router.handle(ALPN.api, async (conn, remote) => {
     for (;;) {
       let bi;
@@ -43,12 +49,14 @@ export function serveRpc(router: ProtocolRouter, handler: RpcHandler): void {
         try {
           let req: RpcRequest | undefined;
           for await (const frame of readFrames(bi.recv)) {
+            countApiBytes(opts.metrics, 'received', frame.length);
             req = JSON.parse(frame.toString('utf8')) as RpcRequest;
             break;
           }
           if (!req) return;
-          const res = await handler(req, remote);
-          await out.write(Buffer.from(JSON.stringify(res)));
+          const res = Buffer.from(JSON.stringify(await handler(req, remote)));
+          await out.write(res);
+          countApiBytes(opts.metrics, 'sent', res.length);
         } catch (e) {
           await out.write(Buffer.from(JSON.stringify({ status: 500, body: { error: { code: 'internal', message: (e as Error).message } } }))).catch(() => {});
         } finally {
@@ -64,7 +72,7 @@ export class RpcClient {
 
   constructor(
     private readonly endpoint: () => Endpoint,
-    private readonly opts: { connectTimeoutMs?: number; callTimeoutMs?: number } = {},
+    private readonly opts: { connectTimeoutMs?: number; callTimeoutMs?: number; metrics?: P2PMetrics } = {},
   ) {}
 
   async call(to: NodeAddr, req: RpcRequest, timeoutMs = this.opts.callTimeoutMs ?? 30_000): Promise<RpcResponse> {
@@ -98,9 +106,14 @@ export class RpcClient {
       throw new StreamOpenError((e as Error).message);
     }
     const out = new FrameWriter(bi.send);
-    await out.write(Buffer.from(JSON.stringify(req)));
+    const body = Buffer.from(JSON.stringify(req));
+    await out.write(body);
+    countApiBytes(this.opts.metrics, 'sent', body.length);
     await out.finish();
-    for await (const frame of readFrames(bi.recv)) return JSON.parse(frame.toString('utf8')) as RpcResponse;
+    for await (const frame of readFrames(bi.recv)) {
+      countApiBytes(this.opts.metrics, 'received', frame.length);
+      return JSON.parse(frame.toString('utf8')) as RpcResponse;
+    }
     const reason = conn.closeReason();
     throw new RpcError(reason ? `the peer closed the connection: ${reason}` : 'the peer sent no answer');
   }

@@ -131,7 +131,7 @@ export class StatusView {
       };
       for (const e of await this.doc.list(STATUS_PREFIX, { trust, known })) take(e);
     } else {
-      await eachLimited(keys, 32, async ({ key, authors }) => {
+      await eachLimited(keys, 16, async ({ key, authors }) => {
         if (authors === null) (await this.doc.entriesOf(key, { trust })).forEach(take);
         else
           for (const a of authors) {
