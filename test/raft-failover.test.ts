@@ -103,5 +103,5 @@ describe('Raft under leader kills', () => {
       const missing = acked.filter((i) => !have.has(`img-${i}`));
       expect(missing).toEqual([]);
     }
-  });
+  }, 180_000);
 });

@@ -73,7 +73,7 @@ describe('blixard up', () => {
       expect(up.err()).toContain('VirtualMachine/hello-1: Running');
       expect(up.out()).not.toContain('tiny-linux');
       up.proc.kill('SIGTERM');
-      expect(await up.exited).toBe(0);
+      expect(await up.exited, up.err()).toBe(0);
     } finally {
       up.proc.kill('SIGKILL');
     }

@@ -38,26 +38,40 @@ export default async function nodeStart(flags: StartFlags, cmd: Command): Promis
     log,
     onFatal: () => process.kill(process.pid, 'SIGTERM'),
   });
+  const stopped = stopOnSignal(node, log);
   // startNode returns once the API serves; no request is handled before this synchronous write.
   process.stdout.write(`ready nodeId=${node.nodeId} api=${node.apiUrl}\n`);
   log.info({ nodeId: node.nodeId, api: node.apiUrl }, 'ready');
-  await runUntilSignal(node, log);
+  await stopped;
 }
 
-/** Serves until SIGTERM or SIGINT, then stops cleanly (VMs, when there are some, keep running). */
-export async function runUntilSignal(node: RunningNode, log: { info(o: object, m?: string): void; error(o: object, m?: string): void }): Promise<void> {
-  const stopped = new Promise<void>((resolve) => {
+/** Serves until SIGTERM or SIGINT, then stops cleanly (VMs, when there are some, keep running).
+ * Installs the SIGTERM/SIGINT handlers at once (call it before announcing that the node serves,
+ * so that a signal sent right after the announcement is never met by the default action) and
+ * resolves once the node has stopped. */
+export function stopOnSignal(node: RunningNode, log: { info(o: object, m?: string): void; error(o: object, m?: string): void }): Promise<void> {
+  return new Promise<void>((resolve) => {
     const stop = (signal: string) => {
+      process.removeListener('SIGTERM', onTerm);
+      process.removeListener('SIGINT', onInt);
+      // A second signal while stopping forces the exit, as a second ^C does elsewhere.
+      process.on('SIGTERM', force);
+      process.on('SIGINT', force);
       log.info({ signal }, 'stopping');
       node.stop().then(resolve, (err: unknown) => {
         log.error({ err }, 'stop failed');
         resolve();
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    const force = () => {
+      log.error({}, 'stopping forced by a second signal');
+      process.exit(1);
+    };
+    const onTerm = () => stop('SIGTERM');
+    const onInt = () => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
   });
-  await stopped;
 }
 
 export function settingFlags(f: StartFlags): SettingFlags {

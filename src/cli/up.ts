@@ -10,7 +10,7 @@ import { StartupError, readSettings, startNode, type RunningNode } from '../node
 import { loadManifests, formatError, type LoadedSet } from '../reconciler/index.js';
 import type { DesiredResource, ImageSpec } from '../state/index.js';
 import { uploadFiles } from './manifests.js';
-import { runUntilSignal } from './node-start.js';
+import { stopOnSignal } from './node-start.js';
 import { terminal, type Out } from './output.js';
 import { statusLine } from './progress.js';
 import { vmSettled } from './wait.js';
@@ -46,6 +46,11 @@ export default async function up(opts: { filename: string; api?: string }, cmd: 
     // The default port is taken (another node?): an embedded cluster can live anywhere.
     node = await startNode({ dataDir, flags: { ...flags, api: '127.0.0.1:0' }, bootstrap: true, log });
   }
+  // Handlers first: ^C while the examples apply stops the node cleanly too.
+  let signalled = false;
+  const stopped = stopOnSignal(node, log).then(() => {
+    signalled = true;
+  });
   try {
     line.done(`node ${node.name} ready: api ${node.apiUrl}, nodeId ${node.nodeId} (log: ${logFile})`);
     const client = new ApiClient({ server: node.apiUrl, token: node.token });
@@ -69,10 +74,11 @@ export default async function up(opts: { filename: string; api?: string }, cmd: 
     }
     out.err(`serving on ${node.apiUrl}; try \`blixard get vms\` or \`blixard status\` in another terminal. Ctrl-C stops.\n`);
   } catch (e) {
+    if (signalled) return; // the node stopped under the apply: that is what the operator asked
     await node.stop();
     throw e;
   }
-  await runUntilSignal(node, log);
+  await stopped;
 }
 
 /** Loads each example (a subfolder, or the folder's own files) on its own, and keeps what can run. */
@@ -86,6 +92,8 @@ async function loadExamples(dir: string, node: RunningNode, out: Out): Promise<{
     const name = path.relative(process.cwd(), b) || '.';
     const recursive = b !== dir;
     let set = await loadManifests([b], { recursive, clusterImages: null, hashFiles: true });
+    // A folder beside the examples that holds no manifests (a systemd unit, say) is not one.
+    if (set.manifests.length === 0 && set.errors.every((e) => /holds no manifest files/.test(e.message))) continue;
     const formats = set.manifests.filter((m) => m.kind === 'Image').map((m) => (m.spec as ImageSpec).format);
     const runnable = formats.every((f) => node.formats.includes(f));
     if (!runnable) {

@@ -340,13 +340,18 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     function announceBlob(hash: string, size: number): void {
       docs?.writer.set(`blob/${hash.slice(7)}`, { size, at: new Date().toISOString() }).catch(bgError('announce-blob'));
     }
+    // Each hash is looked up in the blob store once: content that arrives later (an upload, a
+    // download) is announced where it arrives, so an apply costs lookups for its new hashes only.
+    const lookedUp = new Set<string>();
     /** Announces the images this node holds (after start and after changes): content for others. */
     async function announceHeld(): Promise<void> {
       if (!docs) return;
       for (const img of store.list('Image')) {
         for (const h of [img.source?.hash, img.source?.initrdHash]) {
-          if (!h || docs.statusView.get(self, `blob/${h.slice(7)}`)) continue;
-          const size = await blobs.completeSize(h).catch(() => null);
+          if (!h || lookedUp.has(h) || docs.statusView.get(self, `blob/${h.slice(7)}`)) continue;
+          const size = await blobs.completeSize(h).catch(() => undefined);
+          if (size === undefined) continue; // the store did not answer: ask again next time
+          lookedUp.add(h);
           if (size !== null) announceBlob(h, size);
         }
       }
@@ -468,6 +473,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       nodeReady,
       remoteVm: (nodeId, vm) => docs?.statusView.get<ReportedVm>(nodeId, `vm/${vm}`),
       holders: (h) => holdersOf(h),
+      peerHealth: () => peers.list().map((h) => ({ nodeId: h.nodeId, name: h.name, connected: h.connected, rttMs: h.rttMs, lastSeen: h.lastSeen, lastError: h.lastError })),
       onBlob: (h, size) => announceBlob(h, size),
       addLearner: async (id) => {
         refreshPeers();

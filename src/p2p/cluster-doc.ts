@@ -19,6 +19,9 @@ const byRev = (a: DocEntry<Published>, b: DocEntry<Published>) => a.value.rev > 
 
 export class ClusterDocPublisher {
   private published = new Map<string, string>(); // key -> JSON of the value last published
+  // The store replaces a record when it changes, never edits it: a value that is the very object
+  // published last time needs no JSON.stringify (what made each publish O(size of the state)).
+  private lastRef = new Map<string, unknown>();
   private loaded = false;
 
   constructor(private readonly doc: ReplicatedDoc) {}
@@ -38,7 +41,9 @@ export class ClusterDocPublisher {
     let written = 0;
     let removed = 0;
     for (const [key, value] of entries) {
+      if (typeof value === 'object' && value !== null && this.lastRef.get(key) === value && this.published.has(key)) continue;
       const json = JSON.stringify(value);
+      this.lastRef.set(key, value);
       if (this.published.get(key) === json) continue;
       await this.doc.set(key, { rev, value } satisfies Published);
       this.published.set(key, json);
@@ -48,6 +53,7 @@ export class ClusterDocPublisher {
       if (entries.has(key)) continue;
       await this.doc.set(key, { rev, deleted: true } satisfies Published);
       this.published.delete(key);
+      this.lastRef.delete(key);
       removed++;
     }
     return { written, removed };
@@ -151,7 +157,7 @@ export class ClusterDocView {
       };
       for (const e of await this.doc.list<Published>('', { better: byRev, known })) take(e);
     } else {
-      await eachLimited(keys, 4, async ({ key, authors }) => {
+      await eachLimited(keys, 16, async ({ key, authors }) => {
         if (authors === null) (await this.doc.entriesOf<Published>(key, { better: byRev })).forEach(take);
         else
           for (const a of authors) {
