@@ -115,8 +115,14 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const trusted = new Set<string>((membership?.trusted ?? []).map((t) => t.nodeId));
     if (ticket) trusted.add(ticket.leader.nodeId);
     const admitted = (id: string) => store.admitted(id) || trusted.has(id) || (store.clusterId === null && !ticket && !opts.bootstrap);
+    // A peer that dials us afresh may be a restarted process: cached outgoing RPC connections to
+    // its old incarnation are dropped (set once the RPC client exists).
+    let peerDialledUs: (nodeId: string) => void = () => {};
     const router = new ProtocolRouter((id, alpn) => alpn === ALPN.api || admitted(id), {
-      accepted: (alpn) => p2pMetrics.connections.inc({ protocol: alpn, result: 'accepted' }),
+      accepted: (alpn, remote) => {
+        p2pMetrics.connections.inc({ protocol: alpn, result: 'accepted' });
+        peerDialledUs(remote);
+      },
       refused: (alpn, remote, why) => {
         p2pMetrics.connections.inc({ protocol: alpn, result: 'refused' });
         log.debug({ alpn, remote, why }, 'connection refused');
@@ -142,6 +148,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
     const author = (await iroh.authors.default()).toString();
     const rpc = new RpcClient(endpoint);
+    peerDialledUs = (id) => rpc.forgetPeer(id);
     cleanups.push(async () => rpc.close());
 
     // The hypervisor drivers this machine can run; the formats they run are what the node offers.
@@ -283,7 +290,15 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const alone = () => raft.membership.voters.length === 1 && raft.membership.voters[0] === self && (raft.membership.votersOutgoing ?? []).length === 0;
     if (alone()) raft.campaign();
 
-    const peers = new PeerManager({ endpoint, router, onError: (id, err) => log.debug({ peer: id, err: (err as Error)?.message }, 'peer connection failed') });
+    const peers = new PeerManager({
+      endpoint,
+      router,
+      onError: (id, err) => log.debug({ peer: id, err: (err as Error)?.message }, 'peer connection failed'),
+      // A session that dropped says the peer may be gone or restarted: so may the RPC connection.
+      onChange: (h) => {
+        if (!h.connected) rpc.forgetPeer(h.nodeId);
+      },
+    });
     cleanups.push(async () => peers.stop());
     // A node is ready when it heartbeats in the status document (or, before documents, answers
     // pings); it is NotReady once its heartbeat is older than --node-timeout.

@@ -78,6 +78,7 @@ export class RpcClient {
   async call(to: NodeAddr, req: RpcRequest, timeoutMs = this.opts.callTimeoutMs ?? 30_000): Promise<RpcResponse> {
     const cached = this.conns.has(to.nodeId);
     const conn = await this.connection(to);
+    this.inFlight.set(conn, (this.inFlight.get(conn) ?? 0) + 1);
     try {
       return await withTimeout(this.exchange(conn, req), timeoutMs, `${req.method} ${req.path} on ${to.nodeId.slice(0, 10)}`);
     } catch (e) {
@@ -88,7 +89,34 @@ export class RpcClient {
       // set is unchanged the second time).
       if (cached && (e instanceof StreamOpenError || /connection lost|closed|reset/i.test((e as Error).message))) return this.call(to, req, timeoutMs);
       throw e instanceof RpcError ? e : new RpcError((e as Error).message);
+    } finally {
+      const n = (this.inFlight.get(conn) ?? 1) - 1;
+      if (n > 0) this.inFlight.set(conn, n);
+      else {
+        this.inFlight.delete(conn);
+        if (this.retiring.delete(conn)) conn.close(CLOSE.shutdown, Buffer.from('replaced'));
+      }
     }
+  }
+
+  /**
+   * The peer may be a new process under the same node id (it dialled us afresh, or its session
+   * dropped): a cached connection to the old one would swallow calls until QUIC's idle timeout.
+   * The next call dials anew; calls already on the old connection finish there.
+   */
+  forgetPeer(nodeId: string): void {
+    const p = this.conns.get(nodeId);
+    if (!p) return;
+    this.conns.delete(nodeId);
+    void p.then((c) => this.closeWhenIdle(c), () => {});
+  }
+
+  private readonly inFlight = new Map<Connection, number>();
+  private readonly retiring = new Set<Connection>();
+
+  private closeWhenIdle(c: Connection): void {
+    if ((this.inFlight.get(c) ?? 0) === 0) c.close(CLOSE.shutdown, Buffer.from('replaced'));
+    else this.retiring.add(c);
   }
 
   close(): void {

@@ -71,4 +71,9 @@ describe('reportVm', () => {
     expect([f.phase, f.message]).toEqual(['Failed', 'exited (exit code 3); restartPolicy Never']);
     expect(reportVm(desired(), 'n1', { observed: obs('running'), ready: true, error: { message: 'boom', count: 5 } }).phase).toBe('Failed');
   });
+
+  it('says why a VM still waits when its last attempts failed, before it counts as Failed', () => {
+    const r = reportVm(desired(), 'n1', { observed: obs('missing'), ready: false, error: { message: 'no node holds blake3:ab yet', count: 2 } });
+    expect([r.phase, r.message]).toEqual(['Pending', 'not created yet; last attempt failed (2x): no node holds blake3:ab yet; retrying']);
+  });
 });

@@ -46,9 +46,16 @@ export function reportVm(d: DesiredVm, nodeName: string, c: NodeVmContext): VmRe
       : { type: 'ImageReady', status: 'True', reason: 'Present', message: `${d.image.hash} is in the local store` };
   const running = (status: ConditionState['status'], reason: string, message: string): ConditionState => ({ type: 'Running', status, reason, message });
   const observedGeneration = o?.launched?.generation ?? (want === 'Stopped' && !exists ? d.generation : 0);
-  const report = (phase: Phase, message: string, run: ConditionState): VmReport => ({ phase, observedGeneration, message, conditions: [scheduled, imageReady, run] });
+  // A failure not yet counted as Failed still shows, so that a VM waiting on retries says why.
+  const retrying = c.error ? `; last attempt failed (${c.error.count}x): ${c.error.message}; retrying` : '';
+  const report = (phase: Phase, message: string, run: ConditionState): VmReport => ({
+    phase,
+    observedGeneration,
+    message: phase === 'Running' || phase === 'Stopped' ? message : message + retrying,
+    conditions: [scheduled, imageReady, run],
+  });
 
-  if (c.error && c.error.count >= FAILED_AFTER) return report('Failed', `${c.error.message} (${c.error.count} failures in a row; retrying with backoff)`, running('False', 'Failing', c.error.message));
+  if (c.error && c.error.count >= FAILED_AFTER) return { ...report('Failed', '', running('False', 'Failing', c.error.message)), message: `${c.error.message} (${c.error.count} failures in a row; retrying with backoff)` };
   if (imageReady.status === 'False') return report('Pulling', imageReady.message, running('False', 'WaitingForImage', 'the image is not here yet'));
   if (c.acting === 'stop' || c.acting === 'delete') return report('Stopping', 'stopping', running('False', 'Stopping', 'stopping'));
   if (c.acting === 'create' || c.acting === 'start' || c.acting === 'restart' || c.acting === 'recreate') {
