@@ -1,10 +1,11 @@
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type ApplyResponse, type ImageStatus, type VmStatus } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
-import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
 
 // One real daemon (real process, Iroh node, loopback API) and the compiled CLI against it.
 
@@ -113,6 +114,11 @@ describe('apply', () => {
     const r = run(['apply', '-f', '-', '-o', 'json'], docs(image('app'), vm('stdin-1')));
     expect(r.code).toBe(0);
     expect(results(r.stdout)).toContain('VirtualMachine/stdin-1=created');
+    // Errors in stdin are located like errors in files, and nothing is applied.
+    const bad = run(['apply', '-f', '-'], docs(image('app'), vm('stdin-2', '\n  vcpus: two')));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('<stdin>:11:10 VirtualMachine/stdin-2 spec.vcpus: expected a positive integer, got "two"');
+    await expect(d.client.get('VirtualMachine', 'stdin-2')).rejects.toMatchObject({ code: 'not-found' });
   });
 });
 
@@ -135,6 +141,15 @@ describe('diff', () => {
     expect(patches.find((p) => p.name === 'df-1')!.patch).toEqual([{ op: 'replace', path: '/spec/memoryMiB', value: 1024 }]);
     const bad = await writeSet('diff-bad', { 'set.yaml': vm('Bad') });
     expect(run(['diff', '-f', bad]).code).toBe(2);
+    // On a terminal (script(1) gives the CLI a pty) it is coloured, unless NO_COLOR is set.
+    const onTty = (env: Record<string, string>) => {
+      const cmd = [process.execPath, BIN, ...conn, 'diff', '-f', dir].map((a) => `'${a}'`).join(' ');
+      const e = testEnv(path.join(work, 'config'), env);
+      delete e.NO_COLOR;
+      return spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd: work, env: { ...e, ...env, TERM: 'xterm' }, encoding: 'utf8' }).stdout;
+    };
+    expect(onTty({})).toMatch(/\x1b\[32m\+\s+memoryMiB: 1024/);
+    expect(onTty({ NO_COLOR: '1' })).not.toContain('\x1b[');
   });
 });
 
@@ -167,6 +182,20 @@ describe('prune', () => {
     expect(r.stderr).toContain('more than --max-prune 2');
     expect((await d.client.list('VirtualMachine')).map((x) => x.metadata.name)).toEqual(expect.arrayContaining(['mp-1', 'mp-2', 'mp-3']));
     expect(run(['apply', '-f', dir, '--applyset', 'mp', '--prune', '--max-prune', '3']).code).toBe(0);
+  });
+
+  it('prunes at most 10 without --max-prune', async () => {
+    const many = (n: number) => docs(image('app'), ...Array.from({ length: n }, (_, i) => vm(`md-${i}`)));
+    const dir = await writeSet('maxprune-default', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': many(11) });
+    expect(run(['apply', '-f', dir, '--applyset', 'md']).code).toBe(0);
+    await writeFile(path.join(work, dir, 'set.yaml'), many(0));
+    const r = run(['apply', '-f', dir, '--applyset', 'md', '--prune']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('more than --max-prune 10');
+    expect((await d.client.list('VirtualMachine')).filter((x) => x.metadata.name.startsWith('md-'))).toHaveLength(11);
+    await writeFile(path.join(work, dir, 'set.yaml'), many(1));
+    expect(run(['apply', '-f', dir, '--applyset', 'md', '--prune']).code).toBe(0);
+    expect((await d.client.list('VirtualMachine')).filter((x) => x.metadata.name.startsWith('md-')).map((x) => x.metadata.name)).toEqual(['md-0']);
   });
 });
 
@@ -222,6 +251,40 @@ describe('saved plans and conflicts', () => {
     expect(new Set(indices).size).toBe(indices.length);
     const final = await d.client.get('VirtualMachine', 'race-1');
     expect(final.metadata.resourceVersion).toBe(Math.max(...(indices as number[])));
+  });
+});
+
+describe('conflicts between two operators', () => {
+  it('two applies planned from the same state, run at once: one applies, the other exits 4 and changes nothing', async () => {
+    const dir = await writeSet('two-ops', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('two-1')) });
+    expect(run(['apply', '-f', dir]).code).toBe(0);
+    for (const [plan, mem] of [['op-a.json', 300], ['op-b.json', 400]] as const) {
+      await writeFile(path.join(work, dir, 'set.yaml'), docs(image('app'), vm('two-1', `\n  memoryMiB: ${mem}`)));
+      expect(run(['diff', '-f', dir, '--out', plan]).code).toBe(1);
+    }
+    const applyPlan = (plan: string) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, [BIN, ...conn, 'apply', '--plan', plan], { cwd: work, env: testEnv(path.join(work, 'config')) });
+        let stderr = '';
+        p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+        p.on('close', (code) => resolve({ code, stderr }));
+      });
+    const [a, b] = await Promise.all([applyPlan('op-a.json'), applyPlan('op-b.json')]);
+    expect([a.code, b.code].sort()).toEqual([0, 4]);
+    const loser = a.code === 4 ? a : b;
+    expect(loser.stderr).toContain('VirtualMachine/two-1');
+    const mem = ((await d.client.get('VirtualMachine', 'two-1')).spec as { memoryMiB: number }).memoryMiB;
+    expect(mem).toBe(a.code === 0 ? 300 : 400);
+  });
+});
+
+describe('unreachable and unauthorized', () => {
+  it('exits 3 when no node answers and 5 for a wrong token', async () => {
+    const gone = cli(['--server', 'http://127.0.0.1:9', '--token', 'x', 'get', 'vms'], { configHome: path.join(work, 'config') });
+    expect(gone.code).toBe(3);
+    expect(gone.stderr).toMatch(/127\.0\.0\.1:9/);
+    const denied = cli(['--server', d.api, '--token', 'not-the-token', 'get', 'vms'], { configHome: path.join(work, 'config') });
+    expect(denied.code).toBe(5);
   });
 });
 

@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type ApplyRequest } from '../src/api/index.js';
+import { encodeTicket } from '../src/node/index.js';
 import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv } from './helpers/daemon.js';
 
 // A node's life on its data dir (SPEC section 4): identity and state survive restarts and
@@ -62,9 +63,24 @@ describe('node life', () => {
       expect(status2.raft.role).toBe('leader');
       const after = await d2.client.get('VirtualMachine', 'a-1');
       expect([after.metadata, after.spec]).toEqual([before.metadata, before.spec]);
+      // Settings given at first start stay: no --hypervisor flag now, still the process driver only.
+      expect(status2.nodes.find((n) => n.nodeId === d2.nodeId)?.formats).toEqual(['executable']);
     } finally {
       await d2.stop();
     }
+
+    // A ticket of this cluster on an existing member: ignored with a warning. Another cluster's: an error.
+    const ticket = (cluster: string) => encodeTicket({ v: 1, cluster, role: 'voter', secret: 'x'.repeat(32), expiresAt: new Date(Date.now() + 3600_000).toISOString(), leader: { nodeId: d1.nodeId, addresses: ['127.0.0.1:1'] } });
+    const d3 = await startDaemon({ dataDir, configHome: configHome(), args: ['--join', ticket(status1.clusterId!)] });
+    try {
+      expect(d3.stderr()).toContain('--join ignored');
+      expect((await d3.client.status()).clusterId).toBe(status1.clusterId);
+    } finally {
+      await d3.stop();
+    }
+    const other = spawnSync(process.execPath, [BIN, 'node', 'start', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--join', ticket('another-cluster')], { env: testEnv(configHome()), encoding: 'utf8', timeout: 30_000 });
+    expect(other.status).toBe(2);
+    expect(other.stderr).toContain(`the ticket is for cluster another-cluster, but this data dir belongs to cluster ${status1.clusterId}`);
   });
 
   it('loses no acknowledged apply when SIGKILLed in the middle of 1,000 sequential applies', async () => {

@@ -1,4 +1,4 @@
-import { stringify } from 'yaml';
+import { createRequire } from 'node:module';
 import { formatDuration } from '../state/index.js';
 
 // How the CLI prints: colour only on a TTY and never with NO_COLOR; tables like kubectl's.
@@ -38,7 +38,12 @@ export function age(iso: string | null | undefined, now = Date.now()): string {
   return formatDuration(Math.max(0, now - Date.parse(iso)));
 }
 
+// yaml is loaded when something is printed as YAML: every command pays Node's module loading
+// for what it imports, and most never print YAML. (CommonJS: loads faster than its ESM build.)
+const require = createRequire(import.meta.url);
+
 export function toYaml(v: unknown): string {
+  const { stringify } = require('yaml') as typeof import('yaml');
   return stringify(v, { lineWidth: 0 });
 }
 

@@ -1,11 +1,14 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { blake3File, hashOfTicket } from '../images/index.js';
 import type { z } from 'zod';
 import { API_VERSION, type DesiredResource, type ImageSource } from '../state/index.js';
 import { formatPath, type ManifestError } from './errors.js';
 import type { DocRef, Manifest } from './parse.js';
 import { BLAKE3_REF, KIND_NAMES, SCHEMAS, show } from './schema.js';
+
+// Hashing files and reading tickets is loaded only for the sets that need it (a CLI command pays
+// for every module it imports at start-up).
+const imageModule = () => import('../images/index.js');
 
 // Checks that need the whole set (and the disk): duplicate names, references between resources,
 // and the files Images name. Produces the desired resources the planner works on.
@@ -87,7 +90,7 @@ export async function checkSet(manifests: Manifest[], opts: SetOptions, refs: Do
           const st = await stat(abs);
           if (!st.isFile()) return new Error('is not a regular file');
           if (!opts.hashFiles) return { hash: '', size: st.size };
-          return await blake3File(abs);
+          return await (await imageModule()).blake3File(abs);
         } catch (e) {
           return new Error((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
         }
@@ -115,7 +118,7 @@ export async function checkSet(manifests: Manifest[], opts: SetOptions, refs: Do
         if (BLAKE3_REF.test(spec.blob)) source.hash = spec.blob;
         else {
           try {
-            source.hash = await hashOfTicket(spec.blob);
+            source.hash = await (await imageModule()).hashOfTicket(spec.blob);
           } catch (e) {
             // Iroh's message carries a Rust cause chain (and a backtrace with RUST_BACKTRACE): keep its first line.
             const why = ((e as Error).message.split('\n')[0] ?? '').trim();

@@ -71,6 +71,17 @@ describe('effect of each Image field on the VMs that run it', () => {
     });
   }
 
+  it('blob -> the effect of its content: none for the same hash, restart or recreate for new content', () => {
+    const byBlob: ImageSpec = { blob: src.hash, format: 'kernel' };
+    const sameContent = effect('Image', imgBase, byBlob, { source: [src, src] });
+    expect(sameContent.fields.map((f) => f.field)).toContain('spec.blob');
+    expect(sameContent.effect).toBe('in-place');
+    const other = `blake3:${'4'.repeat(64)}`;
+    expect(effect('Image', byBlob, { ...byBlob, blob: other }, { source: [src, { ...src, hash: other }] }).effect).toBe('restart');
+    const disk: ImageSpec = { blob: src.hash, format: 'raw' };
+    expect(effect('Image', disk, { ...disk, blob: other }, { source: [src, { ...src, hash: other }] }).effect).toBe('recreate');
+  });
+
   it('new content: restart for kernels and executables, recreate for disks (their overlay)', () => {
     const newer = { ...src, hash: `blake3:${'3'.repeat(64)}` };
     expect(effect('Image', imgBase, imgBase, { source: [src, newer] }).effect).toBe('restart');
@@ -81,6 +92,23 @@ describe('effect of each Image field on the VMs that run it', () => {
 });
 
 describe('Peer fields', () => {
+  const peer = { nodeId: 'a'.repeat(64) };
+  const cases: [string, object][] = [
+    ['nodeId', { nodeId: 'b'.repeat(64) }],
+    ['role', { role: 'voter' }],
+    ['addresses', { addresses: ['127.0.0.1:4501'] }],
+    ['capacity', { capacity: { vcpus: 8, memoryMiB: 16384 } }],
+  ];
+  for (const [field, change] of cases) {
+    it(`${field} -> in-place (membership, not a guest)`, () => {
+      const fx = effect('Peer', peer, { ...peer, ...change });
+      expect(fx.effect).toBe('in-place');
+      expect(fx.specChanged).toBe(true);
+      expect(fx.fields.length).toBeGreaterThan(0);
+      expect(fx.fields.every((f) => f.field.startsWith(`spec.${field}`) && f.effect === 'in-place')).toBe(true);
+    });
+  }
+
   it('never touch a guest', () => {
     const fx = effect('Peer', { nodeId: 'a'.repeat(64) }, { nodeId: 'a'.repeat(64), role: 'voter', addresses: ['127.0.0.1:1'], capacity: { vcpus: 2 } });
     expect(fx.effect).toBe('in-place');
