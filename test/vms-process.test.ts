@@ -1,10 +1,11 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceJson, VmStatus } from '../src/api/index.js';
 import { ProcessDriver, driverRoot } from '../src/vm/index.js';
-import { cli, removeDir, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+import { BIN, cli, removeDir, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
 
 // VMs run for real through the node reconciler and the process driver: real processes, started
 // detached, observed (never assumed), recreated, stopped, restarted, adopted, deleted.
@@ -103,6 +104,25 @@ describe('process VMs through the reconciler', () => {
     const status = JSON.parse(run(['status', '-o', 'json']).stdout);
     expect(status.vms).toEqual({ total: 1, running: 1 });
     expect(status.nodes[0].allocated).toEqual({ vcpus: 1, memoryMiB: 64 });
+  });
+
+  it('follows a console with logs -f: lines printed after the command started keep arriving until ^C', async () => {
+    const dir = path.join(work, 'ticker');
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, 'tick.sh'), '#!/bin/sh\necho TICK-READY\ni=0\nwhile :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done\n', { mode: 0o755 });
+    await writeFile(path.join(dir, 'vm.yaml'), 'apiVersion: blixard.dev/v1\nkind: Image\nmetadata: { name: ticker }\nspec: { path: ./tick.sh, format: executable, readyPattern: TICK-READY }\n---\napiVersion: blixard.dev/v1\nkind: VirtualMachine\nmetadata: { name: ticker }\nspec: { image: ticker, memoryMiB: 16 }\n');
+    expect(run(['apply', '-f', dir, '--wait', '--timeout', '30s']).code).toBe(0);
+    const follower = spawn(process.execPath, [BIN, '--server', d.api, '--token', d.token, 'logs', 'vm', 'ticker', '-f'], { env: testEnv(configHome()), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    follower.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((resolve) => follower.once('exit', (code) => resolve(code)));
+    const ticks = () => [...out.matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1]));
+    await until('some ticks', async () => ticks().length >= 2);
+    const first = Math.max(...ticks());
+    await until('ticks printed later', async () => Math.max(...ticks()) >= first + 5);
+    follower.kill('SIGINT');
+    expect(await exited).toBe(0);
+    expect(run(['delete', 'vm', 'ticker']).code).toBe(0);
   });
 
   it('recreates on a memory change, restarts a killed VM, and stops and starts with spec.state', async () => {

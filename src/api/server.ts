@@ -119,22 +119,33 @@ export function createApiServer(opts: ApiServerOptions): Server {
         const lines = tail === null ? null : Number(tail);
         if (lines !== null && (!Number.isInteger(lines) || lines < 0)) throw new ApiError('invalid', `tail: expected a whole number of lines, got ${JSON.stringify(tail)}`);
         const follow = url.searchParams.get('follow') === '1';
+        // Lines are what people count; the driver cuts bytes: ask for plenty, then trim.
+        const tailBytes = lines !== null ? { tailBytes: Math.max(65536, lines * 1024) } : {};
+        if (!follow) {
+          let first = await b.logs(name, tailBytes);
+          if (lines !== null) first = lastLines(first, lines);
+          res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+          return void res.end(first);
+        }
+        // Follow: errors (no such VM, not here) are answered before the stream starts; then the
+        // driver delivers the tail first and whatever is appended after it, until the client goes.
+        await b.logs(name, { tailBytes: 0 });
         const stop = new AbortController();
         res.on('close', () => stop.abort());
-        const held: Buffer[] = [];
-        let started = false;
-        let first = await b.logs(name, {
-          // Lines are what people count; the driver cuts bytes: ask for plenty, then trim.
-          ...(lines !== null ? { tailBytes: Math.max(65536, lines * 1024) } : {}),
-          ...(follow ? { follow: stop.signal, onData: (c: Buffer) => (started ? res.write(c) : held.push(c)) } : {}),
-        });
-        if (lines !== null) first = lastLines(first, lines);
-        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-        if (!follow) return void res.end(first);
-        res.write(first);
-        for (const c of held) res.write(c);
-        started = true;
-        await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' });
+        res.flushHeaders();
+        let first = true;
+        await b
+          .logs(name, {
+            ...tailBytes,
+            follow: stop.signal,
+            onData: (c: Buffer) => {
+              if (first && lines !== null) c = lastLines(c, lines);
+              first = false;
+              res.write(c);
+            },
+          })
+          .catch(() => {});
         return void res.end();
       }
       case 'PUT /blobs': {

@@ -88,6 +88,44 @@ describe('WorkQueue', () => {
     q.stop();
   });
 
+  it('jitters each retry within [cap/2, cap], so keys that fail together do not retry together', async () => {
+    const { clock, advance, pending } = fakeClock();
+    const draws = [0, 0.5, 0.25];
+    const q = new WorkQueue<string>({ clock, baseDelayMs: 1000, maxDelayMs: 60_000, random: () => draws.shift() ?? 0 });
+    q.start(
+      async () => {
+        throw new Error('boom');
+      },
+      () => {},
+    );
+    q.add('a');
+    await q.idle();
+    expect(pending()).toEqual([500]); // first failure: cap 1000, draw 0 -> 500
+    await advance(500);
+    await q.idle();
+    expect(pending()).toEqual([1500]); // second: cap 2000, draw 0.5 -> 1000 + 500
+    await advance(1500);
+    await q.idle();
+    expect(pending()).toEqual([2500]); // third: cap 4000, draw 0.25 -> 2000 + 500
+    q.stop();
+    // With the real random source, many keys failing at once spread their retries out.
+    const { clock: c2, pending: p2 } = fakeClock();
+    const q2 = new WorkQueue<string>({ clock: c2, baseDelayMs: 1000, concurrency: 50 });
+    q2.start(
+      async () => {
+        throw new Error('boom');
+      },
+      () => {},
+    );
+    for (let i = 0; i < 50; i++) q2.add(`k${i}`);
+    await q2.idle();
+    const delays = p2();
+    expect(delays).toHaveLength(50);
+    expect(delays.every((d) => d >= 500 && d <= 1000)).toBe(true);
+    expect(new Set(delays).size).toBeGreaterThan(10);
+    q2.stop();
+  });
+
   it('requeues a key after the delay its worker asks for', async () => {
     const { clock, advance } = fakeClock();
     const q = new WorkQueue<string>({ clock });

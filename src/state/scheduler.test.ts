@@ -74,6 +74,27 @@ describe('schedule', () => {
       place: ['v1->b'],
       unschedulable: ['v2: 0/4 nodes fit: 1 not ready or cordoned; 2 cannot run format qcow2; 1 lack 512 MiB free memory'],
     },
+    {
+      name: 'nothing matches the selector: the reason names it',
+      nodes: [node('a', { labels: { zone: 'a' } }), node('b', { labels: { zone: 'b' } })],
+      vms: [vm('v1', { nodeSelector: { zone: 'c', disk: 'ssd' } })],
+      place: [],
+      unschedulable: ['v1: 0/2 nodes fit: 2 do not match nodeSelector zone=c,disk=ssd'],
+    },
+    {
+      name: 'not enough vcpus anywhere: the reason names them (memory alone would fit)',
+      nodes: [node('a', { capacity: { vcpus: 2, memoryMiB: 8192 } }), node('b', { capacity: { vcpus: 4, memoryMiB: 8192 } })],
+      vms: [vm('big', { vcpus: 6 })],
+      place: [],
+      unschedulable: ['big: 0/2 nodes fit: 2 lack 6 free vcpus'],
+    },
+    {
+      name: 'vcpus used by earlier placements count: the last VM waits, and says why',
+      nodes: [node('a', { capacity: { vcpus: 2, memoryMiB: 8192 } })],
+      vms: [vm('v1', { vcpus: 2 }), vm('v2')],
+      place: ['v1->a'],
+      unschedulable: ['v2: 0/1 nodes fit: 1 lack 1 free vcpus'],
+    },
     { name: 'an empty cluster', nodes: [], vms: [vm('v1')], place: [], unschedulable: ['v1: no nodes in the cluster'] },
   ];
   for (const c of cases) {

@@ -1,0 +1,166 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { DesiredView, NodeRecord, PlacementRecord, StoredResource } from '../state/index.js';
+import type { Driver, ImageFormat, StopResult, VmObservation, VmSpecForDriver } from '../vm/index.js';
+import { NodeReconciler, type ReportedVm } from './node-reconciler.js';
+
+// The node reconciler's loop against an in-memory driver: what it does on its own (resync),
+// what it does first (stop what it no longer owns), and what it refuses (starting while fenced).
+
+class MemDriver implements Driver {
+  readonly name = 'process' as const;
+  readonly formats: readonly ImageFormat[] = ['executable'];
+  readonly root = '/nonexistent';
+  readonly vms = new Map<string, { uid: string; running: boolean; launch: number }>();
+  readonly log: string[] = [];
+  async available() {
+    return { ok: true };
+  }
+  async create(spec: VmSpecForDriver) {
+    this.log.push(`create ${spec.name}`);
+    const v = this.vms.get(spec.name);
+    if (!v) this.vms.set(spec.name, { uid: spec.uid, running: false, launch: 0 });
+  }
+  async start(name: string) {
+    this.log.push(`start ${name}`);
+    const v = this.vms.get(name)!;
+    v.running = true;
+    v.launch++;
+  }
+  async stop(name: string): Promise<StopResult> {
+    this.log.push(`stop ${name}`);
+    const v = this.vms.get(name);
+    if (v) v.running = false;
+    return { outcome: 'graceful', elapsedMs: 1 };
+  }
+  async delete(name: string) {
+    this.log.push(`delete ${name}`);
+    this.vms.delete(name);
+  }
+  async inspect(name: string): Promise<VmObservation> {
+    const v = this.vms.get(name);
+    if (!v) return { name, uid: '', state: 'missing', driver: 'process' };
+    return { name, uid: v.uid, state: v.running ? 'running' : 'stopped', driver: 'process', launchId: `l${v.launch}`, startedAt: new Date(0).toISOString() };
+  }
+  async list() {
+    return Promise.all([...this.vms.keys()].map((n) => this.inspect(n)));
+  }
+  async consoleLog() {
+    return Buffer.from('');
+  }
+}
+
+const meta = (name: string, uid = `uid-${name}`) => ({ name, labels: {}, uid, generation: 1, resourceVersion: 1, creationTimestamp: new Date(0).toISOString() });
+
+class MemView implements DesiredView {
+  resources: StoredResource[] = [{ kind: 'Image', metadata: meta('app'), spec: { path: 'app.sh', format: 'executable' }, source: { hash: `blake3:${'a'.repeat(64)}`, size: 1 }, applyset: null }];
+  placements = new Map<string, PlacementRecord>();
+  place(vm: string, nodeId: string | null) {
+    if (!this.resources.some((r) => r.metadata.name === vm)) this.resources.push({ kind: 'VirtualMachine', metadata: meta(vm), spec: { image: 'app' }, applyset: null });
+    this.placements.set(vm, { vm, uid: `uid-${vm}`, nodeId, reason: null, since: new Date(0).toISOString() });
+  }
+  get(kind: string, name: string) {
+    return this.resources.find((r) => r.kind === kind && r.metadata.name === name);
+  }
+  list(kind?: string) {
+    return this.resources.filter((r) => !kind || r.kind === kind);
+  }
+  placement(vm: string) {
+    return this.placements.get(vm);
+  }
+  listNodes(): NodeRecord[] {
+    return [];
+  }
+}
+
+const quiet = { warn() {}, info() {}, debug() {} };
+let running: NodeReconciler[] = [];
+afterEach(async () => {
+  for (const r of running) await r.stop();
+  running = [];
+});
+
+function reconciler(view: MemView, drv: MemDriver, o: { resyncMs?: number; gate?: () => { fenced: boolean; mayStart: boolean } } = {}) {
+  const reports = new Map<string, ReportedVm | null>();
+  const r = new NodeReconciler({
+    nodeId: 'me',
+    nodeName: 'me',
+    view: () => view,
+    drivers: [drv],
+    images: { has: async () => true, pathFor: async () => '/bin/true' },
+    ledger: { load: async () => ({}), save: async () => {} },
+    resyncMs: o.resyncMs ?? 60_000,
+    report: (name, rep) => reports.set(name, rep),
+    ...(o.gate ? { gate: o.gate } : {}),
+    event: () => {},
+    log: quiet,
+  });
+  running.push(r);
+  return { r, reports };
+}
+
+async function until(what: string, fn: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
+describe('NodeReconciler', () => {
+  it('creates and starts what is placed here, and reports it Running', async () => {
+    const view = new MemView();
+    view.place('a', 'me');
+    view.place('b', 'other');
+    const drv = new MemDriver();
+    const { r, reports } = reconciler(view, drv);
+    await r.start();
+    await until('a running', () => reports.get('a')?.phase === 'Running');
+    expect(drv.vms.has('b')).toBe(false);
+  });
+
+  it('heals a change nobody told it about at the next resync (level-triggered)', async () => {
+    const view = new MemView();
+    view.place('a', 'me');
+    const drv = new MemDriver();
+    const { r, reports } = reconciler(view, drv, { resyncMs: 100 });
+    await r.start();
+    await until('a running', () => reports.get('a')?.phase === 'Running');
+    // Removed behind the reconciler's back, and no kick(): only the periodic resync can see it.
+    drv.vms.delete('a');
+    drv.log.length = 0;
+    await until('a created again', () => drv.vms.get('a')?.running === true, 3000);
+    expect(drv.log).toEqual(['create a', 'start a']);
+  });
+
+  it('stops the VMs it no longer owns before it starts anything', async () => {
+    const view = new MemView();
+    view.place('mine', 'me');
+    view.place('moved', 'elsewhere');
+    const drv = new MemDriver();
+    // Left running here by an earlier life of this node; the cluster has placed it elsewhere since.
+    drv.vms.set('moved', { uid: 'uid-moved', running: true, launch: 1 });
+    const { r } = reconciler(view, drv);
+    await r.start();
+    await until('mine running', () => drv.vms.get('mine')?.running === true);
+    const deleteMoved = drv.log.indexOf('delete moved');
+    expect(deleteMoved).toBeGreaterThanOrEqual(0);
+    expect(deleteMoved).toBeLessThan(drv.log.indexOf('start mine'));
+  });
+
+  it('while fenced it stops what runs and starts nothing; once in touch again it starts', async () => {
+    const view = new MemView();
+    view.place('a', 'me');
+    view.place('b', 'me');
+    const drv = new MemDriver();
+    drv.vms.set('a', { uid: 'uid-a', running: true, launch: 1 });
+    let gate = { fenced: true, mayStart: false };
+    const { r } = reconciler(view, drv, { resyncMs: 100, gate: () => gate });
+    await r.start();
+    await until('a stopped', () => drv.vms.get('a')?.running === false);
+    await new Promise((res) => setTimeout(res, 300));
+    expect(drv.log.filter((l) => l.startsWith('start'))).toEqual([]);
+    gate = { fenced: false, mayStart: true };
+    r.kick();
+    await until('both running', () => drv.vms.get('a')?.running === true && drv.vms.get('b')?.running === true);
+  });
+});
