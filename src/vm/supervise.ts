@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { VmDriverError } from './driver.js';
 import { pollUntil, textTail, writeFileAtomic } from './files.js';
+import { Launcher } from './launcher.js';
 import { freshProcStats, isAlive, readProcStat, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
 import { SHIM_SOURCE } from './shim.js';
 import { FILES, type ExitRecord, type LaunchRecord, type RunRecord, type StopRecord, type VmFolder } from './vm-folder.js';
@@ -33,34 +33,42 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   await folder.writeLaunch(rec);
   await writeFileAtomic(folder.file(FILES.shim), SHIM_SOURCE);
 
-  const log = await open(folder.file(FILES.shimLog), 'a');
   let spawnError: Error | null = null;
-  let shimEnded: string | null = null;
+  let shimPid: number | null = null;
   try {
-    // detached: setsid() for the shim, so it and the VM outlive the daemon and its terminal.
-    const child = spawn(plan.perl, [FILES.shim, rec.launchId, plan.output, '--', ...plan.argv], {
-      cwd: folder.dir,
-      detached: true,
-      stdio: ['ignore', log.fd, log.fd],
-      env: plan.env,
-    });
-    child.once('error', (err) => (spawnError = err));
-    child.once('exit', (code, signal) => (shimEnded = signal ?? `exit code ${code}`));
-    child.unref();
-  } finally {
-    await log.close();
+    // Its own session (setsid), so the shim and the VM outlive the daemon and its terminal.
+    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [plan.perl, FILES.shim, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env });
+  } catch (e) {
+    spawnError = e as Error;
   }
+  const shimEnded = () => shimPid !== null && !pidExists(shimPid);
 
   const run = await pollUntil(async () => {
     const r = await folder.readRun(rec.launchId);
     if (r) return r;
     if (spawnError) throw new VmDriverError(folder.name, 'start', `cannot run the shim (${plan.perl}): ${spawnError.message}`);
-    if (shimEnded) throw new VmDriverError(folder.name, 'start', `the shim ended (${shimEnded}) before recording a pid`, await textTail(folder.file(FILES.shimLog)));
+    if (shimEnded() && !(await folder.readRun(rec.launchId))) throw new VmDriverError(folder.name, 'start', 'the shim ended before recording a pid', await textTail(folder.file(FILES.shimLog)));
     return undefined;
   }, plan.timeoutMs);
   if (!run) throw new VmDriverError(folder.name, 'start', `the shim recorded no pid within ${plan.timeoutMs} ms`, await textTail(folder.file(FILES.shimLog)));
   if (run.execError) throw new VmDriverError(folder.name, 'start', run.execError, await textTail(folder.file(plan.output)));
   return { launch: rec, run };
+}
+
+const launchers = new Map<string, Launcher>();
+function launcherFor(perl: string): Launcher {
+  let l = launchers.get(perl);
+  if (!l) launchers.set(perl, (l = new Launcher(perl)));
+  return l;
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export interface Supervision {

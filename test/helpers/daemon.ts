@@ -61,7 +61,9 @@ export async function startDaemon(opts: {
   api?: string;
 }): Promise<Daemon> {
   requireBuild();
-  const args = [BIN, 'node', 'start', '--data-dir', opts.dataDir, '--api', opts.api ?? '127.0.0.1:0', ...(opts.args ?? ['--bootstrap'])];
+  // BLIXARD_TEST_CPU_PROF=DIR: each daemon writes a V8 CPU profile there when it exits (SIGTERM).
+  const prof = process.env.BLIXARD_TEST_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BLIXARD_TEST_CPU_PROF}`] : [];
+  const args = [...prof, BIN, 'node', 'start', '--data-dir', opts.dataDir, '--api', opts.api ?? '127.0.0.1:0', ...(opts.args ?? ['--bootstrap'])];
   const [cmd, ...pre] = opts.prefix ?? [];
   const proc = cmd ? spawn(cmd, [...pre, process.execPath, ...args], { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, args, { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

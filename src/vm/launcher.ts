@@ -1,0 +1,124 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+// Starting shims without forking the daemon. child_process.spawn forks the calling process, and
+// fork costs time in proportion to what the process has mapped: ~10 ms for a daemon of a few
+// hundred MB, on the event loop, per VM (11 s of a 1,000-VM wave, measured). So the daemon keeps
+// one small Perl process (a "zygote", ~2 MB) that forks and execs each shim on request: a
+// fork of it costs a fraction of a millisecond, and the daemon only writes a line.
+//
+// The launcher puts each child in its own session (setsid), in the given directory, with stdin
+// from /dev/null, stdout and stderr appended to a file, and exactly the given environment; then
+// it answers with the pid, or why it could not. Children are not waited for (SIGCHLD ignored:
+// the kernel reaps them); the shim records its program's exit itself. If the launcher dies,
+// running shims are unaffected (reparented) and the next launch starts a new launcher.
+//
+// Protocol, one line each way, fields hex-encoded (paths and arguments may hold any byte):
+//   -> ID \t hex(cwd) \t hex(output file) \t hex(argv joined by NUL) \t hex(env joined by NUL)
+//   <- ID \t pid            or            ID \t - \t reason
+
+const LAUNCHER_SOURCE = String.raw`
+use strict;
+use warnings;
+use POSIX ();
+$SIG{CHLD} = 'IGNORE';
+$| = 1;
+sub unhex { return pack('H*', $_[0] // '') }
+while (my $line = <STDIN>) {
+  chomp $line;
+  my ($id, $cwd, $out, $argv, $env) = split /\t/, $line, -1;
+  next unless defined $env;
+  my @argv = split /\0/, unhex($argv), -1;
+  my %env = map { my ($k, $v) = split /=/, $_, 2; ($k, $v // '') } grep { length } split /\0/, unhex($env), -1;
+  $cwd = unhex($cwd);
+  $out = unhex($out);
+  pipe(my $r, my $w) or do { print "$id\t-\tpipe: $!\n"; next };
+  my $pid = fork();
+  if (!defined $pid) { print "$id\t-\tfork: $!\n"; next }
+  if ($pid == 0) {
+    close $r;
+    $SIG{CHLD} = 'DEFAULT';
+    POSIX::setsid();
+    chdir($cwd) or do { print $w "chdir $cwd: $!"; POSIX::_exit(127) };
+    open(STDIN, '<', '/dev/null');
+    open(STDOUT, '>>', $out) or do { print $w "open $out: $!"; POSIX::_exit(127) };
+    open(STDERR, '>&', \*STDOUT);
+    %ENV = %env;
+    exec { $argv[0] } @argv or print $w "exec $argv[0]: $!";
+    close $w;
+    POSIX::_exit(127);
+  }
+  close $w;
+  my $err = do { local $/; <$r> } // '';
+  close $r;
+  if ($err ne '') { print "$id\t-\t$err\n" } else { print "$id\t$pid\n" }
+}
+`;
+
+export interface LaunchRequest {
+  cwd: string;
+  /** Appended to: the child's stdout and stderr. */
+  output: string;
+  argv: string[];
+  env: Record<string, string>;
+}
+
+const hex = (s: string) => Buffer.from(s, 'utf8').toString('hex');
+
+export class Launcher {
+  private proc: ChildProcess | undefined;
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve: (pid: number) => void; reject: (e: Error) => void }>();
+
+  constructor(private readonly perl: string) {}
+
+  /** Starts `argv` detached (own session); resolves with its pid once it has been exec'd. */
+  launch(req: LaunchRequest): Promise<number> {
+    const proc = this.process();
+    const id = ++this.next;
+    const env = Object.entries(req.env).map(([k, v]) => `${k}=${v}`).join('\0');
+    return new Promise<number>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.hold(proc, true);
+      proc.stdin!.write(`${id}\t${hex(req.cwd)}\t${hex(req.output)}\t${hex(req.argv.join('\0'))}\t${hex(env)}\n`);
+    });
+  }
+
+  close(): void {
+    this.proc?.stdin?.end();
+    this.proc = undefined;
+  }
+
+  private hold(p: ChildProcess, on: boolean): void {
+    for (const h of [p, p.stdin, p.stdout] as unknown as { ref?: () => void; unref?: () => void }[]) {
+      if (on) h?.ref?.();
+      else h?.unref?.();
+    }
+  }
+
+  private process(): ChildProcess {
+    if (this.proc) return this.proc;
+    const p = spawn(this.perl, ['-e', LAUNCHER_SOURCE], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
+    // An idle launcher must not keep its process alive; one with launches pending does.
+    this.hold(p, false);
+    const failAll = (why: string) => {
+      if (this.proc === p) this.proc = undefined;
+      for (const w of this.waiting.values()) w.reject(new Error(`the launcher ended (${why})`));
+      this.waiting.clear();
+    };
+    p.on('error', (e) => failAll(e.message));
+    p.on('exit', (code, signal) => failAll(signal ?? `exit code ${code}`));
+    p.stdin!.on('error', () => {}); // a dead launcher surfaces through 'exit'
+    createInterface({ input: p.stdout! }).on('line', (line) => {
+      const [id, pid, ...why] = line.split('\t');
+      const w = this.waiting.get(Number(id));
+      if (!w) return;
+      this.waiting.delete(Number(id));
+      if (this.waiting.size === 0) this.hold(p, false);
+      if (pid === '-') w.reject(new Error(why.join('\t')));
+      else w.resolve(Number(pid));
+    });
+    this.proc = p;
+    return p;
+  }
+}
