@@ -147,6 +147,22 @@ describe('NodeReconciler', () => {
     expect(deleteMoved).toBeLessThan(drv.log.indexOf('start mine'));
   });
 
+  it('a VM removed from under it that is no longer wanted does not hold back later starts', async () => {
+    const view = new MemView();
+    view.place('old', 'me');
+    const drv = new MemDriver();
+    const { r } = reconciler(view, drv, { resyncMs: 100 });
+    await r.start();
+    await until('old running', () => drv.vms.get('old')?.running === true);
+    // Deleted from the cluster and gone from the driver before the reconciler looked again.
+    view.resources = view.resources.filter((x) => x.metadata.name !== 'old');
+    view.placements.delete('old');
+    drv.vms.delete('old');
+    view.place('new', 'me');
+    r.kick();
+    await until('new running', () => drv.vms.get('new')?.running === true, 3000);
+  });
+
   it('while fenced it stops what runs and starts nothing; once in touch again it starts', async () => {
     const view = new MemView();
     view.place('a', 'me');

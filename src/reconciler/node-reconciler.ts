@@ -160,6 +160,12 @@ export class NodeReconciler {
     }
     const obs = await drv.inspect(name);
     if (obs.state !== 'missing') this.located.set(name, drv);
+    else if (!desired) {
+      // Not wanted here and gone: nothing left to do, and nothing left to wait for (a name kept
+      // in `located` would hold back every start on this node as "still leaving").
+      this.forgetVm(name);
+      return;
+    }
     const observed = this.observed(name, obs);
     const hashes = [desired?.image.hash, desired?.image.initrdHash].filter((h): h is string => !!h);
     const present = new Set<string>();
