@@ -1,6 +1,8 @@
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient, type StatusJson } from '../src/api/index.js';
+import { ApiClient, type ImageStatus, type StatusJson } from '../src/api/index.js';
+import { blake3File } from '../src/images/index.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 
 // Three daemons on loopback form a Raft cluster over Iroh: one bootstraps, two join with
@@ -85,6 +87,17 @@ describe('a three-voter cluster on loopback', () => {
     }
     const r = cli(['--server', nodes[2]!.api, '--token', nodes[2]!.token, 'get', 'image', 'img', '-o', 'json'], { configHome: configHome() });
     expect(JSON.parse(r.stdout).status.hash).toBe(`blake3:${'d'.repeat(64)}`);
+
+    // The follower's /metrics shows its P2P side: peers, bytes per Blixard protocol (Raft, and
+    // the forwarded apply), and its document views.
+    const text = await (await fetch(`${follower.api}/metrics`, { headers: { authorization: `Bearer ${follower.token}` } })).text();
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    expect(value(/^blixard_p2p_peers_connected (\d+)/m)).toBe(2);
+    expect(value(/^blixard_p2p_bytes_total\{protocol="blixard\/raft\/1",direction="received"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^blixard_p2p_bytes_total\{protocol="blixard\/api\/1",direction="sent"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^blixard_p2p_doc_entries\{doc="cluster"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^blixard_p2p_doc_entries\{doc="status"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^blixard_p2p_doc_sync_latency_seconds_count\{doc="status"\} (\d+)/m)).toBeGreaterThan(0);
   });
 
   it('elects a new leader when the leader is killed, and loses no acknowledged write', async () => {
@@ -93,6 +106,12 @@ describe('a three-voter cluster on loopback', () => {
     const rest = nodes.filter((d) => d !== leader);
     const t0 = Date.now();
     await leader.kill();
+    // While it is down, a survivor gets image content: it announces it in the status document once.
+    const content = path.join(work, 'content.bin');
+    await writeFile(content, 'written while a node was down\n'.repeat(1000));
+    const { hash } = await blake3File(content);
+    const holder = rest[0]!;
+    await holder.client.putBlob(hash, content);
     const next = await until('a new leader', async () => {
       const st = await Promise.all(rest.map((d) => d.client.status().catch(() => undefined)));
       return st.find((x): x is StatusJson => !!x && x.raft.role === 'leader' && x.raft.leader !== leader.nodeId);
@@ -105,7 +124,7 @@ describe('a three-voter cluster on loopback', () => {
     const survivor = rest[0]!;
     await until('every survivor to know the new leader', async () => (await Promise.all(rest.map((d) => d.client.status()))).every((x) => x.raft.leader === next.raft.leader));
     const after = await survivor.client.apply({
-      desired: [{ kind: 'Image', name: 'img2', labels: {}, spec: { blob: `blake3:${'e'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'e'.repeat(64)}`, size: null } }],
+      desired: [{ kind: 'Image', name: 'img2', labels: {}, spec: { blob: hash, format: 'raw' }, source: { hash, size: null } }],
       applyset: 'y',
       prune: false,
       maxPrune: 0,
@@ -121,5 +140,13 @@ describe('a three-voter cluster on loopback', () => {
     const again = new ApiClient({ server: back.api, token: back.token });
     expect((await again.list('Image')).map((i) => i.metadata.name).sort()).toEqual(['img', 'img2']);
     again.close();
+    // Its documents caught up too: it learned, from its own replica of the status document,
+    // that the survivor holds the content announced while it was away.
+    await until('the returning node to see the announcement it missed', async () => {
+      const img = (await back.client.list('Image', { local: true })).find((i) => (i.status as ImageStatus).hash === hash);
+      return img && (img.status as ImageStatus).holders.includes(holder.nodeId);
+    }, 20_000).catch(() => {
+      throw new Error('a restarted node never synced the status document');
+    });
   });
 });

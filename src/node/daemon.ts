@@ -147,7 +147,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const blobs = await BlobStore.open(iroh, paths.incoming);
     const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
     const author = (await iroh.authors.default()).toString();
-    const rpc = new RpcClient(endpoint);
+    const rpc = new RpcClient(endpoint, { metrics: p2pMetrics });
     peerDialledUs = (id) => rpc.forgetPeer(id);
     cleanups.push(async () => rpc.close());
 
@@ -226,14 +226,22 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
           if (isWorker) mirrorCluster();
         },
         onStatusChange: () => {},
+        // Every node this one knows of: opened from disk, the documents sync with them at once.
+        peers: [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self).map((id) => ({ nodeId: id, addresses: addressesOf(id) })),
+        metrics: p2pMetrics,
+        onError: (doc, err) => bgError(`document-${doc}`)(err),
       }).then((d) => {
         docs = d;
         if (isWorker) mirrorCluster();
         docsLoaded();
-        void announceHeld().catch(() => {});
+        void announceHeld().catch(bgError('announce-images'));
         cleanups.push(() => d.close());
         log.info({ cluster: tickets.clusterId.slice(0, 10), status: tickets.statusId.slice(0, 10) }, 'documents open');
         return d;
+      }, (e: unknown) => {
+        // A failed open is tried again by the next caller (the leader-duties loop, or the retry below).
+        docsOpening = undefined;
+        throw e;
       }));
     // A worker's store is a mirror of the cluster document (rebuilt, coalesced, as it changes).
     let mirrorTimer: NodeJS.Timeout | undefined;
@@ -293,10 +301,16 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const peers = new PeerManager({
       endpoint,
       router,
-      onError: (id, err) => log.debug({ peer: id, err: (err as Error)?.message }, 'peer connection failed'),
-      // A session that dropped says the peer may be gone or restarted: so may the RPC connection.
+      metrics: p2pMetrics,
+      // A peer that is down is news only while it lasts: logged at debug, counted (the peers
+      // table of `status` shows the last error per peer).
+      onError: (_id, err) => bgError('peer-connection', 'debug')(err),
       onChange: (h) => {
+        // A session that dropped says the peer may be gone or restarted: so may the RPC connection.
         if (!h.connected) rpc.forgetPeer(h.nodeId);
+        // A session that came back (either side restarted, or a partition healed): the documents
+        // sync with it now rather than wait for someone to write.
+        else if (docs) void docs.syncWith([{ nodeId: h.nodeId, addresses: addressesOf(h.nodeId) }]).catch(bgError('document-sync', 'debug'));
       },
     });
     cleanups.push(async () => peers.stop());
@@ -492,7 +506,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       onBlob: (h, size) => announceBlob(h, size),
       addLearner: async (id) => {
         refreshPeers();
-        if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(() => {});
+        if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(bgError('add-learner', 'debug'));
       },
     });
     // Work that follows changes to the store, coalesced: at thousands of writes per second it runs
@@ -506,7 +520,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         reconciler.kick();
         refreshPeers();
         if (raft.isLeader) void publish();
-        void announceHeld().catch(() => {});
+        void announceHeld().catch(bgError('announce-images'));
       }, 20);
     }
     cleanups.push(async () => clearTimeout(afterApplyTimer));
@@ -524,7 +538,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         const err = e instanceof ApiError ? e : new ApiError('internal', (e as Error).message);
         return { status: err.status, body: err.toJSON() };
       }
-    });
+    }, { metrics: p2pMetrics });
 
     const server = createApiServer({ token, backend, metrics: () => registry.metrics(), onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
     await new Promise<void>((resolve, reject) => {
@@ -566,10 +580,12 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     duties.unref();
     cleanups.push(async () => clearInterval(duties));
     function onLeadership(): void {
-      if (raft.isLeader) void leaderDuties().catch(() => {});
+      if (raft.isLeader) void leaderDuties().catch(bgError('membership'));
     }
     async function leaderDuties(): Promise<void> {
       refreshPeers();
+      // A worker's documents are its whole view of the cluster: a failed open is tried again here.
+      if (!docs && isWorker && membership?.docs) await openDocs(membership.docs, false);
       if (store.clusterId === null) return;
       if (!membership) {
         // Admitted through a Peer manifest: the replicated log now says which cluster and role.
@@ -617,7 +633,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     cleanups.push(async () => scheduling.stop());
     await reconciler.start();
     cleanups.push(() => reconciler.stop());
-    await leaderDuties().catch(() => {});
+    await leaderDuties().catch(bgError('membership'));
     // A daemon whose data dir vanished (deleted under it) has no durable state left to stand on:
     // it says so and stops, rather than acknowledge writes into deleted files.
     const lockFile = paths.lock;

@@ -1,5 +1,5 @@
 import type { Iroh, NodeAddr } from '@number0/iroh';
-import { ClusterDocPublisher, ClusterDocView, ReplicatedDoc, StatusView, StatusWriter, type DocEvent } from '../p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView, ReplicatedDoc, StatusView, StatusWriter, type DocEvent, type P2PMetrics } from '../p2p/index.js';
 import type { ClusterDocs } from '../state/index.js';
 
 // A node's two documents (SPEC section 1, steps 6-7): the cluster document (the leader publishes
@@ -16,6 +16,12 @@ export interface NodeDocsOptions {
   authorOf: (nodeId: string) => string | undefined;
   onClusterChange?: (keys: string[]) => void;
   onStatusChange?: (keys: string[]) => void;
+  /** Nodes to sync with at once: a document opened from disk is not synced by Iroh by itself,
+   * so a restarted node would otherwise not hear of what it missed. */
+  peers?: NodeAddr[];
+  metrics?: P2PMetrics;
+  /** Errors on the documents' event streams and view refreshes (never swallowed). */
+  onError?: (doc: 'cluster' | 'status', err: unknown) => void;
 }
 
 export class NodeDocs {
@@ -47,10 +53,16 @@ export class NodeDocs {
     const early: { doc: 'c' | 's'; e: DocEvent }[] = [];
     const onCluster = (e: DocEvent) => (clusterView ? clusterView.event(e) : early.push({ doc: 'c', e }));
     const onStatus = (e: DocEvent) => (statusView ? statusView.event(e) : early.push({ doc: 's', e }));
-    const cluster = await openOrJoin(o.iroh, o.docs.clusterId, o.canPublish ? o.docs.clusterWrite : o.docs.clusterRead, onCluster);
-    const status = await openOrJoin(o.iroh, o.docs.statusId, o.docs.statusWrite, onStatus);
-    clusterView = new ClusterDocView(cluster, o.onClusterChange);
-    statusView = new StatusView(status, o.authorOf, o.onStatusChange);
+    const opts = (name: 'cluster' | 'status') => ({
+      name,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+      ...(o.onError ? { onError: (e: unknown) => o.onError!(name, e) } : {}),
+      ...(o.peers ? { peers: o.peers.filter((p) => p.nodeId !== o.self) } : {}),
+    });
+    const cluster = await ReplicatedDoc.openOrJoin(o.iroh, o.docs.clusterId, o.canPublish ? o.docs.clusterWrite : o.docs.clusterRead, onCluster, opts('cluster'));
+    const status = await ReplicatedDoc.openOrJoin(o.iroh, o.docs.statusId, o.docs.statusWrite, onStatus, opts('status'));
+    clusterView = new ClusterDocView(cluster, o.onClusterChange, opts('cluster'));
+    statusView = new StatusView(status, o.authorOf, o.onStatusChange, opts('status'));
     for (const x of early) (x.doc === 'c' ? clusterView : statusView).event(x.e);
     await Promise.all([clusterView.load(), statusView.load()]);
     return new NodeDocs(cluster, status, clusterView, statusView, new StatusWriter(status, o.self), o.canPublish ? new ClusterDocPublisher(cluster) : null);
@@ -65,8 +77,4 @@ export class NodeDocs {
   async close(): Promise<void> {
     await Promise.all([this.cluster.close().catch(() => {}), this.status.close().catch(() => {})]);
   }
-}
-
-async function openOrJoin(iroh: Iroh, id: string, ticket: string, onEvent: (e: DocEvent) => void): Promise<ReplicatedDoc> {
-  return (await ReplicatedDoc.open(iroh, id, onEvent)) ?? (await ReplicatedDoc.join(iroh, ticket, onEvent));
 }

@@ -50,7 +50,11 @@ export class ProtocolRouter {
   }
 
   private async accept(alpn: Alpn, err: Error | null, conn: Connection): Promise<void> {
-    if (err) return;
+    if (err) {
+      // Iroh failed to hand over an incoming connection: rare, and worth knowing about.
+      this.events?.error?.(alpn, '?', err);
+      return;
+    }
     let remote = '?';
     try {
       remote = conn.remoteNodeId().toString();

@@ -67,12 +67,16 @@ export class IrohRaftTransport implements Transport {
       void (async () => {
         const counter = { bytes: 0 };
         let reported = 0;
+        let reportedAt = Date.now();
         try {
           for await (const frame of readFrames(bi.recv, counter)) {
             this.handler(remote, frame);
-            if (counter.bytes - reported > 65536) {
+            // Counted in batches (a counter update per frame costs at a million frames a second),
+            // but at least every second, so that a quiet stream shows up too.
+            if (counter.bytes - reported > 65536 || Date.now() - reportedAt > 1000) {
               this.opts.metrics?.bytes.inc({ protocol: ALPN.raft, direction: 'received' }, counter.bytes - reported);
               reported = counter.bytes;
+              reportedAt = Date.now();
             }
           }
         } catch {
