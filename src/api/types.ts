@@ -71,6 +71,8 @@ export interface NodeJson {
   cordoned: boolean;
   api: string | null;
   formats: string[];
+  /** Its author id in the documents: entries under status/<nodeId>/ count only from this author. */
+  author: string | null;
 }
 
 export interface StatusJson {

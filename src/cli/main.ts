@@ -37,6 +37,7 @@ export function program(): Command {
     .option('--node-timeout <duration>', 'a silent node is NotReady after this (default 10s)')
     .option('--fence-after <duration>', 'a cut-off node stops its VMs after this (default 20s)')
     .addOption(new Option('--discovery <mode>', 'none or iroh').choices(['none', 'iroh']))
+    .addOption(new Option('--p2p <mode>', 'on, or off for a node on its own (no peers, no tickets)').choices(['on', 'off']))
     .action(lazy('./node-start.js'));
   for (const action of ['cordon', 'uncordon', 'drain'] as const) {
     const c = node

@@ -23,6 +23,7 @@ interface StartFlags {
   nodeTimeout?: string;
   fenceAfter?: string;
   discovery?: 'none' | 'iroh';
+  p2p?: 'on' | 'off';
 }
 
 export default async function nodeStart(flags: StartFlags, cmd: Command): Promise<void> {
@@ -96,6 +97,7 @@ export function settingFlags(f: StartFlags): SettingFlags {
     nodeTimeout: f.nodeTimeout,
     fenceAfter: f.fenceAfter,
     discovery: f.discovery,
+    p2p: f.p2p,
   };
 }
 

@@ -252,6 +252,11 @@ export class NodeBackend implements ApiBackend {
   async apply(req: ApplyRequest): Promise<ApplyResponse> {
     if (!this.isLeader) return (await this.d.forward('POST', '/v1/apply', req)) as ApplyResponse;
     this.requireLeader();
+    if (this.d.settings.p2p === 'off') {
+      // A Peer would be a voter or a worker this node can never reach (and a voter, a lost quorum).
+      const peer = ('plan' in req && req.plan ? req.plan.changes.filter((c) => c.action !== 'prune') : 'desired' in req ? req.desired : []).find((d) => d.kind === 'Peer');
+      if (peer) throw new ApiError('invalid', `Peer/${peer.name}: this node runs with --p2p off and admits no other node (restart it with --p2p on)`);
+    }
     let plan: Plan;
     if (req.plan) {
       plan = req.plan;
@@ -307,6 +312,7 @@ export class NodeBackend implements ApiBackend {
   }
 
   async ticket(req: TicketRequest): Promise<{ ticket: string }> {
+    if (this.d.settings.p2p === 'off') throw new ApiError('invalid', 'this node runs with --p2p off: no other node can join it (restart it with --p2p on)');
     if (!this.isLeader) return (await this.d.forward('POST', '/v1/tickets', req)) as { ticket: string };
     this.requireLeader();
     const role = req.role === 'voter' ? 'voter' : 'worker';
@@ -481,5 +487,6 @@ function nodeJson(n: NodeRecord, ready: boolean, allocated: { vcpus: number; mem
     cordoned,
     api: n.api,
     formats: n.formats,
+    author: n.author ?? null,
   };
 }

@@ -118,7 +118,9 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     // A peer that dials us afresh may be a restarted process: cached outgoing RPC connections to
     // its old incarnation are dropped (set once the RPC client exists).
     let peerDialledUs: (nodeId: string) => void = () => {};
-    const router = new ProtocolRouter((id, alpn) => alpn === ALPN.api || admitted(id), {
+    const p2pOff = settings.p2p === 'off';
+    if (p2pOff && ticket && !membership) throw new StartupError('--join: this node runs with --p2p off and joins nothing (use --p2p on)', 2);
+    const router = new ProtocolRouter((id, alpn) => !p2pOff && (alpn === ALPN.api || admitted(id)), {
       accepted: (alpn, remote) => {
         p2pMetrics.connections.inc({ protocol: alpn, result: 'accepted' });
         peerDialledUs(remote);

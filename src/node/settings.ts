@@ -22,6 +22,9 @@ export interface NodeSettings {
   nodeTimeout: string;
   fenceAfter: string;
   discovery: 'none' | 'iroh';
+  /** off: a node on its own. It admits nobody on any Blixard protocol, gives out no tickets and
+   * joins nothing; Iroh still holds its blobs and documents, locally. */
+  p2p: 'on' | 'off';
 }
 
 export type SettingFlags = Partial<Omit<NodeSettings, 'version'>>;
@@ -43,6 +46,7 @@ export function defaultSettings(): NodeSettings {
     nodeTimeout: '10s',
     fenceAfter: '20s',
     discovery: 'none',
+    p2p: 'on',
   };
 }
 
@@ -59,6 +63,9 @@ export function checkSettings(s: NodeSettings): string[] {
   if (!Number.isInteger(s.memoryMiB) || s.memoryMiB < 1) problems.push(`--memory-mib: expected a positive integer, got ${s.memoryMiB}`);
   if (!['assigned', 'all'].includes(s.prefetch)) problems.push(`--prefetch: expected assigned or all, got ${JSON.stringify(s.prefetch)}`);
   if (!['none', 'iroh'].includes(s.discovery)) problems.push(`--discovery: expected none or iroh, got ${JSON.stringify(s.discovery)}`);
+  if (!['on', 'off'].includes(s.p2p)) problems.push(`--p2p: expected on or off, got ${JSON.stringify(s.p2p)}`);
+  if (s.p2p === 'off' && s.role === 'worker') problems.push('--p2p off: a worker lives on the cluster documents it syncs; run it with P2P on');
+  if (s.p2p === 'off' && s.discovery === 'iroh') problems.push('--discovery iroh: discovery needs P2P on');
   const tryParse = (flag: string, v: string | null, fn: (x: string) => number) => {
     if (v === null) return;
     try {

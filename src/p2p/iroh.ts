@@ -16,13 +16,18 @@ export interface IrohNodeOptions {
 
 export async function startIroh(opts: IrohNodeOptions): Promise<Iroh> {
   const { Iroh, NodeDiscoveryConfig } = await import('@number0/iroh');
-  return Iroh.persistent(opts.dir, {
+  return Iroh.persistent(opts.dir, irohNodeOptions(opts, { Default: NodeDiscoveryConfig.Default, None: NodeDiscoveryConfig.None }));
+}
+
+/** The options Iroh starts with: discovery (and with it relays) only with --discovery iroh. */
+export function irohNodeOptions<D>(opts: IrohNodeOptions, discovery: { Default: D; None: D }): NodeOptions & { nodeDiscovery: D } {
+  return {
     enableDocs: true,
-    nodeDiscovery: opts.discovery === 'iroh' ? NodeDiscoveryConfig.Default : NodeDiscoveryConfig.None,
+    nodeDiscovery: opts.discovery === 'iroh' ? discovery.Default : discovery.None,
     secretKey: [...opts.secretKey],
     ...bindAddresses(opts.listen),
     ...(opts.protocols ? { protocols: opts.protocols } : {}),
-  });
+  } as NodeOptions & { nodeDiscovery: D };
 }
 
 /**
