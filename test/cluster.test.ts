@@ -3,6 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient, type ImageStatus, type StatusJson } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
+import { ALPN, RpcClient } from '../src/p2p/index.js';
+import { startTestNode } from './helpers/iroh.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 
 // Three daemons on loopback form a Raft cluster over Iroh: one bootstraps, two join with
@@ -25,6 +27,11 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+async function listenOf(d: Daemon): Promise<string[]> {
+  const { readFile } = await import('node:fs/promises');
+  return [JSON.parse(await readFile(path.join(d.dataDir, 'node.json'), 'utf8')).listen as string];
 }
 
 async function ticket(d: Daemon, role: 'voter' | 'worker'): Promise<string> {
@@ -66,6 +73,26 @@ describe('a three-voter cluster on loopback', () => {
     });
     const table = cli(['--server', nodes[0]!.api, '--token', nodes[0]!.token, 'get', 'peers'], { configHome: configHome() }).stdout;
     expect(table).toMatch(/^n2\s+\S+\s+voter\s+True\s+True\s+[\d.]+ms/m);
+  });
+
+  it('serves a node it never admitted nothing: a refusal on the API protocol, no connection on the others', async () => {
+    const stranger = await startTestNode();
+    try {
+      const target = nodes[0]!;
+      const addr = { nodeId: target.nodeId, addresses: await listenOf(target) };
+      const rpc = new RpcClient(() => stranger.iroh.node.endpoint(), { callTimeoutMs: 5000 });
+      const res = await rpc.call(addr, { method: 'GET', path: '/v1/status' });
+      expect(res.status).toBe(401);
+      expect(JSON.stringify(res.body)).not.toContain(target.nodeId);
+      rpc.close();
+      // Raft and the peer protocol close the connection at once.
+      for (const alpn of [ALPN.raft, ALPN.peer]) {
+        const conn = await stranger.iroh.node.endpoint().connect(addr, Buffer.from(alpn));
+        expect(await conn.closed()).toMatch(/not admitted/);
+      }
+    } finally {
+      await stranger.iroh.node.shutdown().catch(() => {});
+    }
   });
 
   it('accepts writes on any node (followers forward to the leader) and replicates them', async () => {
