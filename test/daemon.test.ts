@@ -12,7 +12,11 @@ import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Dae
 let work: string;
 let d: Daemon;
 let conn: string[];
-const run = (args: string[], input?: string) => cli([...conn, ...args], { configHome: path.join(work, 'config'), cwd: work, ...(input !== undefined ? { input } : {}) });
+const run = (args: string[], input?: string) => {
+  const r = cli([...conn, ...args], { configHome: path.join(work, 'config'), cwd: work, ...(input !== undefined ? { input } : {}) });
+  if (process.env.DEBUG_CLI && r.code !== 0) console.log('CLI', args.join(' '), r.code, r.stderr);
+  return r;
+};
 
 const image = (name: string, file = 'app.sh') => `apiVersion: blixard.dev/v1
 kind: Image

@@ -35,6 +35,21 @@ export interface PeerStatus {
   lastSeen: string | null;
 }
 
+export interface TransferJson {
+  hash: string;
+  /** The VMs waiting for it (none: cache warming). */
+  vms: string[];
+  priority: 'vm' | 'warm';
+  phase: 'finding' | 'fetching' | 'verifying';
+  bytes: number;
+  total: number | null;
+  pieces: number;
+  piecesTotal: number | null;
+  /** Bytes received so far from each node. */
+  fromPeers: Record<string, number>;
+  startedAt: string;
+}
+
 export interface PeerHealthJson {
   nodeId: string;
   name: string;
@@ -93,6 +108,8 @@ export interface StatusJson {
   images: { total: number };
   /** This node's connections to its peers. */
   peers: PeerHealthJson[];
+  /** Image downloads under way on this node. */
+  transfers: TransferJson[];
   /** How many places observed state differs from desired (details: GET /v1/drift, `diff --actual`). */
   drift: number;
   applysets: { name: string; index: number; time: string; revision?: string }[];

@@ -134,6 +134,22 @@ export function program(): Command {
     .option('--tail <lines>', 'only the last N lines')
     .action(lazy('./logs.js'));
 
+  const image = p.command('image').description('images: put a file into the cluster, list what it holds');
+  image
+    .command('push')
+    .description('upload a file and create or update an Image of it')
+    .argument('<file>')
+    .requiredOption('--name <name>', 'the Image name')
+    .option('--format <format>', 'kernel, raw, qcow2 or executable (default: from the file)')
+    .option('--ready-pattern <regex>', "the VM is Running once its console prints a line matching this")
+    .option('-o, --output <format>', 'json')
+    .action((file: string, opts: object, cmd: Command) => lazyNamed('./image.js', 'push')(file, opts, cmd));
+  image
+    .command('ls')
+    .description('images with their hash, size and the nodes that hold them')
+    .option('-o, --output <format>', 'json, yaml or wide')
+    .action((opts: object, cmd: Command) => lazyNamed('./image.js', 'ls')(opts, cmd));
+
   p.command('status')
     .description('members, leader, nodes, VMs and background errors')
     .option('-o, --output <format>', 'json or yaml')
@@ -150,6 +166,13 @@ export function program(): Command {
 type Handler = (...args: unknown[]) => Promise<void>;
 
 /** Loads a command module when it runs; its default export gets (args..., opts, command). */
+function lazyNamed(modulePath: string, name: string): Handler {
+  return async (...args: unknown[]) => {
+    const mod = (await import(modulePath)) as Record<string, (...a: unknown[]) => Promise<void>>;
+    await mod[name]!(...args);
+  };
+}
+
 function lazy(modulePath: string): Handler {
   return async (...args: unknown[]) => {
     const mod = (await import(modulePath)) as { default: (...a: unknown[]) => Promise<void> };

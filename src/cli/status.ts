@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { formatBytes } from '../state/index.js';
 import { connect } from './connection.js';
 import { outputFormat, paint, table, terminal, toJson, toYaml } from './output.js';
 
@@ -24,6 +25,10 @@ export default async function status(opts: { output?: string }, cmd: Command): P
     text += '\nNodes:\n' + table(['NAME', 'ROLE', 'READY', 'CAPACITY', 'ALLOCATED'], s.nodes.map((n) => [n.name, n.role, n.ready ? 'True' : 'False', `${n.capacity.vcpus} vcpu, ${n.capacity.memoryMiB}Mi`, `${n.allocated.vcpus} vcpu, ${n.allocated.memoryMiB}Mi`]));
     if (s.peers.length) {
       text += '\nPeers (from this node):\n' + table(['NAME', 'CONNECTED', 'RTT', 'LAST SEEN', 'LAST ERROR'], s.peers.map((p) => [p.name, p.connected ? 'True' : 'False', p.rttMs === null ? '<none>' : `${p.rttMs}ms`, p.lastSeen ?? '<never>', p.lastError ?? '']));
+    }
+    if (s.transfers.length) {
+      const pct = (t: (typeof s.transfers)[number]) => (t.total ? `${Math.floor((100 * t.bytes) / t.total)}%` : '');
+      text += '\nImage transfers (to this node):\n' + table(['IMAGE', 'FOR', 'PHASE', 'PROGRESS', 'PIECES', 'FROM'], s.transfers.map((t) => [t.hash.slice(0, 19) + '..', t.vms.join(',') || '(cache)', t.phase, `${formatBytes(t.bytes)}${t.total ? ` of ${formatBytes(t.total)} ${pct(t)}` : ''}`, `${t.pieces}/${t.piecesTotal ?? '?'}`, Object.keys(t.fromPeers).map((id) => id.slice(0, 10)).join(',')]));
     }
     for (const n of s.notes) text += `\n${paint(out, 'yellow', 'note:')} ${n}`;
     if (s.notes.length) text += '\n';

@@ -134,12 +134,17 @@ interface PieceState {
   best: number;
 }
 
+/** Failures in a row from each provider of a piece, with no other provider left: give up. */
+const FAILS_TO_GIVE_UP = 3;
+
 interface ProviderState {
   suspectUntil: number;
   probation: boolean;
   stalls: number;
   /** Failures in a row. */
   fails: number;
+  /** Why its last attempt failed (shown when the download gives up). */
+  lastError?: string;
   /** Network bytes of ended attempts. */
   received: number;
   pieces: number;
@@ -309,10 +314,17 @@ export class PieceDownload {
     // reconciler retries later, and what arrived stays).
     if (this.pieces.some((p) => p.attempts.some((a) => a.state === 'waiting'))) this.lastByteAt = now;
     const silent = now - this.lastByteAt;
-    if (silent >= this.c.unavailableTimeoutMs) {
+    // Every provider of a missing piece keeps failing it (refusing, or sending bytes that fail
+    // verification): waiting out the silence timeout would only delay saying so.
+    const hopeless = this.pieces.some((p) => !p.done) && this.pieces.every((p) => p.done || (p.attempts.every((a) => a.state === 'over') && p.failed.size > 0 && [...p.failed].every((id) => (this.prov.get(id)?.fails ?? 0) >= FAILS_TO_GIVE_UP)));
+    if (silent >= this.c.unavailableTimeoutMs || hopeless) {
       const missing = this.pieces.filter((p) => !p.done).map((p) => p.index);
       const quiet = [...this.prov.values()].filter((p) => p.suspectUntil > now).length;
-      const detail = byId.size === 0 ? 'no node publishes this image' : `${byId.size} provider(s) known, ${quiet} not answering; nothing arrived for ${Math.round(silent / 1000)} s`;
+      const errors = [...this.prov.entries()].filter(([, st]) => st.lastError).map(([id, st]) => `${id.slice(0, 10)}: ${st.lastError}`);
+      const detail =
+        byId.size === 0
+          ? 'no node publishes this image'
+          : `${byId.size} provider(s) known, ${quiet} not answering; ${hopeless ? 'every attempt failed' : `nothing arrived for ${Math.round(silent / 1000)} s`}${errors.length ? `; last errors: ${errors.join('; ')}` : ''}`;
       return this.fail(new PiecesUnavailableError(this.o.manifest.hash, plan.unavailable.length > 0 ? plan.unavailable : missing, detail));
     }
     this.wakeAt(this.lastByteAt + this.c.unavailableTimeoutMs);
@@ -403,9 +415,10 @@ export class PieceDownload {
         }
       }
     } else if (!this.finished && !piece.done) {
-      const why = err ? ((err as Error).message ?? String(err)).split('\n')[0]! : 'the download ended without the piece';
+      const why = err ? ((err as Error).message ?? String(err)).split('\n')[0]! : 'no verified piece came (the provider lacks it, or its bytes do not match their BLAKE3 hash)';
       piece.failed.add(a.provider);
       this.stats.failures++;
+      if (st) st.lastError = why;
       if (st && !wasStalled) {
         // Failing fast (refused, not found, connection lost): suspect it, longer each time in a row.
         st.fails++;

@@ -21,7 +21,7 @@ import type {
   VersionJson,
   VmStatus,
 } from '../api/index.js';
-import { HashMismatchError, type BlobStore } from '../images/index.js';
+import { HashMismatchError, type TransferStatus } from '../images/index.js';
 import type { ReportedVm } from '../reconciler/index.js';
 import type { ConsoleLogOptions } from '../vm/index.js';
 import { ACTION_WORD, buildPlan, checkDesired, planChanges, type Plan } from '../reconciler/index.js';
@@ -80,7 +80,10 @@ export interface BackendDeps {
   settings: NodeSettings;
   store: DesiredStateStore;
   log: ConsensusLog;
-  blobs: BlobStore;
+  /** The node's image content: an upload is verified against its hash, then stored. */
+  blobs: { has(hash: string): Promise<boolean>; importStream(expected: string, body: Readable): Promise<{ hash: string; size: number }> };
+  /** Image downloads under way on this node. */
+  transfers?: () => TransferStatus[];
   /** The Iroh addresses peers can reach this node on (for tickets). */
   addresses: () => Promise<string[]>;
   /** Known once the API listens (port 0 means the OS chose it). */
@@ -97,7 +100,6 @@ export interface BackendDeps {
   peerHealth?: () => PeerHealthJson[];
   /** The nodes that hold a blob whole (status document), and a hook when this node gets one. */
   holders?: (hash: string) => string[];
-  onBlob?: (hash: string, size: number) => void;
   /** Adds a joined voter to the Raft configuration (as a learner; promotion follows). */
   addLearner?: (nodeId: string) => Promise<void>;
 }
@@ -156,6 +158,7 @@ export class NodeBackend implements ApiBackend {
       vms: { total: vms.length, running: statuses.filter((st) => (st as VmStatus).phase === 'Running').length },
       images: { total: store.list('Image').length },
       peers: this.d.peerHealth?.() ?? [],
+      transfers: (this.d.transfers?.() ?? []).map((t) => ({ hash: t.hash, vms: t.vms, priority: t.priority, phase: t.phase, bytes: t.bytes, total: t.total, pieces: t.pieces, piecesTotal: t.piecesTotal, fromPeers: t.perProvider, startedAt: t.startedAt })),
       // From this node's own replica: status must answer even when the leader does not.
       drift: (await this.drift(true)).length,
       applysets: store.listApplysets().map((a) => ({ name: a.name, index: a.index, time: a.time, ...(a.revision ? { revision: a.revision } : {}) })),
@@ -303,8 +306,7 @@ export class NodeBackend implements ApiBackend {
   async putBlob(hash: string, body: Readable): Promise<BlobJson> {
     try {
       const r = await this.d.blobs.importStream(hash, body);
-      this.d.onBlob?.(r.hash, r.size);
-      return r;
+      return { hash: r.hash, size: r.size };
     } catch (e) {
       if (e instanceof HashMismatchError) throw new ApiError('invalid', e.message);
       throw e;

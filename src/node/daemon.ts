@@ -5,11 +5,11 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '../api/index.js';
-import { BlobStore, ImageFiles } from '../images/index.js';
-import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, downloadBlob, serveRpc, startIroh } from '../p2p/index.js';
+import { HoldingsPublisher, ImageCache, ImageMetrics, ImageStore, Prefetcher, TransferLimiter, holdersOf as imageHolders } from '../images/index.js';
+import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
 import { RaftNode } from '../raft/index.js';
 import { NodeReconciler, type LaunchedVm, type ReportedVm } from '../reconciler/index.js';
-import { DesiredStateStore, parseDuration, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
+import { DesiredStateStore, parseBytes, parseDuration, parseRate, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
 import { clusterDocEntries, DocDesiredView } from './cluster-publish.js';
 import { NodeDocs } from './docs.js';
 import { WorkerLog } from './worker-log.js';
@@ -146,7 +146,12 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         await saveSettings(paths.root, settings);
       }
     }
-    const blobs = await BlobStore.open(iroh, paths.incoming);
+    // Images: pieces in Iroh's blob store (what peers fetch), files for hypervisors, an index.
+    const images = await ImageStore.open({ dir: path.join(paths.root, 'images'), iroh, log });
+    const imageMetrics = await ImageMetrics.create(registry);
+    const holdings = new HoldingsPublisher({ onError: bgError('publish-image-holdings') });
+    cleanups.push(async () => holdings.stop());
+    const limiter = new TransferLimiter({ bytesPerSec: settings.maxTransferRate ? parseRate(settings.maxTransferRate) : null, burstBytes: images.pieceSize });
     const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
     const author = (await iroh.authors.default()).toString();
     const rpc = new RpcClient(endpoint, { metrics: p2pMetrics });
@@ -211,6 +216,13 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       return publishing;
     }
 
+    // Where to reach a node: its record, its Peer manifest, what a join told us.
+    const addressesOf = (id: string): string[] => {
+      const rec = store.node(id)?.addresses ?? [];
+      const peer = store.list('Peer').find((p) => (p.spec as PeerSpec).nodeId === id);
+      const t = membership?.trusted.find((x) => x.nodeId === id)?.addresses ?? (ticket?.leader.nodeId === id ? ticket.leader.addresses : []);
+      return [...new Set([...rec, ...(((peer?.spec as PeerSpec | undefined)?.addresses ?? []) as string[]), ...t])];
+    };
     // The documents: opened once this node knows their tickets (a voter from its store, a worker
     // from its membership); the cluster document drives a worker's view of the desired state.
     let docs: NodeDocs | undefined;
@@ -227,7 +239,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         onClusterChange: () => {
           if (isWorker) mirrorCluster();
         },
-        onStatusChange: () => {},
+        onStatusChange: () => prefetcher.holdingsChanged(),
         // Every node this one knows of: opened from disk, the documents sync with them at once.
         peers: [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self).map((id) => ({ nodeId: id, addresses: addressesOf(id) })),
         metrics: p2pMetrics,
@@ -236,7 +248,9 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         docs = d;
         if (isWorker) mirrorCluster();
         docsLoaded();
-        void announceHeld().catch(bgError('announce-images'));
+        holdings.attach(d.writer);
+        void prefetcher.publishHoldings().catch(bgError('publish-image-holdings'));
+        warmCache();
         cleanups.push(() => d.close());
         log.info({ cluster: tickets.clusterId.slice(0, 10), status: tickets.statusId.slice(0, 10) }, 'documents open');
         return d;
@@ -326,12 +340,6 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       return peers.get(id)?.connected ?? false;
     };
     // Where to reach every node we know of: node records, Peer manifests, what a join told us.
-    const addressesOf = (id: string): string[] => {
-      const rec = store.node(id)?.addresses ?? [];
-      const peer = store.list('Peer').find((p) => (p.spec as PeerSpec).nodeId === id);
-      const t = membership?.trusted.find((x) => x.nodeId === id)?.addresses ?? (ticket?.leader.nodeId === id ? ticket.leader.addresses : []);
-      return [...new Set([...rec, ...(((peer?.spec as PeerSpec | undefined)?.addresses ?? []) as string[]), ...t])];
-    };
     function refreshPeers(): void {
       const conf = raft.membership;
       // The members, and what a join told us (a new learner knows no configuration until the
@@ -362,30 +370,46 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       return res.body;
     };
 
-    // Which nodes hold which image content: each node announces its own in the status document.
-    function holdersOf(hash: string): string[] {
+    // Which nodes hold which image: each node publishes its holdings (whole, or the pieces it has
+    // so far) in the status document; downloads spread pieces over every node that has them.
+    const prefetcher = new Prefetcher({
+      self,
+      store: images,
+      status: () => docs?.statusView,
+      publisher: holdings,
+      addressOf: (id) => {
+        const a = addressesOf(id);
+        return a.length > 0 ? { nodeId: id, addresses: a } : undefined;
+      },
+      limiter,
+      metrics: imageMetrics,
+      log,
+    });
+    cleanups.push(() => prefetcher.stop());
+    const holdersOf = (hash: string): string[] => (docs ? imageHolders(docs.statusView, hash) : []);
+    /** The image content every VM placed on this node (or still on its drivers) needs. */
+    const imagesInUse = (): string[] => {
       const out: string[] = [];
-      for (const id of docs?.statusView.nodes() ?? []) if (docs?.statusView.get(id, `blob/${hash.slice(7)}`)) out.push(id);
-      return out;
-    }
-    function announceBlob(hash: string, size: number): void {
-      docs?.writer.set(`blob/${hash.slice(7)}`, { size, at: new Date().toISOString() }).catch(bgError('announce-blob'));
-    }
-    // Each hash is looked up in the blob store once: content that arrives later (an upload, a
-    // download) is announced where it arrives, so an apply costs lookups for its new hashes only.
-    const lookedUp = new Set<string>();
-    /** Announces the images this node holds (after start and after changes): content for others. */
-    async function announceHeld(): Promise<void> {
-      if (!docs) return;
-      for (const img of store.list('Image')) {
-        for (const h of [img.source?.hash, img.source?.initrdHash]) {
-          if (!h || lookedUp.has(h) || docs.statusView.get(self, `blob/${h.slice(7)}`)) continue;
-          const size = await blobs.completeSize(h).catch(() => undefined);
-          if (size === undefined) continue; // the store did not answer: ask again next time
-          lookedUp.add(h);
-          if (size !== null) announceBlob(h, size);
-        }
+      for (const v of store.list('VirtualMachine')) {
+        if (store.placement(v.metadata.name)?.nodeId !== self && !reconciler.report(v.metadata.name)) continue;
+        const img = store.get('Image', (v.spec as { image: string }).image);
+        for (const h of [img?.source?.hash, img?.source?.initrdHash]) if (h) out.push(h);
       }
+      return out;
+    };
+    const cache = new ImageCache({
+      store: images,
+      limitBytes: settings.imageCacheSize ? parseBytes(settings.imageCacheSize) : null,
+      inUse: imagesInUse,
+      fetching: (h) => prefetcher.fetching(h),
+      metrics: imageMetrics,
+      log,
+    });
+    cleanups.push(async () => cache.stop());
+    /** --prefetch all: every image of the cluster, in the background, behind what VMs wait for. */
+    function warmCache(): void {
+      if (settings.prefetch !== 'all' || !docs) return;
+      prefetcher.warm(store.list('Image').flatMap((i) => [i.source?.hash, i.source?.initrdHash].filter((h): h is string => !!h)));
     }
 
     // Fencing (SPEC section 4): a node cut off from the cluster for longer than --fence-after stops
@@ -433,27 +457,18 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     gateWatch.unref();
     cleanups.push(async () => clearInterval(gateWatch));
 
-    const imageFiles = new ImageFiles(iroh, path.join(paths.root, 'images'));
     const ledgerFile = path.join(paths.root, 'vms', 'launched.json');
     const reconciler: NodeReconciler = new NodeReconciler({
       nodeId: self,
       nodeName: settings.name,
       view: () => store,
       drivers: enabled.drivers,
+      // Prefetch: a VM placed here gets its image from every node that has pieces of it.
       images: {
-        has: (h) => blobs.has(h),
-        pathFor: (h) => imageFiles.pathFor(h),
-        // Fetch image content from the nodes that hold it (the status document says which).
-        pull: async (hashes, _vm, onProgress) => {
-          for (const h of hashes) {
-            const providers = holdersOf(h).filter((id) => id !== self).map((id) => ({ nodeId: id, addresses: addressesOf(id) }));
-            if (providers.length === 0) throw new Error(`no node holds ${h} yet`);
-            const r = await downloadBlob(iroh, h, providers, { connectTimeoutMs: 3000, tag: `blixard/blob/${h.slice(7)}`, onProgress: (p) => onProgress(p.bytes, p.total) });
-            p2pMetrics.transfers.inc({ result: 'ok' });
-            p2pMetrics.transferBytes.inc(r.bytes);
-            p2pMetrics.transferSeconds.observe(r.elapsedMs / 1000);
-            announceBlob(h, r.bytes);
-          }
+        ...prefetcher.access(),
+        pull: async (hashes, vm, onProgress) => {
+          await prefetcher.pull(hashes, vm, onProgress);
+          cache.kick();
         },
       },
       ledger: {
@@ -496,7 +511,15 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       settings,
       store,
       log: raft,
-      blobs,
+      blobs: {
+        has: (h) => images.has(h),
+        importStream: async (h, body) => {
+          const r = await images.importStream(h, body);
+          cache.kick();
+          return r;
+        },
+      },
+      transfers: () => prefetcher.transfers(),
       addresses,
       apiUrl: () => apiUrl,
       vms: reconciler,
@@ -505,7 +528,6 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       remoteVm: (nodeId, vm) => docs?.statusView.get<ReportedVm>(nodeId, `vm/${vm}`),
       holders: (h) => holdersOf(h),
       peerHealth: () => peers.list().map((h) => ({ nodeId: h.nodeId, name: h.name, connected: h.connected, rttMs: h.rttMs, lastSeen: h.lastSeen, lastError: h.lastError })),
-      onBlob: (h, size) => announceBlob(h, size),
       addLearner: async (id) => {
         refreshPeers();
         if (!raft.membership.voters.includes(id) && !raft.membership.learners.includes(id)) await raft.proposeConfChange({ changes: [{ type: 'addLearner', node: id }] }).catch(bgError('add-learner', 'debug'));
@@ -522,7 +544,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         reconciler.kick();
         refreshPeers();
         if (raft.isLeader) void publish();
-        void announceHeld().catch(bgError('announce-images'));
+        warmCache();
+        cache.kick();
       }, 20);
     }
     cleanups.push(async () => clearTimeout(afterApplyTimer));
@@ -634,6 +657,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     scheduling.start(2_000);
     cleanups.push(async () => scheduling.stop());
     await reconciler.start();
+    cache.start();
     cleanups.push(() => reconciler.stop());
     await leaderDuties().catch(bgError('membership'));
     // A daemon whose data dir vanished (deleted under it) has no durable state left to stand on:
