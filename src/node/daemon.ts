@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -13,7 +13,7 @@ import { DesiredStateStore, parseBytes, parseDuration, parseRate, type ClusterDo
 import { clusterDocEntries, DocDesiredView } from './cluster-publish.js';
 import { NodeDocs } from './docs.js';
 import { WorkerLog } from './worker-log.js';
-import { enabledDrivers } from '../vm/index.js';
+import { enabledDrivers, fenceFile } from '../vm/index.js';
 import { NodeBackend, type JoinResponse } from './backend.js';
 import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir, writeFileDurable } from './datadir.js';
 import { readMembership, writeMembership, type Membership } from './membership.js';
@@ -641,6 +641,23 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         await raft.proposeConfChange(cc).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'membership change not taken now'));
       }
     }
+
+    // The dead man's switch of this node's VMs (vm/supervise.ts): refreshed every second; should
+    // this daemon die and stay dead for --fence-after, each shim stops its VM before the leader
+    // (after --node-timeout plus --fence-after) runs it elsewhere. A cluster of one node has
+    // nowhere else to run them: there, VMs simply keep running until the daemon is back.
+    const fenceSeconds = Math.max(1, Math.ceil(fenceAfterMs / 1000));
+    const deadMansSwitch = async (): Promise<void> => {
+      const others = settings.p2p === 'on' && store.listNodes().some((n) => n.nodeId !== self);
+      const file = fenceFile(paths.root);
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(`${file}.tmp`, `${others ? fenceSeconds : 0}\n`);
+      await rename(`${file}.tmp`, file);
+    };
+    await deadMansSwitch();
+    const switchTimer = setInterval(() => void deadMansSwitch().catch(bgError('vm-fence-file')), 1000);
+    switchTimer.unref();
+    cleanups.push(async () => clearInterval(switchTimer));
 
     // Every node heartbeats into the status document: how the others know it is up.
     const heartbeat = setInterval(() => {

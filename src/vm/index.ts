@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Driver, DriverName } from './driver.js';
 import { ProcessDriver } from './process.js';
 import { QemuDriver } from './qemu.js';
+import { FENCE_FILE } from './supervise.js';
 
 export { VmDriverError, assertVmName } from './driver.js';
 export type { ConsoleLogOptions, Driver, DriverName, ImageFormat, PortMapping, StopResult, VmExit, VmObservation, VmSpecForDriver, VmState } from './driver.js';
@@ -17,6 +18,11 @@ export type { QmpEvent, QmpGreeting, QmpStatus } from './qmp.js';
 /** The folder a driver keeps its VMs in. */
 export function driverRoot(dataDir: string, driver: DriverName): string {
   return path.join(dataDir, 'vms', driver);
+}
+
+/** The file whose freshness keeps this data dir's VMs running (see FENCE_FILE). */
+export function fenceFile(dataDir: string): string {
+  return path.join(dataDir, 'vms', FENCE_FILE);
 }
 
 export interface EnabledDrivers {

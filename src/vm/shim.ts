@@ -23,12 +23,15 @@
 // the daemon's install (an upgrade cannot change a running VM's supervisor).
 
 export const SHIM_SOURCE = String.raw`#!/usr/bin/perl
-# blixard shim. Usage (cwd = the VM folder): perl shim.pl LAUNCH_ID OUTPUT_FILE -- PROGRAM [ARG...]
+# blixard shim. Usage (cwd = the VM folder):
+#   perl shim.pl [--fence FILE] LAUNCH_ID OUTPUT_FILE -- PROGRAM [ARG...]
 use strict;
 use warnings;
 
+my $fence;
+if (@ARGV && $ARGV[0] eq '--fence') { shift @ARGV; $fence = shift @ARGV }
 my ($launch, $output, $sep, @argv) = @ARGV;
-die "usage: shim.pl LAUNCH_ID OUTPUT_FILE -- PROGRAM [ARG...]\n"
+die "usage: shim.pl [--fence FILE] LAUNCH_ID OUTPUT_FILE -- PROGRAM [ARG...]\n"
   unless defined $sep && $sep eq '--' && @argv && $launch =~ /^[0-9a-f]+$/;
 
 sub slurp { my ($f) = @_; open(my $fh, '<', $f) or return undef; local $/; my $s = <$fh>; close $fh; return $s }
@@ -83,8 +86,35 @@ write_atomic('run.json', sprintf(
   json_str($launch), json_str($boot), $$, start_ticks($$), $pid, start_ticks($pid),
   length($exec_error) ? ',"execError":' . json_str($exec_error) : ''));
 
-# Perl restarts waitpid after running a signal handler, so this returns only for $pid.
-waitpid($pid, 0) == $pid or die "blixard-shim: waitpid $pid: $!\n";
+# The dead man's switch (fencing when the daemon is gone). The daemon rewrites the fence file
+# every second with the number of seconds after which its VMs must not run without it (0: never,
+# e.g. a cluster of one node). Should the daemon die and stay dead that long, the cluster will
+# soon run this VM elsewhere: the shim stops it first (TERM to its group, KILL after the grace),
+# so that a VM never runs on two nodes. A restarted daemon keeps the file fresh and adopts the VM.
+my $GRACE = 10;
+my ($fenced_at, $limit) = (0, 0);
+$SIG{CHLD} = sub {};    # wakes the sleep below when the program ends
+while (1) {
+  my $r = waitpid($pid, 1);    # WNOHANG
+  last if $r == $pid;
+  die "blixard-shim: waitpid $pid: $!\n" if $r < 0;
+  if (defined $fence) {
+    my $now = time;
+    if (!$fenced_at) {
+      my $text = slurp($fence);
+      $limit = $1 if defined $text && $text =~ /^\s*(\d+)/;
+      my $mtime = (stat($fence))[9];
+      if ($limit > 0 && defined $mtime && $now - $mtime > $limit) {
+        $fenced_at = $now;
+        write_atomic('fenced.json', sprintf(qq({"launchId":%s,"time":%d,"daemonSilentFor":%d}\n), json_str($launch), $now, $now - $mtime));
+        kill 'TERM', -$pid;
+      }
+    } elsif ($now - $fenced_at >= $GRACE) {
+      kill 'KILL', -$pid;
+    }
+  }
+  sleep 1;
+}
 my $status = $?;
 my $signal = $status & 127;
 write_atomic('exit.json', sprintf(

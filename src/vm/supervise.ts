@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { VmDriverError } from './driver.js';
 import { pollUntil, textTail, writeFileAtomic } from './files.js';
 import { Launcher } from './launcher.js';
@@ -9,6 +10,13 @@ import { FILES, type ExitRecord, type LaunchRecord, type RunRecord, type StopRec
 
 // Starting a VM's process through the shim, and finding out, from the records and /proc alone,
 // whether it still runs and how it ended. Shared by both drivers.
+
+/**
+ * The daemon's dead man's switch, `<data-dir>/vms/heartbeat` (beside the drivers' roots): the
+ * daemon rewrites it every second with the seconds its VMs may outlive it (0: forever); every
+ * shim checks it and stops its VM once the daemon has been silent for longer (shim.ts).
+ */
+export const FENCE_FILE = 'heartbeat';
 
 /** PATH for what VMs run: the system's, never the daemon's (which may point into a checkout). */
 export const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -37,7 +45,8 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   let shimPid: number | null = null;
   try {
     // Its own session (setsid), so the shim and the VM outlive the daemon and its terminal.
-    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [plan.perl, FILES.shim, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env });
+    const fence = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE)];
+    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [plan.perl, FILES.shim, ...fence, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env });
   } catch (e) {
     spawnError = e as Error;
   }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { enabledDrivers, ProcessDriver, VmDriverError, type VmSpecForDriver } from '../../src/vm/index.js';
@@ -229,6 +229,39 @@ describe('process driver', () => {
     expect(obs.detail).toBeUndefined(); // its shim lives on too, so its end will be recorded
     expect(await driver.stop('survivor', 5000)).toMatchObject({ outcome: 'graceful', exit: { code: 3, signal: null } });
     await driver.delete('survivor');
+  });
+
+  it('stops a VM whose daemon has been silent past the fence time (dead man\'s switch), never one whose daemon is alive', async () => {
+    const beat = path.join(root, 'vms', 'heartbeat');
+    await writeFile(beat, '2\n'); // fresh: the daemon is alive, VMs may outlive it by 2 s
+    await driver.create(exe('fenced', await image('fenced.sh', SERVER)));
+    await driver.start('fenced');
+    const started = await driver.inspect('fenced');
+    // The daemon keeps the file fresh: the VM runs on.
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      await writeFile(beat, '2\n');
+    }
+    expect((await driver.inspect('fenced')).state).toBe('running');
+    // The daemon goes silent: its last beat is 10 s old, more than the 2 s it allowed.
+    const old = new Date(Date.now() - 10_000);
+    await utimes(beat, old, old);
+    const ended = await waitFor('the shim to stop the VM', 8000, async () => {
+      const o = await driver.inspect('fenced');
+      return o.state !== 'running' ? o : undefined;
+    });
+    expect(ended.exit?.signal ?? ended.exit?.code).toBeDefined();
+    const fenced = JSON.parse(await readFile(path.join(driver.root, 'fenced', 'fenced.json'), 'utf8')) as { daemonSilentFor: number };
+    expect(fenced.daemonSilentFor).toBeGreaterThanOrEqual(10);
+    expect(started.pid).toBeDefined();
+    // 0 means "never": a cluster of one node keeps its VMs whatever happens to the daemon.
+    await writeFile(beat, '0\n');
+    await utimes(beat, old, old);
+    await driver.start('fenced');
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await driver.inspect('fenced')).state).toBe('running');
+    await driver.delete('fenced');
+    await writeFile(beat, '0\n');
   });
 
   it('never mistakes a reused pid for the VM, and never signals it', async () => {
