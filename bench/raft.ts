@@ -1,12 +1,16 @@
 import path from 'node:path';
 import { ApiError, type ApplyRequest } from '../src/api/index.js';
+import { bindAddresses, IrohRaftTransport, ProtocolRouter } from '../src/p2p/index.js';
+import { RaftNode, type StateMachine } from '../src/raft/index.js';
 import { MemoryStorage, RawNode, type Message } from '../src/raft/core/index.js';
 import { removeDir, startDaemon, tempDir, type Daemon } from '../test/helpers/daemon.js';
 import type { Row } from './table.js';
 
 // Issue 3's numbers: committed writes per second and p50/p99 commit latency for 1, 16 and 64
-// concurrent API clients against a 3-node loopback cluster with fsync on; entries per fsync; the
-// in-memory core alone; and the time from starting 3 fresh nodes to an elected leader.
+// concurrent API clients against a 3-node loopback cluster with fsync on; entries per fsync on the
+// leader and on a follower; the in-memory core alone; and the time from starting 3 fresh nodes to
+// an elected leader, both as the daemon grows a cluster (bootstrap one, join two by ticket) and as
+// 3 voters bootstrapped together with the same configuration over the Iroh transport.
 
 const write = (i: number, c: number): ApplyRequest => ({
   desired: [{ kind: 'Image', name: `b-${c}-${i}`, labels: {}, spec: { blob: `blake3:${'f'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'f'.repeat(64)}`, size: null } }],
@@ -30,6 +34,7 @@ async function metric(d: Daemon, name: string): Promise<number> {
 export async function raftBench(): Promise<Row[]> {
   const rows: Row[] = [];
   rows.push(...coreBench());
+  rows.push(...(await freshTrioBench()));
   const work = await tempDir('blixard-raft-bench-');
   const configHome = path.join(work, 'config');
   const nodes: Daemon[] = [];
@@ -51,8 +56,11 @@ export async function raftBench(): Promise<Row[]> {
     rows.push({ name: 'fresh nodes: to 3 voters (2 joins by ticket)', value: allVoters, unit: 'ms', target: '' });
 
     const leader = nodes.find((d) => d.nodeId === nodes[0]!.nodeId)!;
+    const follower = nodes.find((d) => d !== leader)!;
+    const walCounts = async (d: Daemon) => ({ fsyncs: await metric(d, 'blixard_raft_wal_fsyncs'), entries: await metric(d, 'blixard_raft_entries_persisted') });
     for (const clients of [1, 16, 64]) {
-      const before = { fsyncs: await metric(leader, 'blixard_raft_wal_fsyncs'), entries: await metric(leader, 'blixard_raft_entries_persisted') };
+      const before = await walCounts(leader);
+      const followerBefore = await walCounts(follower);
       const lat: number[] = [];
       const seconds = 5;
       const end = performance.now() + seconds * 1000;
@@ -74,17 +82,91 @@ export async function raftBench(): Promise<Row[]> {
         }),
       );
       const elapsed = (performance.now() - start) / 1000;
-      const after = { fsyncs: await metric(leader, 'blixard_raft_wal_fsyncs'), entries: await metric(leader, 'blixard_raft_entries_persisted') };
+      const after = await walCounts(leader);
+      // The follower may still be writing the last entries: wait until it holds as many.
+      let followerAfter = await walCounts(follower);
+      for (let i = 0; i < 100 && followerAfter.entries - followerBefore.entries < after.entries - before.entries; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        followerAfter = await walCounts(follower);
+      }
       rows.push({ name: `${clients} clients: committed writes per second`, value: done / elapsed, unit: '/s', target: clients === 64 ? '>= 5000' : '' });
       rows.push({ name: `${clients} clients: commit latency p50`, value: pct(lat, 50), unit: 'ms', target: '' });
       rows.push({ name: `${clients} clients: commit latency p99`, value: pct(lat, 99), unit: 'ms', target: clients === 64 ? '< 50 ms' : '' });
       rows.push({ name: `${clients} clients: log entries per fsync (leader)`, value: (after.entries - before.entries) / Math.max(1, after.fsyncs - before.fsyncs), unit: '', target: '' });
+      rows.push({ name: `${clients} clients: log entries per fsync (follower)`, value: (followerAfter.entries - followerBefore.entries) / Math.max(1, followerAfter.fsyncs - followerBefore.fsyncs), unit: '', target: '' });
     }
   } finally {
     for (const d of nodes) await d.stop().catch(() => {});
     await removeDir(work);
   }
   return rows;
+}
+
+/**
+ * 3 fresh voters started together, each an in-process Iroh node on loopback (no discovery) with a
+ * Raft node over the Iroh transport, all bootstrapped with the same 3-voter configuration and the
+ * daemon's Raft timings: from starting them to a leader every one of them knows. A few rounds.
+ */
+export async function freshTrioBench(rounds = 3): Promise<Row[]> {
+  const { Iroh, NodeDiscoveryConfig } = await import('@number0/iroh');
+  const sm: StateMachine = { apply: () => undefined, snapshot: () => new Uint8Array(0), restore: () => {} };
+  const total: number[] = [];
+  const raftOnly: number[] = [];
+  // Staging relays start faster when offline; for the nodes this bench starts, never a default.
+  const prev = process.env.IROH_FORCE_STAGING_RELAYS;
+  process.env.IROH_FORCE_STAGING_RELAYS = '1';
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const work = await tempDir('blixard-raft-trio-');
+      const members = new Set<string>();
+      const started: { iroh: InstanceType<typeof Iroh>; router: ProtocolRouter }[] = [];
+      const nodes: RaftNode[] = [];
+      try {
+        const t0 = performance.now();
+        await Promise.all(
+          [0, 1, 2].map(async () => {
+            const router = new ProtocolRouter((id) => members.has(id));
+            const iroh = await Iroh.memory({ enableDocs: false, nodeDiscovery: NodeDiscoveryConfig.None, ...bindAddresses('127.0.0.1:0'), protocols: router.irohProtocols() });
+            started.push({ iroh, router });
+          }),
+        );
+        const addrs = await Promise.all(started.map((n) => n.iroh.net.nodeAddr()));
+        const peers = addrs.map((a) => ({ nodeId: a.nodeId, addresses: a.addresses ?? [] }));
+        for (const p of peers) members.add(p.nodeId);
+        const t1 = performance.now();
+        nodes.push(
+          ...(await Promise.all(
+            started.map((n, i) => {
+              const transport = new IrohRaftTransport(() => n.iroh.node.endpoint(), n.router);
+              transport.setPeers(peers.filter((p) => p.nodeId !== peers[i]!.nodeId));
+              return RaftNode.open({ dir: path.join(work, `n${i}`), id: peers[i]!.nodeId, transport, sm, bootstrap: { voters: peers.map((p) => p.nodeId), learners: [] } });
+            }),
+          )),
+        );
+        for (;;) {
+          const lead = nodes[0]!.leader;
+          if (lead && nodes.every((n) => n.leader === lead) && nodes.some((n) => n.isLeader)) break;
+          if (performance.now() - t0 > 30_000) throw new Error('no leader among 3 fresh nodes within 30 s');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        const t2 = performance.now();
+        total.push(t2 - t0);
+        raftOnly.push(t2 - t1);
+      } finally {
+        for (const n of nodes) await n.close().catch(() => {});
+        await Promise.all(started.map((n) => n.iroh.node.shutdown().catch(() => {})));
+        await removeDir(work);
+      }
+    }
+  } finally {
+    if (prev === undefined) delete process.env.IROH_FORCE_STAGING_RELAYS;
+    else process.env.IROH_FORCE_STAGING_RELAYS = prev;
+  }
+  return [
+    { name: `fresh 3 voters together over Iroh: start to elected leader (p50 of ${rounds})`, value: pct(total, 50), unit: 'ms', target: '' },
+    { name: `fresh 3 voters together over Iroh: start to elected leader (max of ${rounds})`, value: Math.max(...total), unit: 'ms', target: '' },
+    { name: 'fresh 3 voters together: of which Raft (nodes open to leader, p50)', value: pct(raftOnly, 50), unit: 'ms', target: '' },
+  ];
 }
 
 /** The pure core alone: three RawNodes passing messages in memory, no disk, no network. */

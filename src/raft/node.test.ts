@@ -2,15 +2,19 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemNetwork } from './mem-transport.js';
+import { decodeRecord } from './codec.js';
+import { MemNetwork, type MemNetworkOptions } from './mem-transport.js';
 import { NotLeaderError, RaftNode } from './node.js';
 import type { StateMachine } from './single-node.js';
+import { Wal } from './wal.js';
 
 // The Raft node as a daemon runs it: real WAL and snapshot files, real timers, an in-memory
 // network. (Safety under faults is the simulator's job, test/raft-sim; this is the shell.)
 
 class Log implements StateMachine {
   items: string[] = [];
+  /** Sizes of the snapshots restored (a partial one would not parse). */
+  restores: number[] = [];
   apply(data: Uint8Array): unknown {
     this.items.push(Buffer.from(data).toString());
     return this.items.length;
@@ -19,6 +23,7 @@ class Log implements StateMachine {
     return Buffer.from(JSON.stringify(this.items));
   }
   restore(data: Uint8Array): void {
+    this.restores.push(data.length);
     this.items = data.length ? (JSON.parse(Buffer.from(data).toString()) as string[]) : [];
   }
 }
@@ -57,14 +62,15 @@ async function member(net: MemNetwork, id: string, dir: string, opts: { bootstra
   return { id, dir, sm, node };
 }
 
-async function cluster(n: number, opts: { snapshotEvery?: number; keepBehind?: number } = {}) {
-  const net = new MemNetwork();
+async function cluster(n: number, opts: { snapshotEvery?: number; keepBehind?: number; net?: MemNetworkOptions } = {}) {
+  const { net: netOpts, ...memberOpts } = opts;
+  const net = new MemNetwork(netOpts);
   const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
   const members: Member[] = [];
   for (const id of ids) {
     const dir = await mkdtemp(path.join(os.tmpdir(), `raftnode-${id}-`));
     dirs.push(dir);
-    members.push(await member(net, id, dir, { bootstrap: ids, ...opts }));
+    members.push(await member(net, id, dir, { bootstrap: ids, ...memberOpts }));
   }
   return { net, members };
 }
@@ -138,4 +144,112 @@ describe('RaftNode', () => {
     await leader.node.propose(Buffer.from('with-four'));
     await until('n4 to apply it', () => n4.sm.items.at(-1) === 'with-four');
   });
+
+  it('catches a lagging follower up with a snapshot sent in many chunks', async () => {
+    const chunk = 8 * 1024;
+    const { net, members } = await cluster(3, { snapshotEvery: 20, keepBehind: 0, net: { snapshotChunkBytes: chunk } });
+    const leader = await leaderOf(members);
+    const lag = members.find((m) => m !== leader)!;
+    net.isolate(lag.id);
+    for (let w = 0; w < 10; w++) await Promise.all(Array.from({ length: 10 }, (_, i) => leader.node.propose(Buffer.from(big(w * 10 + i)))));
+    expect(leader.node.status().firstIndex).toBeGreaterThan(lag.node.status().lastIndex + 1); // only a snapshot can help
+    net.heal(lag.id);
+    await until('the follower to catch up', () => lag.sm.items.length === 100);
+    expect(lag.sm.items).toEqual(leader.sm.items);
+    const size = lag.sm.restores.at(-1)!;
+    expect(size).toBeGreaterThan(10 * chunk);
+    expect(net.snapshots.chunks).toBeGreaterThanOrEqual(Math.ceil(size / chunk));
+    expect(transfers(members)).toMatchObject({ succeeded: 1, failed: 0 });
+  });
+
+  it('retries a snapshot transfer that broke off; the follower never applies part of one', async () => {
+    const broken: number[] = [];
+    const { net, members } = await cluster(3, {
+      snapshotEvery: 20,
+      keepBehind: 0,
+      net: {
+        snapshotChunkBytes: 4 * 1024,
+        // The first two transfers break off midway (the stream dies at chunk 5, then 30).
+        onSnapshotChunk: ({ transfer, chunk }) => {
+          const cut = (transfer === 1 && chunk === 5) || (transfer === 2 && chunk === 30);
+          if (cut) broken.push(transfer);
+          return !cut;
+        },
+      },
+    });
+    const leader = await leaderOf(members);
+    const lag = members.find((m) => m !== leader)!;
+    net.isolate(lag.id);
+    for (let w = 0; w < 10; w++) await Promise.all(Array.from({ length: 10 }, (_, i) => leader.node.propose(Buffer.from(big(w * 10 + i)))));
+    net.heal(lag.id);
+    await until('the follower to catch up', () => lag.sm.items.length === 100);
+    expect(lag.sm.items).toEqual(leader.sm.items);
+    expect(broken).toEqual([1, 2]);
+    expect(net.snapshots.failed).toBe(2);
+    expect(transfers(members)).toMatchObject({ failed: 2, succeeded: 1 });
+    // Bootstrap restored an empty state ("[]"); the only other restore is the whole snapshot.
+    expect(lag.sm.restores.filter((n) => n > 2)).toEqual([JSON.stringify(lag.sm.items).length]);
+  });
+
+  it('group-commits on the leader and on followers: fewer fsyncs than entries, and every acknowledged entry is durable', async () => {
+    const { members } = await cluster(3);
+    const leader = await leaderOf(members);
+    const followers = members.filter((m) => m !== leader);
+    await leader.node.propose(Buffer.from('warm-up'));
+    await until('the followers to hold it', () => followers.every((f) => f.node.persistedIndex >= leader.node.persistedIndex));
+    const before = new Map(members.map((m) => [m.id, m.node.walStats]));
+    const acked: { index: number; data: string }[] = [];
+    const notDurable: string[] = [];
+    const all: Promise<void>[] = [];
+    // Waves of concurrent proposals, a millisecond apart: new ones keep arriving while fsyncs run.
+    for (let w = 0; w < 40; w++) {
+      for (let i = 0; i < 25; i++) {
+        const data = `w${w}-${i}`;
+        all.push(
+          leader.node.propose(Buffer.from(data)).then(({ index }) => {
+            acked.push({ index, data });
+            // Acknowledged: on the leader's disk and on a majority's.
+            const holders = members.filter((m) => m.node.persistedIndex >= index).map((m) => m.id);
+            if (!holders.includes(leader.id) || holders.length < 2) notDurable.push(`${index} on ${holders.join(',')}`);
+          }),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await Promise.all(all);
+    expect(notDurable).toEqual([]);
+    await until('the followers to persist everything', () => followers.every((f) => f.node.persistedIndex >= leader.node.persistedIndex));
+    const perFsync: Record<string, string> = {};
+    for (const m of members) {
+      const a = m.node.walStats;
+      const b = before.get(m.id)!;
+      const entries = a.entries - b.entries;
+      const fsyncs = a.fsyncs - b.fsyncs;
+      perFsync[m === leader ? `leader ${m.id}` : `follower ${m.id}`] = `${entries} entries / ${fsyncs} fsyncs`;
+      expect(entries).toBe(1000);
+      expect(fsyncs).toBeGreaterThan(0);
+      expect(fsyncs * 4).toBeLessThan(entries);
+    }
+    console.log(`group commit: ${JSON.stringify(perFsync)}`);
+
+    // What was acknowledged is in the WAL files themselves, on the leader and on the followers.
+    for (const m of members) await m.node.close();
+    for (const m of members) {
+      const { wal, records } = await Wal.open(path.join(m.dir, 'wal'));
+      await wal.close();
+      const onDisk = new Map<number, string>();
+      for (const r of records) for (const e of decodeRecord(r.data).entries) onDisk.set(e.index, Buffer.from(e.data).toString());
+      for (const { index, data } of acked) expect(onDisk.get(index), `${m.id} index ${index}`).toBe(data);
+    }
+  });
 });
+
+/** Snapshot transfers of all members (leadership may move on a loaded machine). */
+function transfers(ms: Member[]): { succeeded: number; failed: number } {
+  const all = ms.map((m) => m.node.snapshotTransfers);
+  return { succeeded: all.reduce((a, t) => a + t.succeeded, 0), failed: all.reduce((a, t) => a + t.failed, 0) };
+}
+
+function big(i: number): string {
+  return `op-${i}-${'x'.repeat(2000)}`;
+}

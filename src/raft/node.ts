@@ -150,7 +150,9 @@ export class RaftNode {
     const node = new RaftNode(o, raw, storage, wal, snapIndex, raw.confState());
     node.segmentMax = segmentMax;
     node.recoveredAt = storage.initialState().hardState.commit;
+    node.persisted = storage.lastIndex();
     o.transport.onReceive((from, bytes) => node.receive(from, bytes));
+    o.transport.onUnreachable((peer) => node.unreachable(peer));
     node.ticker = setInterval(() => node.tick(), o.tickMs ?? 100);
     node.ticker.unref();
     // The first Ready (and its callbacks) only once the caller holds the node.
@@ -192,6 +194,19 @@ export class RaftNode {
     return { ...this.wal.stats, entries: this.entriesPersisted };
   }
   private entriesPersisted = 0;
+
+  /** The log up to here is on this node's disk (fsynced): what this node acknowledges holding. */
+  get persistedIndex(): number {
+    return this.persisted;
+  }
+  private persisted = 0;
+
+  /** Snapshots sent to followers: transfers started, and how they ended. */
+  get snapshotTransfers(): { started: number; succeeded: number; failed: number; skipped: number } {
+    return { ...this.snapshotStats };
+  }
+  private readonly snapshotStats = { started: 0, succeeded: 0, failed: 0, skipped: 0 };
+  private readonly snapshotsInFlight = new Set<string>();
 
   /** Appends `data` to the log; resolves with the state machine's result once it is applied here. */
   propose(data: Uint8Array): Promise<{ index: number; result: unknown }> {
@@ -313,6 +328,39 @@ export class RaftNode {
     this.kick();
   }
 
+  /** The transport could not reach `peer`: the core stops pipelining to it and probes instead. */
+  private unreachable(peer: string): void {
+    if (this.closed || this.failure) return;
+    this.raw.reportUnreachable(peer);
+    this.kick();
+  }
+
+  /**
+   * Hands a MsgSnap to the transport and reports the outcome to the core: on success it waits
+   * for the follower's answer, on failure it probes again, which sends a new snapshot if the
+   * follower still needs one. One transfer per peer at a time: the core may ask for another
+   * while one is still under way (it gives up on an unreported snapshot after a few election
+   * timeouts, and a big one may take longer than that); the one under way is let finish, and
+   * its report sets the core going again.
+   */
+  private sendSnapshot(m: Message): void {
+    if (this.snapshotsInFlight.has(m.to)) {
+      this.snapshotStats.skipped++;
+      return;
+    }
+    this.snapshotsInFlight.add(m.to);
+    this.snapshotStats.started++;
+    void this.o.transport.sendSnapshot(m.to, encodeMessage(m)).then((ok) => {
+      this.snapshotsInFlight.delete(m.to);
+      if (ok) this.snapshotStats.succeeded++;
+      else this.snapshotStats.failed++;
+      if (this.closed || this.failure) return;
+      if (!ok) this.o.onWarning?.(`snapshot at index ${m.snapshot?.meta.index} to ${m.to} did not get through; the leader will send one again`);
+      this.raw.reportSnapshot(m.to, ok);
+      this.kick();
+    });
+  }
+
   private kick(): void {
     if (this.running) {
       this.again = true;
@@ -367,9 +415,14 @@ export class RaftNode {
     if (overlap) applyCommitted();
     await persisting;
 
-    // 2. Send, batched per peer: only now, when everything they acknowledge is on disk.
+    // 2. Send, batched per peer: only now, when everything they acknowledge is on disk. Snapshots
+    // go on transfers of their own, beside the other messages (see snapshot-transfer.ts).
     const byPeer = new Map<string, Uint8Array[]>();
     for (const m of rd.messages) {
+      if (m.type === 'MsgSnap') {
+        this.sendSnapshot(m);
+        continue;
+      }
       const list = byPeer.get(m.to) ?? [];
       list.push(encodeMessage(m));
       byPeer.set(m.to, list);
@@ -417,6 +470,8 @@ export class RaftNode {
       const max = rd.entries.length ? rd.entries[rd.entries.length - 1]!.index : 0;
       this.segmentMax.set(seq, Math.max(this.segmentMax.get(seq) ?? 0, max));
       this.entriesPersisted += rd.entries.length;
+      if (rd.entries.length > 0) this.persisted = rd.entries[rd.entries.length - 1]!.index;
+      else if (rd.snapshot) this.persisted = rd.snapshot.meta.index;
     }
     if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
     if (rd.entries.length > 0) this.storage.append(rd.entries);

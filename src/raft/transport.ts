@@ -10,8 +10,17 @@ export interface RaftPeer {
 export interface Transport {
   /** Queues messages for a peer; they leave in as few writes as possible. Never throws. */
   send(to: string, messages: Uint8Array[]): void;
+  /**
+   * Sends one snapshot message (an encoded MsgSnap, of any size) beside the ordinary messages, in
+   * chunks (see snapshot-transfer.ts), never in front of them. Resolves true once the peer holds
+   * all of it and handed it to its node, false if the transfer failed; never rejects. The
+   * receiving side delivers it to onReceive's handler whole, or not at all.
+   */
+  sendSnapshot(to: string, message: Uint8Array): Promise<boolean>;
   /** Where received messages go. */
   onReceive(handler: (from: string, message: Uint8Array) => void): void;
+  /** Told when a peer could not be reached (a dial failed, a connection broke). */
+  onUnreachable(handler: (peer: string) => void): void;
   /** The peers messages may be sent to, and how to reach them. */
   setPeers(peers: RaftPeer[]): void;
   close(): Promise<void>;

@@ -29,7 +29,7 @@ import {
 // Snapshots are sent whole in one MsgSnap. Chunking belongs to the transport (one QUIC stream per
 // snapshot, written in pieces and reassembled before step()), which reports the outcome with
 // reportSnapshot(); the core never holds a half-received snapshot, and a lost stream simply sends
-// the follower back to probing.
+// the follower back to probing. Why there and not here: see ../snapshot-transfer.ts.
 
 export type StateType = 'follower' | 'precandidate' | 'candidate' | 'leader';
 
