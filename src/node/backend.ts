@@ -58,6 +58,8 @@ export interface ConsensusLog {
   readonly leader: string | null;
   readonly currentRole: 'leader' | 'follower' | 'candidate' | 'precandidate' | 'learner' | 'none';
   readonly membership: { voters: string[]; learners: string[] };
+  /** ReadIndex: resolves once this node's state reflects every write committed before the call. */
+  readBarrier?(timeoutMs?: number): Promise<void>;
 }
 
 /** A node-to-node call to the leader (or the leader's answer as an ApiError). */
@@ -105,6 +107,7 @@ export interface BackendDeps {
 }
 
 const EVENTS_PER_RESOURCE = 20;
+const READ_BARRIER_TIMEOUT_MS = 5_000;
 const PROPOSE_TIMEOUT_MS = 15_000;
 const ERRORS_KEPT = 50;
 
@@ -211,14 +214,19 @@ export class NodeBackend implements ApiBackend {
     return this.d.store.node(nodeId)?.name ?? nodeId.slice(0, 10);
   }
 
-  // Reads go to the leader too: SPEC section 1, step 8 (get, describe, diff read from the leader).
+  // Reads go to the leader too: SPEC section 1, step 8 (get, describe, diff read from the leader),
+  // and are linearizable, as etcd's are by default: the leader first confirms with a quorum that
+  // it still leads (ReadIndex), so a leader cut off from the others never answers from a stale
+  // state. `?local=1` reads this node's replica as it is (etcd's serializable read).
   async list(kind: Kind, local = false): Promise<ResourceJson[]> {
     if (!this.isLeader && !local) return ((await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}`)) as { items: ResourceJson[] }).items;
+    if (!local) await this.linearizable();
     return Promise.all(this.d.store.list(kind).map((r) => this.toJson(r)));
   }
 
   async get(kind: Kind, name: string, local = false): Promise<ResourceJson | undefined> {
     if (!this.isLeader && !local) return (await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`)) as ResourceJson;
+    if (!local) await this.linearizable();
     const r = this.d.store.get(kind, name);
     return r ? this.toJson(r) : undefined;
   }
@@ -401,6 +409,15 @@ export class NodeBackend implements ApiBackend {
       clearTimeout(timer);
     }
     return out;
+  }
+
+  private async linearizable(): Promise<void> {
+    if (!this.d.log.readBarrier) return;
+    try {
+      await this.d.log.readBarrier(READ_BARRIER_TIMEOUT_MS);
+    } catch (e) {
+      throw new ApiError('no-leader', `this node could not confirm it still leads the cluster: ${(e as Error).message}; try again`);
+    }
   }
 
   private requireLeader(): void {

@@ -66,6 +66,7 @@ export class StartupError extends Error {
 }
 
 /** How often the leader looks at membership, and every node at its peers. */
+const DOC_RESYNC_MS = 10_000;
 const MEMBERSHIP_INTERVAL_MS = 500;
 
 export async function startNode(opts: StartOptions): Promise<RunningNode> {
@@ -333,10 +334,27 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     // A node is ready when it heartbeats in the status document (or, before documents, answers
     // pings); it is NotReady once its heartbeat is older than --node-timeout.
     const nodeTimeoutMs = parseDuration(settings.nodeTimeout);
+    // When this node saw each node's heartbeat change, by its own clock: liveness must not rest
+    // on another machine's clock (a node whose clock runs ahead would look alive for longer). A
+    // heartbeat seen for the first time counts from the time it carries (at most now).
+    const beats = new Map<string, { time: string; at: number }>();
+    function observeBeats(): void {
+      for (const id of docs?.statusView.nodes() ?? []) {
+        const hb = docs!.statusView.get<{ time: string }>(id, 'node');
+        if (!hb || typeof hb.time !== 'string') continue;
+        const prev = beats.get(id);
+        if (!prev) beats.set(id, { time: hb.time, at: Math.min(Date.now(), Date.parse(hb.time) || 0) });
+        else if (prev.time !== hb.time) beats.set(id, { time: hb.time, at: Date.now() });
+      }
+    }
+    const beatWatch = setInterval(observeBeats, 250);
+    beatWatch.unref();
+    cleanups.push(async () => clearInterval(beatWatch));
     const nodeReady = (id: string): boolean => {
       if (id === self) return true;
-      const hb = docs?.statusView.get<{ time: string }>(id, 'node');
-      if (hb) return Date.now() - Date.parse(hb.time) < nodeTimeoutMs;
+      observeBeats();
+      const b = beats.get(id);
+      if (b) return Date.now() - b.at < nodeTimeoutMs;
       return peers.get(id)?.connected ?? false;
     };
     // Where to reach every node we know of: node records, Peer manifests, what a join told us.
@@ -420,18 +438,39 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       for (const h of peers.list()) if (store.node(h.nodeId)?.role === 'voter' && h.lastSeen) last = Math.max(last, Date.parse(h.lastSeen));
       return last;
     }
-    // When this node last lost touch (fenced): a worker back in touch starts nothing until its
-    // view of the cluster document was refreshed by a sync that finished after that.
-    let outOfTouchAt = 0;
+    // When this node last lost touch, or started: it starts nothing until it has proof that its
+    // view is current as of after that moment. A worker: a sync of the cluster document that
+    // finished later. A voter: a ReadIndex round (the leader confirms its commit index with a
+    // quorum) that completed later, with everything up to that index applied here. The start
+    // counts as a loss of touch: the store on disk may be old (VMs may have moved meanwhile).
+    let outOfTouchAt = Date.now();
+    let confirmedAt = 0;
+    let confirming = false;
+    let lastGateAt = Date.now();
     function gate(): { fenced: boolean; mayStart: boolean; why?: string } {
+      const now = Date.now();
+      // A stalled event loop is time out of touch too, whatever the last message said.
+      if (now - lastGateAt > nodeTimeoutMs) outOfTouchAt = now;
+      lastGateAt = now;
       if (store.clusterId === null) return { fenced: false, mayStart: false, why: 'not in a cluster yet' };
-      const since = Date.now() - Math.max(clusterContact(), startedAt);
+      const since = now - Math.max(clusterContact(), startedAt);
       const fenced = since > fenceAfterMs;
-      if (since > nodeTimeoutMs) outOfTouchAt = Date.now();
-      const caughtUp =
-        raft instanceof RaftNode
-          ? raft.leader !== null && raft.appliedIndex >= raft.commitIndex
-          : since < nodeTimeoutMs && (outOfTouchAt === 0 || (docs?.clusterView.lastSyncAt ?? 0) > outOfTouchAt);
+      if (since > nodeTimeoutMs) outOfTouchAt = now;
+      let caughtUp: boolean;
+      if (raft instanceof RaftNode) {
+        caughtUp = raft.leader !== null && confirmedAt > outOfTouchAt;
+        if (!caughtUp && !fenced && !confirming && raft.leader !== null) {
+          const asked = now;
+          confirming = true;
+          raft
+            .readBarrier(Math.min(2000, nodeTimeoutMs))
+            .then(
+              () => (confirmedAt = asked),
+              () => {},
+            )
+            .finally(() => (confirming = false));
+        }
+      } else caughtUp = since < nodeTimeoutMs && (docs?.clusterView.lastSyncAt ?? 0) > outOfTouchAt;
       return { fenced, mayStart: !fenced && caughtUp, why: fenced ? `no contact for ${Math.round(since / 1000)} s` : caughtUp ? undefined : 'catching up' };
     }
     // The gate is a matter of time: look again when it changes.
@@ -500,9 +539,10 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const fenceAfterMs = parseDuration(settings.fenceAfter);
     const nodeLost = (id: string): boolean => {
       if (id === self) return false;
-      const hb = docs?.statusView.get<{ time: string }>(id, 'node');
-      if (!hb) return false;
-      return Date.now() - Math.max(Date.parse(hb.time), leaderSince) > nodeTimeoutMs + fenceAfterMs;
+      observeBeats();
+      const b = beats.get(id);
+      if (!b) return false;
+      return Date.now() - Math.max(b.at, leaderSince) > nodeTimeoutMs + fenceAfterMs;
     };
     const vmGone = (id: string, vm: string): boolean => docs?.statusView.get(id, `vm/${vm}`) === undefined;
     const scheduling = new SchedulingLoop(store, { schedulable: nodeReady, lost: nodeLost, vmGone }, (cmd) => backend.propose(cmd), () => backend.isLeader, log);
@@ -658,6 +698,18 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const switchTimer = setInterval(() => void deadMansSwitch().catch(bgError('vm-fence-file')), 1000);
     switchTimer.unref();
     cleanups.push(async () => clearInterval(switchTimer));
+
+    // Anti-entropy: documents sync live by gossip, and a message lost while the swarm changes is
+    // only recovered by a sync. Every node syncs with every node it knows now and then (a set
+    // reconciliation: cheap when nothing differs).
+    const antiEntropy = setInterval(() => {
+      if (!docs || settings.p2p === 'off') return;
+      const known = [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self);
+      const addrs = known.map((id) => ({ nodeId: id, addresses: addressesOf(id) })).filter((a) => a.addresses.length > 0);
+      void docs.syncWith(addrs).catch(bgError('document-sync', 'debug'));
+    }, DOC_RESYNC_MS);
+    antiEntropy.unref();
+    cleanups.push(async () => clearInterval(antiEntropy));
 
     // Every node heartbeats into the status document: how the others know it is up.
     const heartbeat = setInterval(() => {

@@ -58,6 +58,9 @@ export interface ReplicatedDocOptions {
 
 const newer = (a: DocEntry<unknown>, b: DocEntry<unknown>) => a.timestamp > b.timestamp;
 
+/** How long a join waits to be in the document's swarm before it returns anyway. */
+const JOIN_WAIT_MS = 5_000;
+
 type IrohModule = typeof import('@number0/iroh');
 
 export class ReplicatedDoc {
@@ -110,13 +113,22 @@ export class ReplicatedDoc {
     const author = (await iroh.authors.default()).toString();
     let d: ReplicatedDoc | undefined;
     const early: [Error | null, LiveEvent][] = [];
+    // Writes made before this node is in the document's gossip swarm reach nobody until the next
+    // sync: the join returns once a peer is a neighbour or a first sync finished (or after a
+    // while, when nobody answers: the document still works locally and syncs later).
+    let inSwarm: () => void = () => {};
+    const joined = new Promise<void>((r) => (inSwarm = r));
     const doc = await iroh.docs.joinAndSubscribe(m.DocTicket.fromString(ticket), (err, ev) => {
+      if (!err && (ev.neighborUp || ev.syncFinished)) inSwarm();
       if (d) d.dispatch(err, ev, onEvent, true);
       else early.push([err, ev]);
     });
     d = new ReplicatedDoc(iroh, doc, m, author, opts);
     d.metered = true;
     for (const [err, ev] of early) d.dispatch(err, ev, onEvent, true);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([joined, new Promise<void>((r) => (timer = setTimeout(r, JOIN_WAIT_MS)))]);
+    clearTimeout(timer);
     return d;
   }
 

@@ -115,6 +115,24 @@ describe('RaftNode', () => {
     expect(old.sm.items).toEqual(next.sm.items);
   });
 
+  it('a read barrier proves leadership: a leader cut off answers no read, even before it steps down', async () => {
+    const { net, members } = await cluster(3);
+    const old = await leaderOf(members);
+    await old.node.propose(Buffer.from('before'));
+    await old.node.readBarrier(); // in touch: resolves
+    net.isolate(old.id);
+    // Right after the cut it still believes it leads; a read must not be served from its state.
+    expect(old.node.isLeader).toBe(true);
+    await expect(old.node.readBarrier(500)).rejects.toBeInstanceOf(NotLeaderError);
+    const next = await until('a new leader', () => members.filter((m) => m !== old).find((m) => m.node.isLeader));
+    await next.node.propose(Buffer.from('after'));
+    // A follower's barrier asks the leader, and returns once the follower applied what it said.
+    const follower = members.find((m) => m !== old && m !== next)!;
+    await follower.node.readBarrier();
+    expect(follower.sm.items).toContain('after');
+    net.heal(old.id);
+  });
+
   it('restarts from its WAL and snapshots, compacting the log as it goes', async () => {
     const { net, members } = await cluster(3, { snapshotEvery: 50, keepBehind: 10 });
     const leader = await leaderOf(members);
