@@ -176,4 +176,28 @@ describe('a three-voter cluster on loopback', () => {
       throw new Error('a restarted node never synced the status document');
     });
   });
+
+  it('removes a voter whose Peer is deleted; a leader removed so hands leadership over first', async () => {
+    const s0 = await nodes[0]!.client.status();
+    const leaderId = s0.raft.leader!;
+    const leaderPeer = (await nodes[0]!.client.list('Peer')).find((p) => (p.spec as { nodeId: string }).nodeId === leaderId);
+    // The bootstrap node has no Peer; the others joined by ticket and got one. Remove a node that
+    // has one: the leader if it has (leadership moves first), else a follower.
+    const target = leaderPeer ?? (await nodes[0]!.client.list('Peer'))[0]!;
+    console.log(leaderPeer ? 'removing the leader by its Peer' : 'removing a follower by its Peer');
+    const targetId = (target.spec as { nodeId: string }).nodeId;
+    const rest = nodes.filter((d) => d.nodeId !== targetId);
+    const r = cli(['--server', rest[0]!.api, '--token', rest[0]!.token, 'delete', 'peer', target.metadata.name], { configHome: configHome() });
+    expect(r.code, r.stderr).toBe(0);
+    const after = await until('two voters without it', async () => {
+      const st = await rest[0]!.client.status();
+      const voters = st.raft.members.filter((m) => m.role === 'voter').map((m) => m.nodeId);
+      return voters.length === 2 && !voters.includes(targetId) && st.raft.leader && st.raft.leader !== targetId ? st : undefined;
+    }, 30_000);
+    expect(after.raft.leader).not.toBe(targetId);
+    // Writes go on with the two that remain.
+    const w = await rest[0]!.client.apply({ desired: [{ kind: 'Image', name: 'img3', labels: {}, spec: { blob: `blake3:${'9'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'9'.repeat(64)}`, size: null } }], applyset: 'z', prune: false, maxPrune: 0, dryRun: false });
+    expect(w.results[0]!.action).toBe('created');
+    expect((await rest[0]!.client.nodes()).map((n) => n.nodeId)).not.toContain(targetId);
+  });
 });

@@ -20,7 +20,7 @@ import { readMembership, writeMembership, type Membership } from './membership.j
 import { SchedulingLoop } from './scheduling.js';
 import { resolveSettings, saveSettings, type NodeSettings, type SettingFlags } from './settings.js';
 import { decodeTicket } from './ticket.js';
-import { desiredVoters, nextConfChange } from './voters.js';
+import { desiredVoters, leadershipTarget, nextConfChange } from './voters.js';
 
 // The composition root (DESIGN.md): builds a node from its data dir and flags, and starts and
 // stops its parts in order. Everything here is wiring; behaviour lives in the parts.
@@ -672,10 +672,15 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       if (!raft.isLeader || !(raft instanceof RaftNode)) return;
       await publish();
       const st = raft.status();
-      const cc = nextConfChange(raft.membership, desiredVoters(store, self), self, {
-        progress: (id) => st.progress?.[id],
-        commit: st.commit,
-      });
+      const want = desiredVoters(store);
+      const view = { progress: (id: string) => st.progress?.[id], commit: st.commit };
+      const heir = leadershipTarget(raft.membership, want, self, view);
+      if (heir) {
+        log.info({ to: heir }, 'this node is no longer a voter: handing leadership over');
+        raft.transferLeadership(heir);
+        return;
+      }
+      const cc = nextConfChange(raft.membership, want, self, view);
       if (cc) {
         log.info({ change: cc.changes }, 'membership change');
         await raft.proposeConfChange(cc).catch((e: unknown) => log.debug({ err: (e as Error).message }, 'membership change not taken now'));

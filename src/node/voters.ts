@@ -15,8 +15,8 @@ export interface ProgressView {
 /** A learner this close to the leader's commit index is caught up enough to vote. */
 const CAUGHT_UP = 32;
 
-export function desiredVoters(store: DesiredStateStore, self: string): Set<string> {
-  const want = new Set<string>([self]);
+export function desiredVoters(store: DesiredStateStore): Set<string> {
+  const want = new Set<string>();
   for (const n of store.listNodes()) if (n.role === 'voter') want.add(n.nodeId);
   for (const p of store.list('Peer')) {
     const s = p.spec as PeerSpec;
@@ -37,9 +37,21 @@ export function nextConfChange(conf: ConfState, want: Set<string>, self: string,
     if (p && p.recentActive && p.match > 0 && p.match + CAUGHT_UP >= view.commit) return { changes: [{ type: 'addNode', node: id }] };
   }
   for (const id of [...voters].sort()) {
-    // The leader never removes itself here: a leader that is not wanted transfers leadership first.
+    // The leader never removes itself here: a leader that is not wanted hands leadership over
+    // first (leadershipTarget), and the next leader removes it.
     if (!want.has(id) && id !== self) return { changes: [{ type: 'removeNode', node: id }] };
   }
   for (const id of [...learners].sort()) if (!want.has(id)) return { changes: [{ type: 'removeNode', node: id }] };
+  return null;
+}
+
+/** A leader that is no longer wanted as a voter hands over to a wanted voter that is caught up. */
+export function leadershipTarget(conf: ConfState, want: Set<string>, self: string, view: ProgressView): string | null {
+  if (want.has(self)) return null;
+  for (const id of [...conf.voters].sort()) {
+    if (id === self || !want.has(id)) continue;
+    const p = view.progress(id);
+    if (p && p.recentActive && p.match >= view.commit) return id;
+  }
   return null;
 }

@@ -96,6 +96,8 @@ export class DesiredStateStore {
         return this.admit(cmd.node, cmd.secretHash, cmd.time, index);
       case 'registerNode': {
         const prev = this.nodes.get(cmd.node.nodeId);
+        // Only a member may (re-)register: a node whose Peer was removed stays removed.
+        if (!prev && this.clusterId !== null && !this.peerRoles().has(cmd.node.nodeId)) return { ok: false, code: 'invalid', message: `node ${cmd.node.nodeId} is not a member of this cluster` };
         // Cordoning is the cluster's decision: a node re-registering does not undo it.
         this.nodes.set(cmd.node.nodeId, { ...cmd.node, registeredAt: prev?.registeredAt ?? cmd.node.registeredAt, ...(prev?.cordoned ? { cordoned: true } : {}) });
         return { ok: true, index };
@@ -213,6 +215,28 @@ export class DesiredStateStore {
 
   // --- commands ---
 
+  /** The node ids the Peers name, with the role each gives. */
+  private peerRoles(): Map<string, NodeRecord['role']> {
+    const out = new Map<string, NodeRecord['role']>();
+    for (const r of this.resources.values()) if (r.kind === 'Peer') out.set((r.spec as PeerSpec).nodeId, ((r.spec as PeerSpec).role ?? 'worker') as NodeRecord['role']);
+    return out;
+  }
+
+  /**
+   * Peers are membership (SPEC section 2): a node whose Peer went is no longer a member (its record
+   * goes, with it its admission, its Raft vote and its placements), and a Peer's role is the
+   * node's role. A node that never had a Peer (the one that bootstrapped) is left alone.
+   */
+  private followPeers(before: Map<string, NodeRecord['role']>): void {
+    const after = this.peerRoles();
+    for (const [id, n] of [...this.nodes]) {
+      const role = after.get(id);
+      if (role === undefined) {
+        if (before.has(id)) this.nodes.delete(id);
+      } else if (role !== n.role) this.nodes.set(id, { ...n, role });
+    }
+  }
+
   private applySet(planId: string, applyset: string, time: string, changes: ApplyChange[], index: number, revision?: string): ApplyOutcome {
     if (this.appliedPlanSet.has(planId)) {
       return { ok: false, code: 'conflict', message: `plan ${planId} was already applied`, conflicts: [] };
@@ -233,6 +257,7 @@ export class DesiredStateStore {
     if (invalid) return { ok: false, code: 'invalid', message: invalid };
 
     const results: Extract<ApplyOutcome, { ok: true }>['results'] = [];
+    const peersBefore = this.peerRoles();
     for (const c of changes) {
       const key = resourceKey(c.kind, c.name);
       const cur = this.resources.get(key);
@@ -278,6 +303,7 @@ export class DesiredStateStore {
       this.resources.set(key, next);
       results.push({ kind: c.kind, name: c.name, action: 'configured' });
     }
+    if (changes.some((c) => c.kind === 'Peer')) this.followPeers(peersBefore);
     this.rememberPlan(planId);
     this.applysets.set(applyset, { name: applyset, index, time, planId, ...(revision ? { revision } : {}) });
     return { ok: true, index, results };
@@ -288,11 +314,13 @@ export class DesiredStateStore {
     const invalid = this.referenceProblems([], existing);
     if (invalid) return { ok: false, code: 'invalid', message: invalid };
     const results: Extract<DeleteOutcome, { ok: true }>['results'] = [];
+    const peersBefore = this.peerRoles();
     for (const t of targets) {
       const had = this.resources.delete(resourceKey(t.kind, t.name));
       if (t.kind === 'VirtualMachine') this.placements.delete(t.name);
       results.push({ kind: t.kind, name: t.name, action: had ? 'deleted' : 'notfound' });
     }
+    if (targets.some((t) => t.kind === 'Peer')) this.followPeers(peersBefore);
     return { ok: true, index, results };
   }
 
