@@ -66,7 +66,7 @@ export class StartupError extends Error {
 }
 
 /** How often the leader looks at membership, and every node at its peers. */
-const DOC_RESYNC_MS = 10_000;
+const DOC_RESYNC_MS = 15_000;
 const MEMBERSHIP_INTERVAL_MS = 500;
 
 export async function startNode(opts: StartOptions): Promise<RunningNode> {
@@ -705,13 +705,13 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     cleanups.push(async () => clearInterval(switchTimer));
 
     // Anti-entropy: documents sync live by gossip, and a message lost while the swarm changes is
-    // only recovered by a sync. Every node syncs with every node it knows now and then (a set
-    // reconciliation: cheap when nothing differs).
+    // only recovered by a full reconciliation. Every node reconciles with every node it knows now
+    // and then (range-based set reconciliation: cheap when nothing differs).
     const antiEntropy = setInterval(() => {
       if (!docs || settings.p2p === 'off') return;
       const known = [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self);
       const addrs = known.map((id) => ({ nodeId: id, addresses: addressesOf(id) })).filter((a) => a.addresses.length > 0);
-      void docs.syncWith(addrs).catch(bgError('document-sync', 'debug'));
+      void docs.resync(addrs).catch(bgError('document-sync', 'debug'));
     }, DOC_RESYNC_MS);
     antiEntropy.unref();
     cleanups.push(async () => clearInterval(antiEntropy));

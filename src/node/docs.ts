@@ -74,6 +74,12 @@ export class NodeDocs {
     await Promise.all([this.cluster.startSync(peers), this.status.startSync(peers)]);
   }
 
+  /** Anti-entropy: reconciles both documents with these peers (see ReplicatedDoc.resync). */
+  async resync(peers: NodeAddr[]): Promise<void> {
+    if (peers.length === 0) return;
+    await Promise.all([this.cluster.resync(peers), this.status.resync(peers)]);
+  }
+
   async close(): Promise<void> {
     await Promise.all([this.cluster.close().catch(() => {}), this.status.close().catch(() => {})]);
   }

@@ -172,6 +172,18 @@ export class ReplicatedDoc {
     await this.doc.startSync(peers);
   }
 
+  /**
+   * Anti-entropy: a full set reconciliation with these peers. Live sync is gossip, and a message
+   * lost while the swarm changes stays lost; startSync on a document already live does not
+   * reconcile again (seen here: a status entry missing for 20 minutes), while leaving and
+   * rejoining does, as a restart would. Subscriptions keep receiving events across it.
+   */
+  async resync(peers: NodeAddr[]): Promise<void> {
+    if (peers.length === 0) return;
+    await this.doc.leave();
+    await this.doc.startSync(peers);
+  }
+
   async set(key: string, value: unknown): Promise<void> {
     await this.doc.setBytes(this.authorId(), bytes(key), [...Buffer.from(JSON.stringify(value))]);
   }

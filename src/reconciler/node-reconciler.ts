@@ -74,6 +74,8 @@ export class NodeReconciler {
   private readonly lastObs = new Map<string, VmObservation>();
   private readonly fencedVms = new Set<string>();
   /** Crash-looping VMs: how many quick exits in a row, and when the next start may happen. */
+  /** Whether each VM's image content was here at its last reconcile. */
+  private readonly imagePresent = new Map<string, boolean>();
   private readonly crashes = new Map<string, { count: number; until: number }>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -170,6 +172,7 @@ export class NodeReconciler {
     const hashes = [desired?.image.hash, desired?.image.initrdHash].filter((h): h is string => !!h);
     const present = new Set<string>();
     for (const h of hashes) if (await this.d.images.has(h)) present.add(h);
+    this.imagePresent.set(name, present.size === hashes.length);
     let action = planVm(desired, observed, (h) => present.has(h));
     const gate = this.d.gate?.() ?? { fenced: false, mayStart: true };
     if (gate.fenced) {
@@ -384,6 +387,7 @@ export class NodeReconciler {
       ready: this.ready.has(name),
       ...(this.acting.has(name) ? { acting: this.acting.get(name)! } : {}),
       ...(this.pulls.has(name) ? { pull: this.pulls.get(name)! } : {}),
+      ...(this.imagePresent.has(name) ? { imagePresent: this.imagePresent.get(name)! } : {}),
       ...(err ? { error: { message: err, count: this.queue.failuresOf(name) } } : {}),
     };
     const r = reportVm(d, this.d.nodeName, ctx);
@@ -416,6 +420,7 @@ export class NodeReconciler {
     this.queue.forget(name);
     this.errors.delete(name);
     this.lastObs.delete(name);
+    this.imagePresent.delete(name);
     this.crashes.delete(name);
     if (this.reports.delete(name)) this.d.report(name, null);
   }

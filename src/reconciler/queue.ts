@@ -131,8 +131,9 @@ export class WorkQueue<K> {
       const r = await this.worker!(key);
       if (r?.requeueAfterMs !== undefined) this.addAfter(key, r.requeueAfterMs);
     } catch (err) {
-      this.onError(key, err);
+      // Counted first, so that the error handler reports the failure it is handling.
       this.retry(key);
+      this.onError(key, err);
     } finally {
       this.active.delete(key);
       this.running--;

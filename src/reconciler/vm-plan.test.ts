@@ -76,4 +76,12 @@ describe('reportVm', () => {
     const r = reportVm(desired(), 'n1', { observed: obs('missing'), ready: false, error: { message: 'no node holds blake3:ab yet', count: 2 } });
     expect([r.phase, r.message]).toEqual(['Pending', 'not created yet; last attempt failed (2x): no node holds blake3:ab yet; retrying']);
   });
+
+  it('does not call an image ready that is not in the local store, even when no pull is running', () => {
+    const r = reportVm(desired(), 'n1', { observed: obs('missing'), ready: false, imagePresent: false, error: { message: 'cannot fetch blake3:ab', count: 1 } });
+    expect(r.phase).toBe('Pulling');
+    expect(r.conditions.find((c) => c.type === 'ImageReady')).toMatchObject({ status: 'False', reason: 'NotPresent' });
+    expect(r.message).toMatch(/not in the local store yet; last attempt failed \(1x\): cannot fetch/);
+    expect(reportVm(desired(), 'n1', { observed: obs('missing'), ready: false, imagePresent: true }).conditions[1]!.status).toBe('True');
+  });
 });

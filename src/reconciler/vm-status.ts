@@ -18,6 +18,8 @@ export interface NodeVmContext {
   /** The action being carried out now, if any. */
   acting?: VmAction['kind'];
   pull?: { bytes: number; total: number | null };
+  /** Whether the image (and initrd) content was in the local store at the last look. */
+  imagePresent?: boolean;
   /** The readyPattern has matched since the VM last started (or the Image has none). */
   ready: boolean;
   /** The last action failed with this, and how many failures in a row. */
@@ -41,9 +43,11 @@ export function reportVm(d: DesiredVm, nodeName: string, c: NodeVmContext): VmRe
   const scheduled: ConditionState = { type: 'Scheduled', status: 'True', reason: 'Placed', message: `placed on ${nodeName}` };
   const imageReady: ConditionState = c.pull
     ? { type: 'ImageReady', status: 'False', reason: 'Pulling', message: `fetching Image/${d.image.name}: ${progress(c.pull)}` }
-    : c.acting === 'pull' || (d.image.hash === null)
+    : c.acting === 'pull' || d.image.hash === null
       ? { type: 'ImageReady', status: 'False', reason: 'Pulling', message: `fetching Image/${d.image.name}` }
-      : { type: 'ImageReady', status: 'True', reason: 'Present', message: `${d.image.hash} is in the local store` };
+      : c.imagePresent === false
+        ? { type: 'ImageReady', status: 'False', reason: 'NotPresent', message: `${d.image.hash} is not in the local store yet` }
+        : { type: 'ImageReady', status: 'True', reason: 'Present', message: `${d.image.hash} is in the local store` };
   const running = (status: ConditionState['status'], reason: string, message: string): ConditionState => ({ type: 'Running', status, reason, message });
   const observedGeneration = o?.launched?.generation ?? (want === 'Stopped' && !exists ? d.generation : 0);
   // A failure not yet counted as Failed still shows, so that a VM waiting on retries says why.

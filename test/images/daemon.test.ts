@@ -143,7 +143,7 @@ describe('images through the daemons', () => {
     });
     // It says which provider failed, and that nothing was used.
     expect(st.status.phase).not.toBe('Running');
-    expect(st.status.conditions.find((c) => c.type === 'ImageReady')?.status).toBe('False');
+    expect(st.status.conditions.find((c) => c.type === 'ImageReady')?.status, JSON.stringify(st.status)).toBe('False');
     const s = (await nodes.b.client.status()) as StatusJson;
     expect(s.vms.running).toBe(1); // on-b only: the bad image never ran
     await writeFile(path.join(work, 'done'), '');
