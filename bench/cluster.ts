@@ -18,11 +18,25 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** Polls until `done`; a bench that hangs measures nothing, so it fails saying what is stuck. */
+async function waitFor(what: string, done: () => Promise<boolean>, stuck: () => Promise<string>, timeoutMs = 120_000, pollMs = 20): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > end) throw new Error(`cluster bench: timed out waiting for ${what}: ${await stuck()}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+async function notRunning(d: Daemon, names: Set<string>, local = false): Promise<string[]> {
+  const vms = await d.client.list('VirtualMachine', { local });
+  return vms
+    .filter((v) => names.has(v.metadata.name) && (v.status as VmStatus).phase !== 'Running')
+    .map((v) => `${v.metadata.name}: ${(v.status as VmStatus).phase} on ${(v.status as VmStatus).nodeId?.slice(0, 8)} (${(v.status as VmStatus).message})`)
+    .concat([...names].filter((n) => !vms.some((v) => v.metadata.name === n)).map((n) => `${n}: absent`));
+}
+
 async function allRunning(d: Daemon, names: Set<string>): Promise<boolean> {
-  const vms = await d.client.list('VirtualMachine');
-  let n = 0;
-  for (const v of vms) if (names.has(v.metadata.name) && (v.status as VmStatus).phase === 'Running') n++;
-  return n === names.size;
+  return (await notRunning(d, names)).length === 0;
 }
 
 export async function clusterBench(): Promise<Row[]> {
@@ -35,7 +49,8 @@ export async function clusterBench(): Promise<Row[]> {
     const v1 = nodes[0]!;
     nodes.push(await startDaemon({ dataDir: path.join(work, 'v2'), configHome, args: ['--join', (await v1.client.ticket({ role: 'voter', ttlSeconds: 600 })).ticket, '--name', 'v2', '--hypervisor', 'process', '--vcpus', '512', ...TIMEOUTS] }));
     nodes.push(await startDaemon({ dataDir: path.join(work, 'w1'), configHome, args: ['--join', (await v1.client.ticket({ role: 'worker', ttlSeconds: 600 })).ticket, '--name', 'w1', '--hypervisor', 'process', '--vcpus', '512', ...TIMEOUTS] }));
-    while (!(await v1.client.nodes()).every((n) => n.ready) || (await v1.client.nodes()).length < 3) await new Promise((r) => setTimeout(r, 100));
+    const nodesNow = async () => await v1.client.nodes();
+    await waitFor('3 ready nodes', async () => (await nodesNow()).filter((n) => n.ready).length === 3, async () => JSON.stringify(await nodesNow()), 60_000, 100);
 
     // The image, uploaded once and cached on every node by a first VM on each.
     const set = path.join(work, 'set');
@@ -49,7 +64,23 @@ export async function clusterBench(): Promise<Row[]> {
       await v1.client.apply(req);
       const t0 = performance.now();
       const want = new Set(names);
-      while (!(await allRunning(v1, want))) await new Promise((r) => setTimeout(r, 20));
+      await waitFor(`wave ${tag} Running`, () => allRunning(v1, want), async () => {
+        // What each node's own replica says of them: a document that did not converge, or a
+        // node really stuck.
+        const views: string[] = [];
+        for (const d of nodes) {
+          const stuck = await notRunning(d, want, true);
+          views.push(`${d.nodeId.slice(0, 8)} sees: ${stuck.slice(0, 5).join('; ')}`);
+          const names = stuck.map((x) => x.split(':')[0]!);
+          views.push(...d.stderr().split('\n').filter((l) => names.some((n) => l.includes(`"${n}"`))).slice(-10));
+          if (process.env.BENCH_DEBUG) {
+            const m = await (await fetch(`${d.api}/metrics`, { headers: { authorization: `Bearer ${d.token}` } })).text();
+            views.push(...m.split('\n').filter((l) => /^blixard_(p2p_doc|background)/.test(l) && !/bucket/.test(l)));
+            views.push(...d.stderr().split("\n").filter((l) => /document|doc-|write-vm-status/.test(l)).slice(-10));
+          }
+        }
+        return `${(await notRunning(v1, want)).slice(0, 5).join('; ')}\n${views.join('\n')}`;
+      });
       return performance.now() - t0;
     };
     await wave('warm', 3); // every node fetches the image once
@@ -67,12 +98,12 @@ export async function clusterBench(): Promise<Row[]> {
     const watcher = spawn(process.execPath, [BIN, 'watch', '-f', watched, '--debounce', '100ms', '--server', v1.api, '--token', v1.token], { env: testEnv(configHome), stdio: 'ignore' });
     try {
       const memory = async () => ((await v1.client.get('VirtualMachine', 'watched').catch(() => undefined))?.spec as VmSpec | undefined)?.memoryMiB;
-      while ((await memory()) !== 8) await new Promise((r) => setTimeout(r, 20));
+      await waitFor('the watched VM', async () => (await memory()) === 8, async () => `memoryMiB ${await memory()}`, 30_000);
       const edits: number[] = [];
       for (let i = 1; i <= 5; i++) {
         const t0 = performance.now();
         await writeFile(path.join(watched, 'vm.yaml'), vmFile(8 + i));
-        while ((await memory()) !== 8 + i) await new Promise((r) => setTimeout(r, 10));
+        await waitFor(`edit ${i} applied`, async () => (await memory()) === 8 + i, async () => `memoryMiB ${await memory()}`, 30_000, 10);
         edits.push(performance.now() - t0);
       }
       rows.push({ name: 'watch mode: edit saved to applied (p50 of 5, debounce 100 ms)', value: median(edits), unit: 'ms', target: '< 2000 ms' });
@@ -88,11 +119,11 @@ export async function clusterBench(): Promise<Row[]> {
     for (const o of await new ProcessDriver({ root: driverRoot(w1.dataDir, 'process') }).list()) if (o.pid) process.kill(o.pid, 'SIGKILL');
     const t0 = performance.now();
     const want = new Set(onW1);
-    for (;;) {
+    const movedOff = async () => {
       const vs = await v1.client.list('VirtualMachine');
-      if (vs.filter((v) => want.has(v.metadata.name) && (v.status as VmStatus).phase === 'Running' && (v.status as VmStatus).nodeId !== w1.nodeId).length === want.size) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      return vs.filter((v) => want.has(v.metadata.name) && !((v.status as VmStatus).phase === 'Running' && (v.status as VmStatus).nodeId !== w1.nodeId));
+    };
+    await waitFor(`w1's VMs Running elsewhere`, async () => (await movedOff()).length === 0, async () => (await movedOff()).slice(0, 5).map((v) => `${v.metadata.name}: ${(v.status as VmStatus).phase} on ${(v.status as VmStatus).nodeId?.slice(0, 8)} (${(v.status as VmStatus).message})`).join('; '), 120_000, 50);
     rows.push({ name: `node death to its ${onW1.length} VMs Running elsewhere (timeout 2 s + fence 3 s)`, value: performance.now() - t0, unit: 'ms', target: '' });
   } finally {
     for (const d of nodes) await d.stop().catch(() => {});

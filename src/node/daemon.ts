@@ -67,6 +67,8 @@ export class StartupError extends Error {
 
 /** How often the leader looks at membership, and every node at its peers. */
 const DOC_RESYNC_MS = 15_000;
+/** Content missing this long is fetched by hand (Iroh's own try normally lands in milliseconds). */
+const CONTENT_REPAIR_AFTER_MS = 2_000;
 const MEMBERSHIP_INTERVAL_MS = 500;
 
 export async function startNode(opts: StartOptions): Promise<RunningNode> {
@@ -704,17 +706,33 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     switchTimer.unref();
     cleanups.push(async () => clearInterval(switchTimer));
 
-    // Anti-entropy: documents sync live by gossip, and a message lost while the swarm changes is
-    // only recovered by a full reconciliation. Every node reconciles with every node it knows now
-    // and then (range-based set reconciliation: cheap when nothing differs).
+    // Anti-entropy: documents sync live by gossip, which carries no guarantee while the swarm
+    // changes; every node asks every node it knows for a sync now and then (Iroh's range-based
+    // set reconciliation: cheap when nothing differs).
     const antiEntropy = setInterval(() => {
       if (!docs || settings.p2p === 'off') return;
       const known = [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self);
       const addrs = known.map((id) => ({ nodeId: id, addresses: addressesOf(id) })).filter((a) => a.addresses.length > 0);
-      void docs.resync(addrs).catch(bgError('document-sync', 'debug'));
+      void docs.syncWith(addrs).catch(bgError('document-sync', 'debug'));
     }, DOC_RESYNC_MS);
     antiEntropy.unref();
     cleanups.push(async () => clearInterval(antiEntropy));
+    // Entries whose content Iroh did not fetch with them (its one try, from the peer that sent
+    // the entry, failed) are fetched here; otherwise a view keeps the older value indefinitely.
+    let repairing = false;
+    const contentRepair = setInterval(() => {
+      if (!docs || settings.p2p === 'off' || repairing) return;
+      repairing = true;
+      const known = [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self);
+      const addrs = known.map((id) => ({ nodeId: id, addresses: addressesOf(id) })).filter((a) => a.addresses.length > 0);
+      void docs
+        .repair(addrs, CONTENT_REPAIR_AFTER_MS)
+        .then((n) => n > 0 && log.info({ entries: n }, 'fetched document content Iroh had left missing'))
+        .catch(bgError('document-content'))
+        .finally(() => (repairing = false));
+    }, 1_000);
+    contentRepair.unref();
+    cleanups.push(async () => clearInterval(contentRepair));
 
     // Every node heartbeats into the status document: how the others know it is up.
     const heartbeat = setInterval(() => {

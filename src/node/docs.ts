@@ -1,5 +1,5 @@
 import type { Iroh, NodeAddr } from '@number0/iroh';
-import { ClusterDocPublisher, ClusterDocView, ReplicatedDoc, StatusView, StatusWriter, type DocEvent, type P2PMetrics } from '../p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView, nodeOfKey, ReplicatedDoc, StatusView, StatusWriter, type DocEvent, type P2PMetrics } from '../p2p/index.js';
 import type { ClusterDocs } from '../state/index.js';
 
 // A node's two documents (SPEC section 1, steps 6-7): the cluster document (the leader publishes
@@ -74,10 +74,20 @@ export class NodeDocs {
     await Promise.all([this.cluster.startSync(peers), this.status.startSync(peers)]);
   }
 
-  /** Anti-entropy: reconciles both documents with these peers (see ReplicatedDoc.resync). */
-  async resync(peers: NodeAddr[]): Promise<void> {
-    if (peers.length === 0) return;
-    await Promise.all([this.cluster.resync(peers), this.status.resync(peers)]);
+  /**
+   * Fetches entry content Iroh left missing for `ms` or more: a status entry from the node it is
+   * about first, then from the others; a cluster entry from any peer. Views read what came.
+   */
+  async repair(peers: NodeAddr[], ms = 5_000): Promise<number> {
+    if (peers.length === 0) return 0;
+    const ownerFirst = (key: string) => {
+      const owner = nodeOfKey(key);
+      return [...peers.filter((p) => p.nodeId === owner), ...peers.filter((p) => p.nodeId !== owner)];
+    };
+    const [c, s] = await Promise.all([this.cluster.fetchMissing(() => peers, ms), this.status.fetchMissing(ownerFirst, ms)]);
+    if (c.length > 0) await this.clusterView.load();
+    if (s.length > 0) await this.statusView.load();
+    return c.length + s.length;
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import type { Doc, Entry, Iroh, LiveEvent, NodeAddr } from '@number0/iroh';
 import type { P2PMetrics } from './metrics.js';
+import { downloadBlob } from './transfer.js';
 
 // One Iroh document, the way Blixard uses them: string keys, small JSON values, several authors.
 // Iroh keeps every author's latest entry per key and syncs them all; which authors to believe is
@@ -70,6 +71,10 @@ export class ReplicatedDoc {
   private readonly onError: ((err: Error) => void) | undefined;
   /** Whether one subscription already feeds the metrics (more listeners must not count twice). */
   private metered = false;
+  /** Content hash -> key and when first seen, of entries read whose content is not here. */
+  private readonly missing = new Map<string, { key: string; author: string; since: number }>();
+  /** Every subscriber's callback, to tell them of content fetched here. */
+  private readonly listeners: ((e: DocEvent) => void)[] = [];
 
   private constructor(
     private readonly iroh: Iroh,
@@ -125,6 +130,7 @@ export class ReplicatedDoc {
     });
     d = new ReplicatedDoc(iroh, doc, m, author, opts);
     d.metered = true;
+    if (onEvent) d.listeners.push(onEvent);
     for (const [err, ev] of early) d.dispatch(err, ev, onEvent, true);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([joined, new Promise<void>((r) => (timer = setTimeout(r, JOIN_WAIT_MS)))]);
@@ -158,6 +164,7 @@ export class ReplicatedDoc {
   }
 
   private async listen(onEvent: ((e: DocEvent) => void) | undefined): Promise<void> {
+    if (onEvent) this.listeners.push(onEvent);
     const meter = !this.metered;
     this.metered = true;
     await this.doc.subscribe((err, ev) => this.dispatch(err, ev, onEvent, meter));
@@ -172,20 +179,8 @@ export class ReplicatedDoc {
     await this.doc.startSync(peers);
   }
 
-  /**
-   * Anti-entropy: a full set reconciliation with these peers. Live sync is gossip, and a message
-   * lost while the swarm changes stays lost; startSync on a document already live does not
-   * reconcile again (seen here: a status entry missing for 20 minutes), while leaving and
-   * rejoining does, as a restart would. Subscriptions keep receiving events across it.
-   */
-  async resync(peers: NodeAddr[]): Promise<void> {
-    if (peers.length === 0) return;
-    await this.doc.leave();
-    await this.doc.startSync(peers);
-  }
-
   async set(key: string, value: unknown): Promise<void> {
-    await this.doc.setBytes(this.authorId(), bytes(key), [...Buffer.from(JSON.stringify(value))]);
+    await this.doc.setBytes(this.authorId(), keyBytes(key), [...Buffer.from(JSON.stringify(value))]);
   }
 
   /** Deletes this author's entries under `prefix` (Iroh writes empty tombstones that sync too). */
@@ -205,7 +200,7 @@ export class ReplicatedDoc {
   private async pick<T>(raw: Entry[], opts: ListOptions<T>): Promise<DocEntry<T>[]> {
     const wanted: { e: Entry; key: string }[] = [];
     for (const e of raw) {
-      const key = Buffer.from(e.key).toString('utf8');
+      const key = keyOf(e.key);
       if (opts.trust && !opts.trust(e.author, key)) continue;
       if (e.len === 0n) continue; // a tombstone
       if (opts.known?.(key, e.author, e.timestamp)) continue;
@@ -238,7 +233,7 @@ export class ReplicatedDoc {
    * yet). Cheap: Iroh indexes entries by author and key (a key-only lookup scans the document).
    */
   async getExact<T = unknown>(author: string, key: string): Promise<DocEntry<T> | undefined> {
-    const e = await this.doc.getExact(this.m.AuthorId.fromString(author), bytes(key), false);
+    const e = await this.doc.getExact(this.m.AuthorId.fromString(author), keyBytes(key), false);
     if (!e || e.len === 0n) return undefined;
     const value = await this.read<T>(e);
     return value === undefined ? undefined : { key, author: e.author, value, timestamp: e.timestamp, hash: e.hash };
@@ -253,7 +248,7 @@ export class ReplicatedDoc {
    * finds it by scanning the document: with an author at hand, getExact is far cheaper.
    */
   async entriesOf<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
-    return this.pick<T>(await this.doc.getMany(this.m.Query.keyExact(bytes(key))), opts);
+    return this.pick<T>(await this.doc.getMany(this.m.Query.keyExact(keyBytes(key))), opts);
   }
 
   async close(): Promise<void> {
@@ -262,10 +257,55 @@ export class ReplicatedDoc {
 
   private async read<T>(e: Entry): Promise<T | undefined> {
     try {
-      return JSON.parse(Buffer.from(await this.iroh.blobs.readToBytes(e.hash)).toString('utf8')) as T;
+      const v = JSON.parse(Buffer.from(await this.iroh.blobs.readToBytes(e.hash)).toString('utf8')) as T;
+      this.missing.delete(e.hash);
+      return v;
     } catch {
+      this.noteMissing(e.hash, keyOf(e.key), e.author);
       return undefined;
     }
+  }
+
+  private noteMissing(hash: string, key: string, author: string): void {
+    if (!this.missing.has(hash)) this.missing.set(hash, { key, author, since: Date.now() });
+  }
+
+  /** Entries this node has whose content has been missing for at least `ms`. */
+  missingContent(ms = 0): { hash: string; key: string; author: string }[] {
+    const before = Date.now() - ms;
+    return [...this.missing].filter(([, m]) => m.since <= before).map(([hash, m]) => ({ hash, key: m.key, author: m.author }));
+  }
+
+  /**
+   * Fetches content missing for at least `ms` from `providersOf(key)`, in turn. Iroh fetches an
+   * entry's content once, from the peer that sent the entry; when that fails (the peer left the
+   * swarm, or replaced the entry first) the entry stays without content, and a sync does not fetch
+   * it again since the entry itself is already here. Returns the keys whose content came.
+   */
+  async fetchMissing(providersOf: (key: string) => NodeAddr[], ms: number): Promise<string[]> {
+    const got: string[] = [];
+    for (const { hash, key, author } of this.missingContent(ms)) {
+      // Replaced since by a newer entry of the same author: that one's content is what counts.
+      const cur = await this.doc.getExact(this.m.AuthorId.fromString(author), keyBytes(key), false).catch(() => null);
+      if (!cur || cur.hash !== hash || cur.len === 0n) {
+        this.missing.delete(hash);
+        continue;
+      }
+      const providers = providersOf(key);
+      if (providers.length === 0) continue;
+      try {
+        await downloadBlob(this.iroh, hash, providers, { connectTimeoutMs: 2000, ...(this.metrics ? { metrics: this.metrics } : {}) });
+        this.missing.delete(hash);
+        this.metrics?.docContentRefetched.inc({ doc: this.label });
+        got.push(key);
+        for (const l of this.listeners) l({ type: 'content-ready', hash });
+      } catch {
+        // The entry may have been replaced everywhere meanwhile: a later read forgets it.
+        const m = this.missing.get(hash);
+        if (m) m.since = Date.now();
+      }
+    }
+    return got;
   }
 
   private authorId() {
@@ -286,13 +326,18 @@ export class ReplicatedDoc {
       const lag = nowUs - ev.insertRemote.entry.timestamp;
       this.metrics.docSyncLatency.observe({ doc: this.label }, lag > 0n ? Number(lag) / 1e6 : 0);
     }
+    if (ev.contentReady) this.missing.delete(ev.contentReady.hash);
+    else if (ev.insertRemote && ev.insertRemote.contentStatus !== 'Complete' && ev.insertRemote.entry.len > 0n) {
+      const e = ev.insertRemote.entry;
+      this.noteMissing(e.hash, keyOf(e.key), e.author);
+    }
     if (!onEvent) return;
     if (ev.insertLocal) {
       const e = ev.insertLocal.entry;
-      onEvent({ type: 'insert', key: Buffer.from(e.key).toString('utf8'), author: e.author, remote: false, contentReady: true, hash: e.hash, timestamp: e.timestamp });
+      onEvent({ type: 'insert', key: keyOf(e.key), author: e.author, remote: false, contentReady: true, hash: e.hash, timestamp: e.timestamp });
     } else if (ev.insertRemote) {
       const e = ev.insertRemote.entry;
-      onEvent({ type: 'insert', key: Buffer.from(e.key).toString('utf8'), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete', hash: e.hash, timestamp: e.timestamp });
+      onEvent({ type: 'insert', key: keyOf(e.key), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete', hash: e.hash, timestamp: e.timestamp });
     } else if (ev.contentReady) onEvent({ type: 'content-ready', hash: ev.contentReady.hash });
     else if (ev.syncFinished) onEvent({ type: 'sync-finished', peer: ev.syncFinished.peer, ok: !ev.syncFinished.result });
     else if (ev.neighborUp) onEvent({ type: 'neighbor-up', peer: ev.neighborUp.neighbor });
@@ -303,3 +348,20 @@ export class ReplicatedDoc {
 function bytes(s: string): number[] {
   return [...Buffer.from(s, 'utf8')];
 }
+
+/**
+ * A key as stored: terminated by a NUL byte. Iroh documents delete, on every write, the same
+ * author's older entries whose keys start with the written key (Willow's prefix pruning), so
+ * `vm/web` written after `vm/web-1` would remove it; a terminated key is a prefix of no other.
+ * Prefix queries and deletePrefix use the bare prefix, which still matches terminated keys.
+ */
+function keyBytes(key: string): number[] {
+  return [...Buffer.from(key + KEY_END, 'utf8')];
+}
+
+function keyOf(raw: ArrayLike<number>): string {
+  const s = Buffer.from(raw as Uint8Array).toString('utf8');
+  return s.endsWith(KEY_END) ? s.slice(0, -1) : s;
+}
+
+const KEY_END = '\0';

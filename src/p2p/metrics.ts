@@ -10,6 +10,7 @@ export class P2PMetrics {
   readonly docEntries: Gauge<'doc'>;
   readonly docSyncLatency: Histogram<'doc'>;
   readonly docUntrusted: Counter<'doc'>;
+  readonly docContentRefetched: Counter<'doc'>;
   readonly transfers: Counter<'result'>;
   readonly transferBytes: Counter;
   readonly transferSeconds: Histogram;
@@ -32,6 +33,12 @@ export class P2PMetrics {
     this.docUntrusted = new Counter({
       name: 'blixard_p2p_doc_untrusted_entries_total',
       help: 'Document entries ignored because their author does not own the key (e.g. a node writing under another node\'s status prefix)',
+      labelNames: ['doc'],
+      registers,
+    });
+    this.docContentRefetched = new Counter({
+      name: 'blixard_p2p_doc_content_refetched_total',
+      help: "Document entries whose content Iroh did not fetch with the entry, fetched later by anti-entropy",
       labelNames: ['doc'],
       registers,
     });

@@ -50,6 +50,41 @@ describe('cluster document', () => {
     await expect(readOnly.set('desired/VirtualMachine/evil', { x: 1 })).rejects.toThrow();
   });
 
+  it('keeps entries whose keys are prefixes of one another (Iroh prunes older entries under a written key)', async () => {
+    const doc = await ReplicatedDoc.create(a.iroh);
+    const d2 = await ReplicatedDoc.join(b.iroh, await doc.ticket('Read'));
+    await doc.set('vm/web-1', 'one');
+    await doc.set('vm/web-12', 'twelve');
+    await doc.set('vm/web', 'web');
+    await doc.set('vm/web-1', 'one again');
+    expect((await doc.list('vm/')).map((e) => [e.key, e.value])).toEqual([
+      ['vm/web', 'web'],
+      ['vm/web-1', 'one again'],
+      ['vm/web-12', 'twelve'],
+    ]);
+    expect((await doc.get('vm/web'))?.value).toBe('web');
+    expect((await doc.getExact(doc.author, 'vm/web-1'))?.value).toBe('one again');
+    await waitFor(async () => (await d2.list('vm/')).length === 3, 10_000, 'b to hold all three');
+    expect((await d2.list('vm/')).map((e) => e.key)).toEqual(['vm/web', 'vm/web-1', 'vm/web-12']);
+  });
+
+  it('fetches content Iroh left missing (here: a download policy that fetches nothing) from the given providers', async () => {
+    const doc = await ReplicatedDoc.create(a.iroh);
+    const events: DocEvent[] = [];
+    const d2 = await ReplicatedDoc.join(b.iroh, await doc.ticket('Read'), (e) => events.push(e));
+    const { DownloadPolicy } = await import('@number0/iroh');
+    await (d2 as unknown as { doc: import('@number0/iroh').Doc }).doc.setDownloadPolicy(DownloadPolicy.nothing());
+    await doc.set('status/x/vm/web', { phase: 'Running' });
+    await waitFor(() => events.some((e) => e.type === 'insert' && e.key === 'status/x/vm/web'), 10_000, 'the entry at b');
+    expect(await d2.getExact(doc.author, 'status/x/vm/web')).toBeUndefined(); // entry here, content not
+    expect(d2.missingContent().map((m) => m.key)).toEqual(['status/x/vm/web']);
+    expect(await d2.fetchMissing(() => [], 0)).toEqual([]); // nobody to ask
+    expect(await d2.fetchMissing(() => [{ nodeId: a.nodeId, addresses: a.addresses }], 0)).toEqual(['status/x/vm/web']);
+    expect((await d2.getExact(doc.author, 'status/x/vm/web'))?.value).toEqual({ phase: 'Running' });
+    expect(d2.missingContent()).toEqual([]);
+    expect(events.some((e) => e.type === 'content-ready')).toBe(true); // subscribers are told
+  });
+
   it('keeps the newest log index when two leaders published, whatever their clocks say', async () => {
     const doc = await ReplicatedDoc.create(a.iroh);
     const writeTicket = await doc.ticket('Write');
@@ -79,14 +114,12 @@ describe('status document', () => {
     await new StatusWriter(docC, b.nodeId).set('vm/web-1', { phase: 'Running' });
     await new StatusWriter(docC, 'f'.repeat(64)).set('node', { ready: true });
     await new StatusWriter(docC, c.nodeId).set('node', { ready: true, heartbeat: 7 });
-    // Live sync is gossip: a message lost while the swarm forms is recovered by the next sync,
-    // which is what a node's periodic anti-entropy does (NodeDocs); here, a syncs now and then.
-    let lastSync = 0;
+    // Iroh fetches an entry's content once, from the peer it came from, and that can fail (a node
+    // the receiver has no address for yet): what a node's anti-entropy does (NodeDocs.repair)
+    // fetches it from the peers it knows.
+    const peers = [b, c].map((n) => ({ nodeId: n.nodeId, addresses: n.addresses }));
     await waitFor(async () => {
-      if (Date.now() - lastSync > 2000) {
-        lastSync = Date.now();
-        await doc.startSync([b, c].map((n) => ({ nodeId: n.nodeId, addresses: n.addresses })));
-      }
+      if ((await doc.fetchMissing(() => peers, 0)).length > 0) await view!.load();
       return view!.get(c.nodeId, 'node') !== undefined && view!.get(b.nodeId, 'node') !== undefined;
     }, 10_000, 'honest entries');
     await view.load();
