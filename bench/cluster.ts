@@ -64,7 +64,21 @@ export async function clusterBench(): Promise<Row[]> {
       await v1.client.apply(req);
       const t0 = performance.now();
       const want = new Set(names);
-      await waitFor(`wave ${tag} Running`, () => allRunning(v1, want), async () => {
+      const firsts = new Map<string, number>();
+      const track = async (): Promise<boolean> => {
+        const vms = await v1.client.list('VirtualMachine');
+        const now = performance.now() - t0;
+        let running = 0;
+        for (const v of vms) {
+          if (!want.has(v.metadata.name)) continue;
+          const st = v.status as VmStatus;
+          if (st.nodeId && !firsts.has(`placed:${v.metadata.name}`)) firsts.set(`placed:${v.metadata.name}`, now);
+          if (st.phase !== 'Pending' && !firsts.has(`${st.phase}:${v.metadata.name}`)) firsts.set(`${st.phase}:${v.metadata.name}`, now);
+          if (st.phase === 'Running') running++;
+        }
+        return running === want.size;
+      };
+      await waitFor(`wave ${tag} Running`, process.env.BENCH_DEBUG ? track : () => allRunning(v1, want), async () => {
         // What each node's own replica says of them: a document that did not converge, or a
         // node really stuck.
         const views: string[] = [];
@@ -81,7 +95,18 @@ export async function clusterBench(): Promise<Row[]> {
         }
         return `${(await notRunning(v1, want)).slice(0, 5).join('; ')}\n${views.join('\n')}`;
       });
-      return performance.now() - t0;
+      const took = performance.now() - t0;
+      if (process.env.BENCH_DEBUG) {
+        const byPhase = new Map<string, number[]>();
+        for (const [k, t] of firsts) {
+          const ph = k.split(':')[0]!;
+          if (!byPhase.has(ph)) byPhase.set(ph, []);
+          byPhase.get(ph)!.push(t);
+        }
+        const q = (xs: number[], f: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(f * xs.length))]!.toFixed(0);
+        console.error(`${tag}: ${took.toFixed(0)} ms; ` + [...byPhase].map(([ph, xs]) => `${ph} n=${xs.length} first ${q(xs, 0)} p50 ${q(xs, 0.5)} last ${q(xs, 1)}`).join('; '));
+      }
+      return took;
     };
     await wave('warm', 3); // every node fetches the image once
     for (const n of [10, 100]) {

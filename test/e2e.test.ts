@@ -247,10 +247,22 @@ describe('the three-node walkthrough', () => {
       for (const o of await d.list()) if (o.pid) process.kill(o.pid, 'SIGKILL');
     }
     const t0 = Date.now();
+    // NotReady after --node-timeout, and its VMs' phase is Unknown (nobody can tell what they
+    // do) until --fence-after more has passed and they move.
+    await until('the node NotReady and its VMs Unknown', async () => {
+      const n = (await nodes.v1.client.nodes()).find((x) => x.nodeId === victim.nodeId);
+      const vs = await vms();
+      return n && !n.ready && victimVms.every((name) => vs.find((v) => v.metadata.name === name)?.status.phase === 'Unknown');
+    }, 15_000);
+    const unknownAt = Date.now();
     await until('the VMs to run elsewhere', async () => {
       const vs = await vms();
       return victimVms.every((n) => vs.find((v) => v.metadata.name === n && v.status.phase === 'Running' && v.status.nodeId !== victim.nodeId));
     }, 60_000);
+    // Not before the node timeout plus the fence time (counted from the last heartbeat, which
+    // came at most a second or so before the kill).
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000);
+    expect(unknownAt - t0).toBeGreaterThanOrEqual(1_000);
     console.log(`from the node's death to its VMs Running elsewhere: ${Date.now() - t0} ms (node timeout ${NODE_TIMEOUT} + fence ${FENCE_AFTER})`);
     // The QEMU guest may only run on zone c: it waits for its node, and says so.
     await until('the guest to show its node is gone', async () => ['Unknown', 'Pending'].includes((await vms()).find((v) => v.metadata.name === 'guest')!.status.phase));

@@ -101,5 +101,41 @@ describe('blixard watch', () => {
     await until('the pulled commit to be applied', async () => (await memory()) === 160);
     await until('the revision to be recorded', async () => (await d.client.status()).applysets.find((a) => a.name === 'watch')?.revision === sha);
   });
-});
 
+  it('prunes what left the folder with --prune, and refuses (changing nothing) past --max-prune', async () => {
+    const dir = path.join(work, 'pruned');
+    const { mkdir, rm } = await import('node:fs/promises');
+    await mkdir(dir, { recursive: true });
+    const vm = (name: string) => `apiVersion: blixard.dev/v1\nkind: VirtualMachine\nmetadata: { name: ${name} }\nspec: { image: app, memoryMiB: 8 }\n`;
+    for (const n of ['p-a', 'p-b', 'p-c', 'p-keep']) await writeFile(path.join(dir, `${n}.yaml`), vm(n));
+    let said = '';
+    const w = spawn(process.execPath, [BIN, 'watch', '-f', dir, '--prune', '--max-prune', '1', '--applyset', 'pruned', '--debounce', '500ms', '--server', d.api, '--token', d.token], { env: testEnv(path.join(work, 'config')), stdio: ['ignore', 'pipe', 'pipe'] });
+    w.stdout!.on('data', (c: Buffer) => (said += c.toString()));
+    w.stderr!.on('data', (c: Buffer) => (said += c.toString()));
+    const names = async () => (await d.client.list('VirtualMachine')).map((v) => v.metadata.name).filter((n) => n.startsWith('p-')).sort();
+    try {
+      await until('the four VMs', async () => (await names()).length === 4);
+      // One file gone: one VM pruned.
+      await rm(path.join(dir, 'p-c.yaml'));
+      await until('p-c pruned', async () => JSON.stringify(await names()) === JSON.stringify(['p-a', 'p-b', 'p-keep']));
+      expect(said).toMatch(/VirtualMachine\/p-c pruned/);
+      // Two gone at once: more than --max-prune 1, so nothing is deleted, and it says why.
+      said = '';
+      await rm(path.join(dir, 'p-a.yaml'));
+      await rm(path.join(dir, 'p-b.yaml'));
+      await until('the refusal', async () => said.includes('not applied'));
+      expect(said).toMatch(/would delete 2 resources, more than --max-prune 1/);
+      expect(await names()).toEqual(['p-a', 'p-b', 'p-keep']);
+      // A folder left with no manifests at all is refused too (never read as "delete everything").
+      said = '';
+      await rm(path.join(dir, 'p-keep.yaml'));
+      await until('the refusal of an empty folder', async () => said.includes('holds no manifest files'));
+      expect(await names()).toEqual(['p-a', 'p-b', 'p-keep']);
+    } catch (e) {
+      console.log(said);
+      throw e;
+    } finally {
+      w.kill('SIGTERM');
+    }
+  });
+});
