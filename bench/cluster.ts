@@ -82,12 +82,18 @@ export async function clusterBench(): Promise<Row[]> {
         // What each node's own replica says of them: a document that did not converge, or a
         // node really stuck.
         const views: string[] = [];
+        const stuckOnLeader = (await notRunning(v1, want)).map((x) => x.split(':')[0]!).slice(0, 3);
         for (const d of nodes) {
           const stuck = await notRunning(d, want, true);
           views.push(`${d.nodeId.slice(0, 8)} sees: ${stuck.slice(0, 5).join('; ')}`);
           const names = stuck.map((x) => x.split(':')[0]!);
           views.push(...d.stderr().split('\n').filter((l) => names.some((n) => l.includes(`"${n}"`))).slice(-10));
           if (process.env.BENCH_DEBUG) {
+            for (const n of stuckOnLeader) {
+              const r = await fetch(`${d.api}/v1/debug/documents/status?prefix=${encodeURIComponent('status/')}`, { headers: { authorization: `Bearer ${d.token}` } });
+              const items = ((await r.json()) as { items: { key: string; author: string; timestamp: string; value: unknown }[] }).items.filter((i) => i.key.endsWith(`/vm/${n}`));
+              views.push(`  doc entries for ${n}: ${JSON.stringify(items.map((i) => ({ key: i.key.slice(7, 15), author: i.author.slice(0, 8), ts: i.timestamp, phase: (i.value as { phase?: string })?.phase ?? i.value })))}`);
+            }
             const m = await (await fetch(`${d.api}/metrics`, { headers: { authorization: `Bearer ${d.token}` } })).text();
             views.push(...m.split('\n').filter((l) => /^blixard_(p2p_doc|background)/.test(l) && !/bucket/.test(l)));
             views.push(...d.stderr().split("\n").filter((l) => /document|doc-|write-vm-status/.test(l)).slice(-10));
@@ -141,7 +147,7 @@ export async function clusterBench(): Promise<Row[]> {
     const w1 = nodes[2]!;
     const onW1 = (await v1.client.list('VirtualMachine')).filter((v) => (v.status as VmStatus).nodeId === w1.nodeId).map((v) => v.metadata.name);
     await w1.kill();
-    for (const o of await new ProcessDriver({ root: driverRoot(w1.dataDir, 'process') }).list()) if (o.pid) process.kill(o.pid, 'SIGKILL');
+    for (const o of await new ProcessDriver({ root: driverRoot(w1.dataDir, 'process') }).list()) if (o.pid) try { process.kill(o.pid, 'SIGKILL'); } catch { /* gone already */ }
     const t0 = performance.now();
     const want = new Set(onW1);
     const movedOff = async () => {

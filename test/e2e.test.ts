@@ -244,7 +244,7 @@ describe('the three-node walkthrough', () => {
     expect(await nodeOf('on-w1-1')).toBe(victim.nodeId);
     await victim.kill();
     for (const d of [new ProcessDriver({ root: driverRoot(dataDir('w1'), 'process') }), new QemuDriver({ root: driverRoot(dataDir('w1'), 'qemu') })]) {
-      for (const o of await d.list()) if (o.pid) process.kill(o.pid, 'SIGKILL');
+      for (const o of await d.list()) if (o.pid) try { process.kill(o.pid, 'SIGKILL'); } catch { /* gone already */ }
     }
     const t0 = Date.now();
     // NotReady after --node-timeout, and its VMs' phase is Unknown (nobody can tell what they

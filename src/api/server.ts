@@ -55,6 +55,8 @@ export interface ApiServerOptions {
   backend: ApiBackend;
   /** Prometheus text for /metrics. */
   metrics?: () => Promise<string>;
+  /** Every author's raw entries of a document under a key prefix (GET /v1/debug/documents/<doc>). */
+  debugDocument?: (doc: string, prefix: string) => Promise<unknown>;
   onError?: (err: unknown, req: { method: string; url: string }) => void;
 }
 
@@ -100,6 +102,12 @@ export function createApiServer(opts: ApiServerOptions): Server {
 
     const route = `${method} /${parts.slice(1, 2).join('/')}`;
     switch (route) {
+      case 'GET /debug': {
+        // GET /v1/debug/documents/<cluster|status>?prefix=P: what this node's replica holds, for
+        // telling a document that did not converge from a node that never wrote.
+        if (parts[2] !== 'documents' || !parts[3] || !opts.debugDocument) throw new ApiError('not-found', `no route ${method} ${url.pathname}`);
+        return send(res, 200, { items: await opts.debugDocument(parts[3], url.searchParams.get('prefix') ?? '') });
+      }
       case 'HEAD /blobs':
       case 'GET /blobs': {
         const hash = blobHash(parts[2]);

@@ -607,7 +607,12 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       }
     }, { metrics: p2pMetrics });
 
-    const server = createApiServer({ token, backend, metrics: () => registry.metrics(), onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
+    const debugDocument = async (doc: string, prefix: string) => {
+      if (!docs) throw new ApiError('not-found', 'the documents are not open yet');
+      if (doc !== 'cluster' && doc !== 'status') throw new ApiError('not-found', `no document ${doc} (cluster or status)`);
+      return (doc === 'cluster' ? docs.cluster : docs.status).dump(prefix);
+    };
+    const server = createApiServer({ token, backend, metrics: () => registry.metrics(), debugDocument, onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
         reject(e.code === 'EADDRINUSE' ? new StartupError(`--api ${settings.api} is in use (another node? choose another with --api HOST:PORT)`) : e),

@@ -91,6 +91,7 @@ export class NodeDocs {
   }
 
   async close(): Promise<void> {
+    this.writer.close();
     await Promise.all([this.cluster.close().catch(() => {}), this.status.close().catch(() => {})]);
   }
 }

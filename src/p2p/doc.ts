@@ -270,6 +270,17 @@ export class ReplicatedDoc {
     if (!this.missing.has(hash)) this.missing.set(hash, { key, author, since: Date.now() });
   }
 
+  /** Every author's entries under `prefix`, as stored here (debugging: no trust applied). */
+  async dump(prefix: string): Promise<{ key: string; author: string; timestamp: string; size: number; value: unknown }[]> {
+    const raw = await this.doc.getMany(this.m.Query.keyPrefix(bytes(prefix)));
+    const out = [];
+    for (const e of raw) {
+      const value = e.len === 0n ? null : ((await this.read<unknown>(e)) ?? '<content missing>');
+      out.push({ key: keyOf(e.key), author: e.author, timestamp: new Date(Number(e.timestamp / 1000n)).toISOString(), size: Number(e.len), value });
+    }
+    return out;
+  }
+
   /** Entries this node has whose content has been missing for at least `ms`. */
   missingContent(ms = 0): { hash: string; key: string; author: string }[] {
     const before = Date.now() - ms;
@@ -326,6 +337,7 @@ export class ReplicatedDoc {
       const lag = nowUs - ev.insertRemote.entry.timestamp;
       this.metrics.docSyncLatency.observe({ doc: this.label }, lag > 0n ? Number(lag) / 1e6 : 0);
     }
+    if (meter && ev.syncFinished) this.metrics?.docSyncs.inc({ doc: this.label, result: ev.syncFinished.result ? 'error' : 'ok' });
     if (ev.contentReady) this.missing.delete(ev.contentReady.hash);
     else if (ev.insertRemote && ev.insertRemote.contentStatus !== 'Complete' && ev.insertRemote.entry.len > 0n) {
       const e = ev.insertRemote.entry;

@@ -11,6 +11,7 @@ export class P2PMetrics {
   readonly docSyncLatency: Histogram<'doc'>;
   readonly docUntrusted: Counter<'doc'>;
   readonly docContentRefetched: Counter<'doc'>;
+  readonly docSyncs: Counter<'doc' | 'result'>;
   readonly transfers: Counter<'result'>;
   readonly transferBytes: Counter;
   readonly transferSeconds: Histogram;
@@ -42,6 +43,7 @@ export class P2PMetrics {
       labelNames: ['doc'],
       registers,
     });
+    this.docSyncs = new Counter({ name: 'blixard_p2p_doc_syncs_total', help: 'Set reconciliations of a document with a peer, by outcome', labelNames: ['doc', 'result'], registers });
     this.transfers = new Counter({ name: 'blixard_p2p_transfers_total', help: 'Blob downloads, by outcome', labelNames: ['result'], registers });
     this.transferBytes = new Counter({ name: 'blixard_p2p_transfer_bytes_total', help: 'Bytes received by blob downloads (content and its BLAKE3 verification data)', registers });
     this.transferSeconds = new Histogram({ name: 'blixard_p2p_transfer_seconds', help: 'Duration of blob downloads', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers });

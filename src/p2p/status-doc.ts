@@ -21,18 +21,73 @@ export function nodeOfKey(key: string): string | undefined {
   return slash > 0 ? rest.slice(0, slash) : undefined;
 }
 
+/** A failed write of a key is tried again after this, doubling, this many times. */
+const RETRY_MS = 500;
+const RETRIES = 6;
+
+/**
+ * Writes this node's entries. Writes of one key go one at a time and only the newest value is
+ * written: two writes of a key in flight together can land in either order in Iroh (each stores
+ * its content first, then inserts the entry and takes its timestamp), and the one that lands last
+ * wins everywhere, so "Running" could be overwritten for good by the "Starting" before it. A
+ * failed write is retried unless a newer value for the key came meanwhile.
+ */
 export class StatusWriter {
+  private readonly keys = new Map<string, { value: unknown; version: number; written: number; chain: Promise<void> }>();
+  private version = 0;
+  private closed = false;
+
   constructor(
     private readonly doc: ReplicatedDoc,
     private readonly nodeId: string,
   ) {}
 
-  async set(sub: string, value: unknown): Promise<void> {
-    await this.doc.set(statusKey(this.nodeId, sub), value);
+  set(sub: string, value: unknown): Promise<void> {
+    return this.write(statusKey(this.nodeId, sub), value, 0);
   }
 
-  async remove(sub: string): Promise<void> {
-    await this.doc.set(statusKey(this.nodeId, sub), null);
+  remove(sub: string): Promise<void> {
+    return this.write(statusKey(this.nodeId, sub), null, 0);
+  }
+
+  /** No more retries (the document is closing). */
+  close(): void {
+    this.closed = true;
+  }
+
+  private write(key: string, value: unknown, attempt: number): Promise<void> {
+    const version = ++this.version;
+    let k = this.keys.get(key);
+    if (!k) this.keys.set(key, (k = { value, version, written: 0, chain: Promise.resolve() }));
+    k.value = value;
+    k.version = version;
+    const state = k;
+    const step = state.chain
+      .catch(() => {})
+      .then(async () => {
+        if (state.written >= state.version) return; // a later step in the chain wrote it already
+        const v = state.version;
+        const val = state.value;
+        try {
+          await this.doc.set(key, val);
+          state.written = Math.max(state.written, v);
+        } catch (e) {
+          if (!this.closed && attempt < RETRIES) {
+            const t = setTimeout(() => {
+              if (!this.closed && state.version === v && this.keys.get(key) === state) void this.write(key, val, attempt + 1).catch(() => {});
+            }, RETRY_MS * 2 ** attempt);
+            t.unref();
+          }
+          throw e;
+        }
+      });
+    state.chain = step;
+    void step
+      .finally(() => {
+        if (this.keys.get(key) === state && state.chain === step && state.written >= state.version) this.keys.delete(key);
+      })
+      .catch(() => {});
+    return step;
   }
 }
 
