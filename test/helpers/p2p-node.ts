@@ -169,6 +169,17 @@ export async function runP2PNode(cfg: P2PNodeConfig): Promise<void> {
     for (const e of early) feed(od, e);
     await (od.cluster ?? od.status)!.load();
     docs.set(name, od);
+    // As a daemon does (NodeDocs.repair): content Iroh left missing is fetched from the peers.
+    let repairing = false;
+    setInterval(() => {
+      if (repairing) return;
+      repairing = true;
+      void doc
+        .fetchMissing(() => docPeers(), 2_000)
+        .then((got) => (got.length > 0 ? (od.cluster ?? od.status)!.load() : undefined))
+        .catch((err: unknown) => log('content repair failed', { doc: name, err: (err as Error).message }))
+        .finally(() => (repairing = false));
+    }, 1_000).unref();
     return od;
   }
 
