@@ -51,13 +51,19 @@ export async function irohPieceBlobs(iroh: Iroh): Promise<PieceBlobs> {
     download(hex, provider, tag, onProgress) {
       return new Promise((resolve, reject) => {
         let bytesRead = 0;
+        // An abort reaches the callback as an error (the binding has no Abort event): kept, so
+        // the attempt fails with what Iroh said rather than as a silent short transfer.
+        let failed: Error | null = null;
         iroh.blobs
           .download(id(hex), new m.BlobDownloadOptions(m.BlobFormat.Raw, [provider], tagOf(tag)), (err, p) => {
-            if (err) return;
+            if (err) {
+              failed ??= err;
+              return;
+            }
             if (p.progress) onProgress(Number(p.progress.offset));
             else if (p.allDone) bytesRead = Number(p.allDone.bytesRead);
           })
-          .then(() => resolve({ bytesRead }), reject);
+          .then(() => (failed ? reject(failed) : resolve({ bytesRead })), reject);
       });
     },
     addFile(file, tag) {
