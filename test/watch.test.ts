@@ -118,7 +118,7 @@ describe('blixard watch', () => {
       // One file gone: one VM pruned.
       await rm(path.join(dir, 'p-c.yaml'));
       await until('p-c pruned', async () => JSON.stringify(await names()) === JSON.stringify(['p-a', 'p-b', 'p-keep']));
-      expect(said).toMatch(/VirtualMachine\/p-c pruned/);
+      await until('the watcher to say so', async () => /VirtualMachine\/p-c pruned/.test(said));
       // Two gone at once: more than --max-prune 1, so nothing is deleted, and it says why.
       said = '';
       await rm(path.join(dir, 'p-a.yaml'));

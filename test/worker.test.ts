@@ -73,5 +73,15 @@ describe('a worker node', () => {
     const o = await new ProcessDriver({ root: driverRoot(worker.dataDir, 'process') }).inspect('on-worker');
     expect(o.state).toBe('running');
     expect(await new ProcessDriver({ root: driverRoot(voter.dataDir, 'process') }).list()).toEqual([]);
+
+    // The voter's replica of the status document, raw: the worker's entry for the VM, under the
+    // worker's own author.
+    const res = await fetch(`${voter.api}/v1/debug/documents/status?prefix=${encodeURIComponent(`status/${worker.nodeId}/vm/`)}`, { headers: { authorization: `Bearer ${voter.token}` } });
+    expect(res.status).toBe(200);
+    const items = ((await res.json()) as { items: { key: string; author: string; timestamp: string; value: { phase?: string } }[] }).items;
+    expect(items.map((i) => [i.key, i.value.phase])).toEqual([[`status/${worker.nodeId}/vm/on-worker`, 'Running']]);
+    expect(Date.parse(items[0]!.timestamp)).toBeGreaterThan(Date.now() - 600_000);
+    expect((await fetch(`${voter.api}/v1/debug/documents/nope`, { headers: { authorization: `Bearer ${voter.token}` } })).status).toBe(404);
+    expect((await fetch(`${voter.api}/v1/debug/documents/status`)).status).toBe(401);
   });
 });

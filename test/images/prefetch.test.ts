@@ -102,10 +102,10 @@ describe('prefetch between nodes', () => {
     expect(fromB.pieces).toBeGreaterThanOrEqual(2);
     expect(fromB.pieces + others.reduce((n, [, x]) => n + x.pieces, 0)).toBe(24);
     expect(others.every(([, x]) => x.pieces > 0)).toBe(true);
-    // The pieces in flight from B moved elsewhere after the watchdog (or at once, when the dead
-    // process's closed port made its attempts fail), not after QUIC's 30 s idle timeout.
+    // The pieces in flight from B moved elsewhere after the watchdog (a hedge, or a retry once
+    // Iroh reported the attempt aborted) or at once (the dead process's closed port made its
+    // attempts fail), not after QUIC's 30 s idle timeout.
     expect(s.stalls + s.failures).toBeGreaterThanOrEqual(1);
-    if (s.stalls > 0) expect(s.hedges).toBeGreaterThanOrEqual(1);
     expect(performance.now() - killedAt!).toBeLessThan(20_000);
     // Duplicates are bounded: at most the pieces that were in flight from B.
     expect(s.bytesReceived).toBeLessThan(image.size * 1.03 + 3 * PIECE);
