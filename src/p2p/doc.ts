@@ -59,6 +59,9 @@ export interface ReplicatedDocOptions {
 
 const newer = (a: DocEntry<unknown>, b: DocEntry<unknown>) => a.timestamp > b.timestamp;
 
+/** Fetches of missing content tried per entry before it waits for a later read to note it. */
+const FETCH_TRIES = 5;
+
 /** How long a join waits to be in the document's swarm before it returns anyway. */
 const JOIN_WAIT_MS = 5_000;
 
@@ -72,7 +75,7 @@ export class ReplicatedDoc {
   /** Whether one subscription already feeds the metrics (more listeners must not count twice). */
   private metered = false;
   /** Content hash -> key and when first seen, of entries read whose content is not here. */
-  private readonly missing = new Map<string, { key: string; author: string; since: number }>();
+  private readonly missing = new Map<string, { key: string; author: string; since: number; tries: number }>();
   /** Every subscriber's callback, to tell them of content fetched here. */
   private readonly listeners: ((e: DocEvent) => void)[] = [];
 
@@ -267,7 +270,7 @@ export class ReplicatedDoc {
   }
 
   private noteMissing(hash: string, key: string, author: string): void {
-    if (!this.missing.has(hash)) this.missing.set(hash, { key, author, since: Date.now() });
+    if (!this.missing.has(hash)) this.missing.set(hash, { key, author, since: Date.now(), tries: 0 });
   }
 
   /** Every author's entries under `prefix`, as stored here (debugging: no trust applied). */
@@ -311,9 +314,11 @@ export class ReplicatedDoc {
         got.push(key);
         for (const l of this.listeners) l({ type: 'content-ready', hash });
       } catch {
-        // The entry may have been replaced everywhere meanwhile: a later read forgets it.
+        // Nobody had it (replaced everywhere meanwhile, or an entry nobody can serve): tried again
+        // later, a few times; after that only a later read of the entry notes it again.
         const m = this.missing.get(hash);
-        if (m) m.since = Date.now();
+        if (m && ++m.tries >= FETCH_TRIES) this.missing.delete(hash);
+        else if (m) m.since = Date.now();
       }
     }
     return got;
