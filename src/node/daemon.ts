@@ -714,11 +714,14 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     // Anti-entropy: documents sync live by gossip, which carries no guarantee while the swarm
     // changes; every node asks every node it knows for a sync now and then (Iroh's range-based
     // set reconciliation: cheap when nothing differs).
+    const knownPeers = () =>
+      [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])]
+        .filter((id) => id !== self)
+        .map((id) => ({ nodeId: id, addresses: addressesOf(id) }))
+        .filter((a) => a.addresses.length > 0);
     const antiEntropy = setInterval(() => {
       if (!docs || settings.p2p === 'off') return;
-      const known = [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self);
-      const addrs = known.map((id) => ({ nodeId: id, addresses: addressesOf(id) })).filter((a) => a.addresses.length > 0);
-      void docs.syncWith(addrs).catch(bgError('document-sync', 'debug'));
+      void docs.syncWith(knownPeers()).catch(bgError('document-sync', 'debug'));
     }, DOC_RESYNC_MS);
     antiEntropy.unref();
     cleanups.push(async () => clearInterval(antiEntropy));
@@ -728,10 +731,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     const contentRepair = setInterval(() => {
       if (!docs || settings.p2p === 'off' || repairing) return;
       repairing = true;
-      const known = [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self);
-      const addrs = known.map((id) => ({ nodeId: id, addresses: addressesOf(id) })).filter((a) => a.addresses.length > 0);
       void docs
-        .repair(addrs, CONTENT_REPAIR_AFTER_MS)
+        .repair(knownPeers(), CONTENT_REPAIR_AFTER_MS)
         .then((n) => n > 0 && log.info({ entries: n }, 'fetched document content Iroh had left missing'))
         .catch(bgError('document-content'))
         .finally(() => (repairing = false));
