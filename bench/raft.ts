@@ -46,9 +46,11 @@ export async function raftBench(): Promise<Row[]> {
       const t = (await nodes[0]!.client.ticket({ role: 'voter', ttlSeconds: 600 })).ticket;
       nodes.push(await startDaemon({ dataDir: path.join(work, name), configHome, args: ['--join', t, '--name', name, '--hypervisor', 'process'] }));
     }
-    for (;;) {
+    // A bench that hangs measures nothing: it fails saying what it saw.
+    for (const until = Date.now() + 60_000; ; ) {
       const s = await nodes[0]!.client.status();
       if (s.raft.members.filter((m) => m.role === 'voter').length === 3) break;
+      if (Date.now() > until) throw new Error(`raft bench: no 3 voters after 60 s: ${JSON.stringify(s.raft)}`);
       await new Promise((r) => setTimeout(r, 20));
     }
     const allVoters = performance.now() - t0;
