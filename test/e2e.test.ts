@@ -177,6 +177,17 @@ describe('the three-node walkthrough', () => {
     }, 15_000);
     expect(drift.stdout).toMatch(/VirtualMachine\/spread-1: desired Running, observed \w+/);
     await until('healed', async () => cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'diff', '--actual'], { configHome: configHome() }).code === 0);
+
+    // A VM gone from its node behind Blixard's back (its process and folder removed by hand): the
+    // node notices at its next look (at most its resync interval) and creates it again.
+    const before = (await drv.inspect('spread-1')).pid!;
+    await drv.delete('spread-1', 0);
+    const t0 = Date.now();
+    await until('recreated and healed', async () => {
+      const o = await drv.inspect('spread-1');
+      return running(o) && o.pid !== before && cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'diff', '--actual'], { configHome: configHome() }).code === 0;
+    }, 30_000);
+    console.log(`a VM removed by hand on its node was running again after ${Date.now() - t0} ms`);
   });
 
   it('watch mode applies an edit and refuses a bad one without change', async () => {
