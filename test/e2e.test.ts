@@ -179,7 +179,7 @@ describe('the three-node walkthrough', () => {
     await until('healed', async () => cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'diff', '--actual'], { configHome: configHome() }).code === 0);
 
     // A VM gone from its node behind Blixard's back (its process and folder removed by hand): the
-    // node notices at its next look (at most its resync interval) and creates it again.
+    // node notices within about a second (it polls its running VMs' processes) and creates it again.
     const before = (await drv.inspect('spread-1')).pid!;
     await drv.delete('spread-1', 0);
     const t0 = Date.now();

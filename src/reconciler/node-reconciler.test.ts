@@ -39,7 +39,7 @@ class MemDriver implements Driver {
   async inspect(name: string): Promise<VmObservation> {
     const v = this.vms.get(name);
     if (!v) return { name, uid: '', state: 'missing', driver: 'process' };
-    return { name, uid: v.uid, state: v.running ? 'running' : 'stopped', driver: 'process', launchId: `l${v.launch}`, startedAt: new Date(0).toISOString() };
+    return { name, uid: v.uid, state: v.running ? 'running' : 'stopped', driver: 'process', launchId: `l${v.launch}`, startedAt: new Date(0).toISOString(), ...(v.running ? { pid: 1000 + v.launch } : {}) };
   }
   async list() {
     return Promise.all([...this.vms.keys()].map((n) => this.inspect(n)));
@@ -79,7 +79,7 @@ afterEach(async () => {
   running = [];
 });
 
-function reconciler(view: MemView, drv: MemDriver, o: { resyncMs?: number; gate?: () => { fenced: boolean; mayStart: boolean } } = {}) {
+function reconciler(view: MemView, drv: MemDriver, o: { resyncMs?: number; gate?: () => { fenced: boolean; mayStart: boolean }; alive?: (pid: number) => boolean } = {}) {
   const reports = new Map<string, ReportedVm | null>();
   const r = new NodeReconciler({
     nodeId: 'me',
@@ -91,6 +91,7 @@ function reconciler(view: MemView, drv: MemDriver, o: { resyncMs?: number; gate?
     resyncMs: o.resyncMs ?? 60_000,
     report: (name, rep) => reports.set(name, rep),
     ...(o.gate ? { gate: o.gate } : {}),
+    alive: o.alive ?? (() => true),
     event: () => {},
     log: quiet,
   });
@@ -129,6 +130,25 @@ describe('NodeReconciler', () => {
     drv.vms.delete('a');
     drv.log.length = 0;
     await until('a created again', () => drv.vms.get('a')?.running === true, 3000);
+    expect(drv.log).toEqual(['create a', 'start a']);
+  });
+
+  it('notices within about a second, not at the next resync, that a running VM process is gone', async () => {
+    const view = new MemView();
+    view.place('a', 'me');
+    const drv = new MemDriver();
+    const dead = new Set<number>();
+    const { r, reports } = reconciler(view, drv, { resyncMs: 60_000, alive: (pid) => !dead.has(pid) });
+    await r.start();
+    await until('a running', () => reports.get('a')?.phase === 'Running');
+    const pid = (await drv.inspect('a')).pid!;
+    // The process dies and its folder goes, behind the reconciler's back.
+    drv.vms.delete('a');
+    dead.add(pid);
+    drv.log.length = 0;
+    const t0 = Date.now();
+    await until('a created again', () => drv.vms.get('a')?.running === true, 3000);
+    expect(Date.now() - t0).toBeLessThan(2500);
     expect(drv.log).toEqual(['create a', 'start a']);
   });
 

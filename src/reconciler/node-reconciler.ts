@@ -46,6 +46,8 @@ export interface NodeReconcilerDeps {
   ledger: { load(): Promise<Record<string, LaunchedVm>>; save(all: Record<string, LaunchedVm>): Promise<void> };
   stopGraceMs?: number;
   resyncMs?: number;
+  /** Whether a process still exists (default: signal 0); polled for running VMs every second. */
+  alive?: (pid: number) => boolean;
   report: (name: string, r: ReportedVm | null) => void;
   /**
    * Whether this node may act (SPEC section 4): `fenced` when cut off from the cluster for longer
@@ -78,6 +80,7 @@ export class NodeReconciler {
   private readonly imagePresent = new Map<string, boolean>();
   private readonly crashes = new Map<string, { count: number; until: number }>();
   private timer: NodeJS.Timeout | undefined;
+  private liveness: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(private readonly d: NodeReconcilerDeps) {}
@@ -101,15 +104,27 @@ export class NodeReconciler {
     await this.resync();
     this.timer = setInterval(() => void this.resync().catch((e: unknown) => this.d.log.warn({ err: e }, 'resync failed')), this.d.resyncMs ?? 10_000);
     this.timer.unref();
+    // Between resyncs, a VM process that died or was removed behind our back is noticed within a
+    // second (Kubernetes' PLEG relists every second): one signal-0 per running VM, no file I/O.
+    this.liveness = setInterval(() => this.checkLiveness(), 1_000);
+    this.liveness.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearInterval(this.liveness);
     this.queue.stop();
     for (const w of this.watchers.values()) w.stop.abort();
     this.watchers.clear();
     // VMs keep running: a restarted daemon adopts them (SPEC section 4).
+  }
+
+  private checkLiveness(): void {
+    const alive = this.d.alive ?? processAlive;
+    for (const [name, obs] of this.lastObs) {
+      if (obs.state === 'running' && obs.pid && !this.acting.has(name) && !alive(obs.pid)) this.queue.add(name);
+    }
   }
 
   /** Desired state changed: look at every VM again. */
@@ -438,5 +453,14 @@ export class NodeReconciler {
     this.nextSave = next;
     this.saving = next;
     return next;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
