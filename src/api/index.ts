@@ -5,6 +5,6 @@ export type { ApiBackend, ApiServerOptions } from './server.js';
 export { ApiError, EXIT_CODE } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { resolveKind, kindPlural, KIND_WORDS } from './kinds.js';
-export { writeRecord, removeRecord, readRecord, liveRecords, recordsDir, pidAlive } from './records.js';
+export { writeRecord, removeRecord, readRecord, liveRecords, recordsDir } from './records.js';
 export type { ServerRecord } from './records.js';
 export type * from './types.js';

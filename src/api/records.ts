@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { pidExists } from '../vm/proc.js';
 
 // The per-server record `node start` leaves under $XDG_CONFIG_HOME/blixard/servers/, so that a
 // CLI with no --server, --token or --data-dir finds the local node and its token (kubeconfig's
@@ -64,7 +65,7 @@ export async function liveRecords(env?: NodeJS.ProcessEnv): Promise<ServerRecord
   for (const n of names.filter((n) => n.endsWith('.json'))) {
     try {
       const rec = JSON.parse(await readFile(path.join(recordsDir(env), n), 'utf8')) as ServerRecord;
-      if (pidAlive(rec.pid)) out.push(rec);
+      if (pidExists(rec.pid)) out.push(rec);
     } catch {
       // a half-written or foreign file: skip it
     }
@@ -72,11 +73,3 @@ export async function liveRecords(env?: NodeJS.ProcessEnv): Promise<ServerRecord
   return out.sort((a, b) => (a.startedAt < b.startedAt ? 1 : -1));
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

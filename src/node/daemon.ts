@@ -66,7 +66,7 @@ export class StartupError extends Error {
 }
 
 /** How often the leader looks at membership, and every node at its peers. */
-const DOC_RESYNC_MS = 15_000;
+const DOC_RESYNC_MS = 10_000;
 /** Content missing this long is fetched by hand (Iroh's own try normally lands in milliseconds). */
 const CONTENT_REPAIR_AFTER_MS = 2_000;
 const MEMBERSHIP_INTERVAL_MS = 500;

@@ -1,7 +1,7 @@
 import { createPublicKey, createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { pidAlive } from '../api/index.js';
+import { pidExists } from '../vm/proc.js';
 
 // A node's data dir: identity, token, settings, the desired-state log, the Iroh store and the
 // lock that keeps a second daemon out.
@@ -64,7 +64,7 @@ export async function lockDataDir(dir: string): Promise<() => Promise<void>> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-      if (pid > 0 && pid !== process.pid && pidAlive(pid)) throw new DataDirInUseError(dir, pid);
+      if (pid > 0 && pid !== process.pid && pidExists(pid)) throw new DataDirInUseError(dir, pid);
       await unlink(file).catch(() => {});
     }
   }

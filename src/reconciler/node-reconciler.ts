@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DesiredView } from '../state/index.js';
 import type { ConsoleLogOptions, Driver, VmObservation, VmSpecForDriver } from '../vm/index.js';
+import { pidExists } from '../vm/proc.js';
 import { desiredVmsFor } from './desired.js';
 import { WorkQueue } from './queue.js';
 import { planVm, type DesiredVm, type LaunchedVm, type ObservedVm, type VmAction } from './vm-plan.js';
@@ -75,9 +76,9 @@ export class NodeReconciler {
   private readonly errors = new Map<string, string>();
   private readonly lastObs = new Map<string, VmObservation>();
   private readonly fencedVms = new Set<string>();
-  /** Crash-looping VMs: how many quick exits in a row, and when the next start may happen. */
   /** Whether each VM's image content was here at its last reconcile. */
   private readonly imagePresent = new Map<string, boolean>();
+  /** Crash-looping VMs: how many quick exits in a row, and when the next start may happen. */
   private readonly crashes = new Map<string, { count: number; until: number }>();
   private timer: NodeJS.Timeout | undefined;
   private liveness: NodeJS.Timeout | undefined;
@@ -121,7 +122,7 @@ export class NodeReconciler {
   }
 
   private checkLiveness(): void {
-    const alive = this.d.alive ?? processAlive;
+    const alive = this.d.alive ?? pidExists;
     for (const [name, obs] of this.lastObs) {
       if (obs.state === 'running' && obs.pid && !this.acting.has(name) && !alive(obs.pid)) this.queue.add(name);
     }
@@ -453,14 +454,5 @@ export class NodeReconciler {
     this.nextSave = next;
     this.saving = next;
     return next;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }

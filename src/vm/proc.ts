@@ -23,6 +23,19 @@ export interface ProcessIdentity {
   bootId: string;
 }
 
+/**
+ * Whether some process has this pid (signal 0; EPERM means it exists but is not ours). Cheap, but
+ * a pid alone may have been reused: isAlive compares the full identity.
+ */
+export function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Parses /proc/<pid>/stat; null when there is no such process. */
 export async function readProcStat(pid: number): Promise<ProcStat | null> {
   let text: string;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { VmDriverError } from './driver.js';
 import { pollUntil, textTail, writeFileAtomic } from './files.js';
 import { Launcher } from './launcher.js';
-import { freshProcStats, isAlive, readProcStat, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
+import { freshProcStats, isAlive, pidExists, readProcStat, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
 import { SHIM_SOURCE } from './shim.js';
 import { FILES, type ExitRecord, type LaunchRecord, type RunRecord, type StopRecord, type VmFolder } from './vm-folder.js';
 
@@ -69,15 +69,6 @@ function launcherFor(perl: string): Launcher {
   let l = launchers.get(perl);
   if (!l) launchers.set(perl, (l = new Launcher(perl)));
   return l;
-}
-
-function pidExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export interface Supervision {
