@@ -5,6 +5,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type ApplyResponse, type ImageStatus, type VmStatus } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
+import { nodeCheck } from '../src/cli/manifests.js';
+import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/reconciler/index.js';
 import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
 
 // One real daemon (real process, Iroh node, loopback API) and the compiled CLI against it.
@@ -380,6 +382,27 @@ describe('API and CLI surface', () => {
     expect((err as ApiError).message).toContain('spec.vcpus: expected a positive integer, got -1');
     const missing = { desired: [{ kind: 'VirtualMachine' as const, name: 'orphan', labels: {}, spec: { image: 'no-such-image' } }], applyset: 'x', prune: false, maxPrune: 0, dryRun: false };
     await expect(d.client.apply(missing)).rejects.toMatchObject({ code: 'invalid', message: expect.stringContaining('no-such-image') });
+  });
+
+  it("the node's schema check (apply, diff) finds exactly what the local one (validate) finds, for every bad fixture", async () => {
+    // apply and diff leave zod to the node (POST /v1/validate) and map its findings to lines here.
+    const fixtures = path.join(import.meta.dirname, 'fixtures', 'bad');
+    const inputs = (await import('node:fs')).readdirSync(fixtures).filter((f) => /\.(ya?ml|json)$/.test(f));
+    expect(inputs.length).toBeGreaterThan(25);
+    const printed = (s: LoadedSet) => [...s.warnings, ...(s.errors.length ? new ManifestSetError(s.errors).errors : [])].map(formatError);
+    let compared = 0;
+    for (const f of inputs) {
+      const opts = { recursive: true, clusterImages: null, hashFiles: true, cwd: fixtures };
+      const local = printed(await loadManifests([f], opts));
+      const remote = printed(await loadManifests([f], { ...opts, schemaCheck: nodeCheck(d.client) }));
+      expect(remote, f).toEqual(local);
+      if (local.length > 0) compared++;
+    }
+    expect(compared).toBeGreaterThan(25);
+    // Documents JSON cannot carry (.inf, .nan) are checked in the CLI's process instead.
+    const odd = await loadManifests(['number-not-finite.yaml'], { recursive: true, clusterImages: null, hashFiles: true, cwd: fixtures, schemaCheck: nodeCheck(d.client) });
+    expect(printed(odd)).toEqual(['number-not-finite.yaml:11:14 VirtualMachine/web spec.memoryMiB: expected a positive integer (MiB), got .inf', 'number-not-finite.yaml:12:10 VirtualMachine/web spec.vcpus: expected a positive integer, got .nan']);
+    await expect(d.client.json('POST', '/v1/validate', { documents: [{ kind: 'Flavour', value: {} }] })).rejects.toMatchObject({ code: 'invalid', message: expect.stringContaining('documents[0].kind') });
   });
 
   it('refuses JSON requests over 8 MiB with a clear error (exit 2)', async () => {

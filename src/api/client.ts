@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Agent, request, type IncomingMessage } from 'node:http';
-import type { Plan } from '../reconciler/index.js';
+import type { Finding, Plan, SchemaDoc } from '../reconciler/index.js';
 import type { Kind } from '../state/index.js';
 import { ApiError, codeForStatus, type ErrorCode } from './errors.js';
 import { kindPlural } from './kinds.js';
@@ -45,6 +45,10 @@ export class ApiClient {
     this.agent.destroy();
   }
 
+  /** The node's schema check of parsed documents (the CLI need not load zod for it). */
+  async validate(documents: SchemaDoc[]): Promise<Finding[][]> {
+    return (await this.json<{ results: Finding[][] }>('POST', '/v1/validate', { documents })).results;
+  }
   version(): Promise<VersionJson> {
     return this.json('GET', '/v1/version');
   }

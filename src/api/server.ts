@@ -19,7 +19,7 @@ import type {
   TicketRequest,
   VersionJson,
 } from './types.js';
-import type { Plan } from '../reconciler/index.js';
+import type { Finding, Plan, SchemaDoc } from '../reconciler/index.js';
 
 // The node's HTTP API: loopback, bearer token, JSON bodies up to 8 MiB, blob uploads streamed.
 // It only translates HTTP to calls on a backend the node composes; it holds no state.
@@ -37,6 +37,8 @@ export interface ApiBackend {
   events(kind: Kind, name: string): EventJson[];
   nodes(): NodeJson[];
   drift(): Promise<DriftJson[]>;
+  /** The schema check of documents parsed by the caller (POST /v1/validate): plain findings. */
+  validate(body: unknown): { results: Finding[][] };
   plan(req: PlanRequest): Promise<Plan>;
   apply(req: ApplyRequest): Promise<ApplyResponse>;
   delete(req: DeleteRequest): Promise<DeleteResponse>;
@@ -200,6 +202,8 @@ export async function dispatch(b: ApiBackend, method: string, target: string, bo
       if (parts.length === 5 && parts[4] === 'events') return { items: b.events(kind, parts[3]!) };
       break;
     }
+    case 'POST /validate':
+      return b.validate(body);
     case 'POST /plan':
       return b.plan(body as PlanRequest);
     case 'POST /apply':

@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { ApiError, type ApplyResponse } from '../api/index.js';
+import { ApiError } from '../api/errors.js';
+import type { ApplyResponse } from '../api/types.js';
 import type { Plan } from '../reconciler/index.js';
-import { parseDuration } from '../state/index.js';
+import { parseDuration } from '../state/units.js';
 import { connect } from './connection.js';
 import { loadAgainst, uploadFiles } from './manifests.js';
 import { terminal, toJson, UsageError } from './output.js';

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ApiClient, liveRecords, readRecord } from '../api/index.js';
+import { ApiClient } from '../api/client.js';
+import { liveRecords, readRecord } from '../api/records.js';
 
 // Which node the CLI talks to, and with what token (SPEC section 3): --server / BLIXARD_SERVER,
 // --token / BLIXARD_TOKEN, --data-dir / BLIXARD_DATA_DIR (token from D/token, API from D's

@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { ApiError } from '../api/index.js';
+import { ApiError } from '../api/errors.js';
 import { ExitStatus, UsageError } from './output.js';
 
 // The `blixard` program. Commands are declared here (cheap) and loaded only when run, so a

@@ -1,5 +1,8 @@
 import type { ApiClient } from '../api/index.js';
-import { ManifestSetError, formatError, loadManifests, type ImageFile, type LoadedSet } from '../reconciler/index.js';
+import { ManifestSetError, formatError } from '../reconciler/errors.js';
+import { loadManifests, type LoadedSet } from '../reconciler/load.js';
+import type { SchemaCheck } from '../reconciler/schema-check.js';
+import type { ImageFile } from '../reconciler/validate.js';
 import { paint, type Out, UsageError } from './output.js';
 import { transferBar } from './progress.js';
 
@@ -12,11 +15,38 @@ export async function loadAgainst(client: ApiClient, paths: string[] | undefined
     recursive,
     stdin: process.stdin,
     hashFiles: true,
+    schemaCheck: nodeCheck(client),
     clusterImages: async () => new Set((await client.list('Image')).map((r) => r.metadata.name)),
   });
   for (const w of set.warnings) out.err(paint(out, 'yellow', formatError(w)) + '\n');
   if (set.errors.length > 0) throw new ManifestSetError(set.errors);
   return set;
+}
+
+/**
+ * The node checks the schemas: it has zod loaded, this short-lived process would pay ~60 ms to
+ * import it. JSON cannot carry YAML's .inf and .nan, so documents holding them (always invalid)
+ * are checked here, loading zod only then.
+ */
+export function nodeCheck(client: ApiClient): SchemaCheck {
+  return async (docs) => {
+    const here = docs.map((d) => !jsonExact(d.value));
+    if (!here.includes(true)) return client.validate(docs);
+    const { checkDocuments } = await import('../reconciler/schema-check.js');
+    const remote = await client.validate(docs.filter((_, i) => !here[i]));
+    const local = checkDocuments(docs.filter((_, i) => here[i]));
+    let l = 0;
+    let r = 0;
+    return here.map((h) => (h ? local[l++]! : remote[r++]!));
+  };
+}
+
+/** Whether a parsed YAML value survives JSON unchanged (no NaN or infinite numbers). */
+function jsonExact(v: unknown): boolean {
+  if (typeof v === 'number') return Number.isFinite(v);
+  if (Array.isArray(v)) return v.every(jsonExact);
+  if (v !== null && typeof v === 'object') return Object.values(v).every(jsonExact);
+  return true;
 }
 
 /** Streams each file the node lacks into its blob store (content-addressed: re-uploads are skipped). */

@@ -24,7 +24,7 @@ import type {
 import { HashMismatchError, type TransferStatus } from '../images/index.js';
 import type { ReportedVm } from '../reconciler/index.js';
 import type { ConsoleLogOptions } from '../vm/index.js';
-import { ACTION_WORD, buildPlan, checkDesired, planChanges, type Plan } from '../reconciler/index.js';
+import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, schemaDocsFrom, type Finding, type Plan } from '../reconciler/index.js';
 import {
   API_VERSION,
   encodeCommand,
@@ -235,6 +235,12 @@ export class NodeBackend implements ApiBackend {
     return this.recent.get(resourceKey(kind, name)) ?? [];
   }
 
+  validate(body: unknown): { results: Finding[][] } {
+    const docs = schemaDocsFrom(body);
+    if (typeof docs === 'string') throw new ApiError('invalid', docs);
+    return { results: checkDocuments(docs) };
+  }
+
   async plan(req: PlanRequest): Promise<Plan> {
     if (!this.isLeader) return (await this.d.forward('POST', '/v1/plan', req)) as Plan;
     this.requireLeader();
@@ -288,9 +294,10 @@ export class NodeBackend implements ApiBackend {
     const revision = typeof req.revision === 'string' && req.revision.length <= 100 ? { revision: req.revision } : {};
     const out = (await this.propose({ op: 'apply', time: new Date().toISOString(), planId: plan.id, applyset: plan.applyset, changes: planChanges(plan), ...revision })) as ApplyOutcome;
     if (!out.ok) throw new ApiError(out.code === 'conflict' ? 'conflict' : 'invalid', out.message, out.code === 'conflict' ? { conflicts: out.conflicts } : undefined);
+    const changes = new Map(plan.changes.map((c) => [`${c.kind}/${c.name}`, c]));
     for (const r of out.results) {
       if (r.action === 'unchanged') continue;
-      const change = plan.changes.find((c) => c.kind === r.kind && c.name === r.name);
+      const change = changes.get(`${r.kind}/${r.name}`);
       const what = change?.action === 'configure' ? ` (${change.effect}: ${change.fields.map((f) => f.field).join(', ')})` : '';
       const gen = this.d.store.get(r.kind, r.name)?.metadata.generation;
       this.event(r.kind, r.name, 'Normal', r.action === 'pruned' ? 'Pruned' : r.action === 'created' ? 'Created' : 'Configured', `${r.action} at index ${out.index}${gen ? `, generation ${gen}` : ''}${what}`);

@@ -51,3 +51,16 @@ export function formatPath(path: readonly PropertyKey[]): string {
   }
   return out;
 }
+
+/** Renders a value the way it appeared, for "got ..." in messages. */
+export function show(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  // JSON has no word for these; YAML's is what the user wrote.
+  if (typeof v === 'number' && !Number.isFinite(v)) return Number.isNaN(v) ? '.nan' : v > 0 ? '.inf' : '-.inf';
+  const s = JSON.stringify(v);
+  // Cut long values, but say how long they were: the length may be the problem.
+  return s.length > 60 ? `${s.slice(0, 57)}..." (${String(v).length} characters)` : s;
+}

@@ -1,12 +1,14 @@
 export { loadManifests } from './load.js';
-export type { LoadedSet } from './load.js';
+export type { LoadedSet, LoadOptions } from './load.js';
 export { readSources, MAX_MANIFEST_BYTES } from './sources.js';
 export type { Source, ReadOptions } from './sources.js';
-export { parseSources, parseSource, MAX_ALIAS_COUNT } from './parse.js';
+export { parseSources, MAX_ALIAS_COUNT } from './parse.js';
 export type { Manifest } from './parse.js';
-export { checkSet, checkDesired } from './validate.js';
+export { checkSet } from './validate.js';
+export { checkDesired, checkDocuments, checkLocally, schemaDocsFrom } from './schema-check.js';
+export type { Finding, SchemaCheck, SchemaDoc } from './schema-check.js';
 export type { ImageFile, SetOptions } from './validate.js';
-export { formatError, sortErrors, formatPath, ManifestSetError } from './errors.js';
+export { formatError, sortErrors, formatPath, show, ManifestSetError } from './errors.js';
 export type { ManifestError, Severity } from './errors.js';
 export { jsonSchema } from './schema.js';
 export { closest } from './suggest.js';

@@ -1,6 +1,7 @@
 import type { DesiredResource } from '../state/index.js';
 import { sortErrors, type ManifestError } from './errors.js';
 import { parseSources, type Manifest } from './parse.js';
+import type { SchemaCheck } from './schema-check.js';
 import { readSources, type ReadOptions } from './sources.js';
 import { checkSet, type ImageFile, type SetOptions } from './validate.js';
 
@@ -15,9 +16,15 @@ export interface LoadedSet {
   files: ImageFile[];
 }
 
-export async function loadManifests(paths: string[], opts: ReadOptions & SetOptions): Promise<LoadedSet> {
+export interface LoadOptions extends ReadOptions, SetOptions {
+  /** Who checks the schemas: by default zod in this process (loaded only then). */
+  schemaCheck?: SchemaCheck;
+}
+
+export async function loadManifests(paths: string[], opts: LoadOptions): Promise<LoadedSet> {
   const read = await readSources(paths, opts);
-  const parsed = parseSources(read.sources);
+  const check = opts.schemaCheck ?? (await import('./schema-check.js')).checkLocally;
+  const parsed = await parseSources(read.sources, check);
   const checked = await checkSet(parsed.manifests, opts, parsed.refs);
   const all = sortErrors([...read.errors, ...parsed.errors, ...checked.errors]);
   return {

@@ -1,13 +1,15 @@
 import { LineCounter, isMap, isScalar, isSeq, parseAllDocuments, visit } from 'yaml';
 import type { Document, Node as YamlNode, YAMLError } from 'yaml';
-import type { z } from 'zod';
-import type { ImageSpec, Kind, Labels, PeerSpec, VmSpec } from '../state/index.js';
-import { formatPath, type ManifestError } from './errors.js';
-import { KIND_NAMES, SCHEMAS, knownKeys, show } from './schema.js';
+import { KINDS, type ImageSpec, type Kind, type Labels, type PeerSpec, type VmSpec } from '../state/types.js';
+import { formatPath, show, type ManifestError } from './errors.js';
+import type { SchemaCheck, SchemaDoc, Seg } from './schema-check.js';
 import type { Source } from './sources.js';
 import { closest } from './suggest.js';
 
 // YAML text -> typed manifests, with every problem located (eemeli/yaml + zod, as in DESIGN.md).
+// The schema check is passed in (schema-check.ts): zod in this process, or the node's.
+
+const KIND_NAMES: readonly string[] = KINDS;
 
 /** YAML aliases may expand at most this many times per document ("billion laughs" guard). */
 export const MAX_ALIAS_COUNT = 100;
@@ -42,30 +44,71 @@ export interface ParseResult {
   errors: ManifestError[];
 }
 
-export function parseSources(sources: Source[]): ParseResult {
+/** A document that parsed, with a known kind, waiting for its schema check. */
+interface Candidate extends SchemaDoc {
+  docIndex: number;
+  ref: string;
+}
+
+/** What the YAML of one source holds. */
+interface SourceDocs {
+  candidates: Candidate[];
+  refs: { kind: Kind; name: string; docIndex: number }[];
+  errors: ManifestError[];
+}
+
+export async function parseSources(sources: Source[], check: SchemaCheck): Promise<ParseResult> {
   const manifests: Manifest[] = [];
   const refs: DocRef[] = [];
   const errors: ManifestError[] = [];
-  for (const src of sources) {
-    const r = parseSource(src);
-    manifests.push(...r.manifests);
-    refs.push(...r.refs);
+  const read = sources.map(readDocuments);
+  const candidates: { c: Candidate; src: Source }[] = [];
+  for (const [i, r] of read.entries()) {
+    const src = sources[i]!;
+    for (const ref of r.refs) refs.push({ kind: ref.kind, name: ref.name, file: src.file, locate: lazyLocator(src, ref.docIndex).value });
     errors.push(...r.errors);
+    for (const c of r.candidates) candidates.push({ c, src });
+  }
+  // One check for the whole set: one round trip when the node checks.
+  const findings = candidates.length > 0 ? await check(candidates.map(({ c }) => ({ kind: c.kind, value: c.value }))) : [];
+  if (findings.length !== candidates.length) throw new Error(`schema check answered for ${findings.length} documents, expected ${candidates.length}`);
+  for (const [i, { c, src }] of candidates.entries()) {
+    const found = findings[i]!;
+    if (found.length > 0) {
+      const where = lazyLocator(src, c.docIndex);
+      for (const f of found) {
+        errors.push({ file: src.file, ...(f.at === 'key' ? where.key(f.atPath) : where.value(f.atPath)), ref: c.ref, path: formatPath(f.path), message: f.message, severity: 'error' });
+      }
+      continue;
+    }
+    const data = c.value as { metadata: { name: string; labels?: Labels }; spec: unknown };
+    manifests.push({
+      kind: c.kind,
+      name: data.metadata.name,
+      labels: data.metadata.labels ?? {},
+      spec: data.spec,
+      file: src.file,
+      dir: src.dir,
+      // Keeping 10,000 syntax trees alive for the rare set-level error costs more (in GC) than
+      // parsing the one file again when such an error needs a position.
+      locate: lazyLocator(src, c.docIndex).value,
+    } as Manifest);
   }
   return { manifests, refs, errors };
 }
 
-export function parseSource(src: Source): ParseResult {
+/** YAML -> documents with a known kind (for the schema check), refs and YAML-level errors. */
+function readDocuments(src: Source): SourceDocs {
   const lineCounter = new LineCounter();
-  const manifests: Manifest[] = [];
-  const refs: DocRef[] = [];
+  const candidates: Candidate[] = [];
+  const refs: SourceDocs['refs'] = [];
   const errors: ManifestError[] = [];
   const at = (offset: number) => {
     const p = lineCounter.linePos(offset);
     return { line: p.line, col: p.col };
   };
   const docs = parseAllDocuments(src.text, { lineCounter, uniqueKeys: true, prettyErrors: false });
-  if (!Array.isArray(docs)) return { manifests, refs, errors }; // an empty stream: nothing to apply
+  if (!Array.isArray(docs)) return { candidates, refs, errors }; // an empty stream: nothing to apply
 
   for (const [docIndex, doc] of docs.entries()) {
     const locate = (path: readonly (string | number)[]) => at(offsetOf(doc, path));
@@ -74,7 +117,7 @@ export function parseSource(src: Source): ParseResult {
     const rawName = scalarAt(doc, ['metadata', 'name']);
     const docRef = typeof rawName === 'string' ? `${typeof rawKind === 'string' ? rawKind : '?'}/${rawName}` : undefined;
     if (typeof rawKind === 'string' && KIND_NAMES.includes(rawKind) && typeof rawName === 'string') {
-      refs.push({ kind: rawKind as Kind, name: rawName, file: src.file, locate: lazyLocator(src, docIndex) });
+      refs.push({ kind: rawKind as Kind, name: rawName, docIndex });
     }
 
     if (doc.errors.length > 0) {
@@ -89,7 +132,6 @@ export function parseSource(src: Source): ParseResult {
     }
     if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue; // `---` with nothing
 
-    const where: Locator = { value: locate, key: (path) => at(keyOffset(doc, path)) };
     let value: unknown;
     try {
       value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
@@ -133,27 +175,9 @@ export function parseSource(src: Source): ParseResult {
       });
       continue;
     }
-    const ref = docRef ?? `${kind}/?`;
-    const schema = SCHEMAS[kind as Kind] as z.ZodType;
-    const parsed = schema.safeParse(obj, { reportInput: true });
-    if (!parsed.success) {
-      for (const iss of parsed.error.issues) errors.push(...issueErrors(iss, kind, ref, src.file, where));
-      continue;
-    }
-    const data = parsed.data as { metadata: { name: string; labels?: Labels }; spec: unknown };
-    manifests.push({
-      kind: kind as Kind,
-      name: data.metadata.name,
-      labels: data.metadata.labels ?? {},
-      spec: data.spec,
-      file: src.file,
-      dir: src.dir,
-      // Keeping 10,000 syntax trees alive for the rare set-level error costs more (in GC) than
-      // parsing the one file again when such an error needs a position.
-      locate: lazyLocator(src, docIndex),
-    } as Manifest);
+    candidates.push({ docIndex, kind: kind as Kind, value: obj, ref: docRef ?? `${kind}/?` });
   }
-  return { manifests, refs, errors };
+  return { candidates, refs, errors };
 }
 
 /** A YAML error, located; a duplicate key also names the resource, the field and the first key. */
@@ -220,51 +244,17 @@ function scalarAt(doc: Document.Parsed, path: string[]): unknown {
   return isScalar(node) ? node.value : undefined;
 }
 
-type Issue = z.core.$ZodIssue;
-
 interface Locator {
   /** The node at a path (or the deepest existing one above it). */
-  value(path: readonly (string | number)[]): { line: number; col: number };
+  value(path: readonly Seg[]): { line: number; col: number };
   /** The key of the pair at a path: where an unknown or missing field is shown. */
-  key(path: readonly (string | number)[]): { line: number; col: number };
-}
-
-function issueErrors(iss: Issue, kind: string, ref: string, file: string, where: Locator): ManifestError[] {
-  const path = iss.path.filter((s): s is string | number => typeof s !== 'symbol');
-  if (iss.code === 'unrecognized_keys') {
-    const known = knownKeys(kind, path);
-    return iss.keys.map((key) => {
-      const hint = closest(key, known.filter((k) => !iss.keys.includes(k)));
-      return {
-        file,
-        ...where.key([...path, key]),
-        ref,
-        path: formatPath([...path, key]),
-        message: `unknown field${hint ? ` (did you mean "${hint}"?)` : `; expected one of ${known.join(', ')}`}`,
-        severity: 'error' as const,
-      };
-    });
-  }
-  if (iss.code === 'invalid_key') {
-    // A bad key of a record (labels): the key's own problem, shown at the key.
-    const inner = iss.issues[0]?.message ?? iss.message;
-    return [{ file, ...where.key(path), ref, path: formatPath(path), message: inner, severity: 'error' }];
-  }
-  let message = iss.message;
-  if (iss.code === 'invalid_value' && typeof iss.input === 'string') {
-    const hint = closest(iss.input, iss.values.map(String));
-    if (hint) message += ` (did you mean "${hint}"?)`;
-  }
-  // A missing key points at the mapping that lacks it; its own key line is what editors show.
-  const missing = iss.input === undefined && iss.code !== 'custom';
-  const pos = missing ? where.key(path.slice(0, -1)) : where.value(path);
-  return [{ file, ...pos, ref, path: formatPath(path), message, severity: 'error' }];
+  key(path: readonly Seg[]): { line: number; col: number };
 }
 
 const reparsed = new WeakMap<Source, { docs: Document.Parsed[]; lineCounter: LineCounter }>();
 
-function lazyLocator(src: Source, docIndex: number): Manifest['locate'] {
-  return (path) => {
+function lazyLocator(src: Source, docIndex: number): Locator {
+  const parsed = () => {
     let r = reparsed.get(src);
     if (!r) {
       const lineCounter = new LineCounter();
@@ -272,10 +262,15 @@ function lazyLocator(src: Source, docIndex: number): Manifest['locate'] {
       r = { docs: Array.isArray(docs) ? docs : [], lineCounter };
       reparsed.set(src, r);
     }
+    return r;
+  };
+  const pos = (offset: (doc: Document.Parsed) => number) => {
+    const r = parsed();
     const doc = r.docs[docIndex];
-    const p = r.lineCounter.linePos(doc ? offsetOf(doc, path) : 0);
+    const p = r.lineCounter.linePos(doc ? offset(doc) : 0);
     return { line: p.line, col: p.col };
   };
+  return { value: (path) => pos((doc) => offsetOf(doc, path)), key: (path) => pos((doc) => keyOffset(doc, path)) };
 }
 
 /** Offset of the deepest node along `path` (DESIGN.md: walk doc.contents with get(seg, true)). */

@@ -1,20 +1,11 @@
 import { z } from 'zod';
-import { API_VERSION, KINDS } from '../state/index.js';
+import { API_VERSION, KINDS } from '../state/types.js';
+import { show } from './errors.js';
+import { BLAKE3_REF, BLOB_TICKET, NODE_ID } from './patterns.js';
 
 // Zod schemas of SPEC section 2. Every leaf says what it expects in words, so an error reads
 // `spec.vcpus: expected a positive integer, got "two"` instead of zod's generic text. Defaults are
 // not injected here: the store keeps specs as written (state/defaults.ts fills them in to compare).
-
-/** Renders a value the way it appeared, for "got ..." in messages. */
-export function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'object') return 'a mapping';
-  const s = JSON.stringify(v);
-  // Cut long values, but say how long they were: the length may be the problem.
-  return s.length > 60 ? `${s.slice(0, 57)}..." (${String(v).length} characters)` : s;
-}
 
 // An error customiser: missing values say so; anything else says what was expected and what came.
 function expect(what: string) {
@@ -27,10 +18,6 @@ function expect(what: string) {
 const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-export const BLAKE3_REF = /^blake3:[0-9a-f]{64}$/;
-// An Iroh blob ticket: "blob" followed by base32 (lowercase, no padding).
-export const BLOB_TICKET = /^blob[a-z2-7]{20,}$/;
-export const NODE_ID = /^[0-9a-f]{64}$/;
 
 export const dnsLabel = (what: string) =>
   z.string(expect(what)).max(63, expect(what)).regex(DNS1123, expect(what));
@@ -180,8 +167,6 @@ export const SCHEMAS = {
   Image: envelope('Image', imageSpec),
   Peer: envelope('Peer', peerSpec),
 } as const;
-
-export const KIND_NAMES: readonly string[] = KINDS;
 
 /** The JSON Schema of every kind, for editors (`blixard schema`). */
 export function jsonSchema(): Record<string, unknown> {

@@ -1,10 +1,9 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { z } from 'zod';
-import { API_VERSION, type DesiredResource, type ImageSource } from '../state/index.js';
-import { formatPath, type ManifestError } from './errors.js';
+import type { DesiredResource, ImageSource } from '../state/types.js';
+import { formatPath, show, type ManifestError } from './errors.js';
 import type { DocRef, Manifest } from './parse.js';
-import { BLAKE3_REF, KIND_NAMES, SCHEMAS, show } from './schema.js';
+import { BLAKE3_REF } from './patterns.js';
 
 // Hashing files and reading tickets is loaded only for the sets that need it (a CLI command pays
 // for every module it imports at start-up).
@@ -150,33 +149,4 @@ export async function checkSet(manifests: Manifest[], opts: SetOptions, refs: Do
   });
   const seen = new Set<string>();
   return { errors, desired, files: files.filter((f) => (seen.has(f.hash) ? false : (seen.add(f.hash), true))) };
-}
-
-/**
- * The server's own check of a set that arrives over the API (it may not come from this CLI): the
- * same schemas, reported by resource and field since there is no file to point into.
- */
-export function checkDesired(desired: unknown): string[] {
-  if (!Array.isArray(desired)) return ['expected "desired" to be a list of resources'];
-  const problems: string[] = [];
-  const seen = new Set<string>();
-  for (const [i, raw] of desired.entries()) {
-    const d = raw as Partial<DesiredResource>;
-    const kind = String(d?.kind);
-    const schema = (SCHEMAS as Record<string, z.ZodType>)[kind];
-    if (!schema) {
-      problems.push(`desired[${i}] kind: expected one of ${KIND_NAMES.join(', ')}, got ${show(d?.kind)}`);
-      continue;
-    }
-    const ref = `${kind}/${String(d.name)}`;
-    const r = schema.safeParse({ apiVersion: API_VERSION, kind, metadata: { name: d.name, labels: d.labels ?? {} }, spec: d.spec }, { reportInput: true });
-    if (!r.success) {
-      for (const iss of r.error.issues) problems.push(`${ref} ${formatPath(iss.path)}: ${iss.message}`);
-      continue;
-    }
-    if (seen.has(ref)) problems.push(`${ref}: expected a name unique per kind, got it twice`);
-    seen.add(ref);
-    if (kind === 'Image' && d.source !== undefined && !BLAKE3_REF.test(String(d.source?.hash))) problems.push(`${ref} source.hash: expected blake3:<64 hex>`);
-  }
-  return problems;
 }
