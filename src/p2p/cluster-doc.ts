@@ -40,23 +40,55 @@ export class ClusterDocPublisher {
     }
     let written = 0;
     let removed = 0;
-    for (const [key, value] of entries) {
-      if (typeof value === 'object' && value !== null && this.lastRef.get(key) === value && this.published.has(key)) continue;
-      const json = JSON.stringify(value);
-      this.lastRef.set(key, value);
-      if (this.published.get(key) === json) continue;
-      await this.doc.set(key, { rev, value } satisfies Published);
-      this.published.set(key, json);
-      written++;
-    }
+    for (const [key, value] of entries) if (await this.put(key, value, rev)) written++;
     for (const key of [...this.published.keys()]) {
       if (entries.has(key)) continue;
+      if (await this.put(key, undefined, rev)) removed++;
+    }
+    return { written, removed };
+  }
+
+  /**
+   * Writes only `changes` (key -> value, undefined for a key that went) as of `rev`: after a full
+   * publish, what the store says changed since is all that can differ.
+   */
+  async update(changes: ReadonlyMap<string, unknown>, rev: number): Promise<{ written: number; removed: number }> {
+    if (!this.loaded) throw new Error('update before the first full publish');
+    let written = 0;
+    let removed = 0;
+    for (const [key, value] of changes) {
+      if (await this.put(key, value, rev)) (value === undefined ? removed++ : written++);
+    }
+    return { written, removed };
+  }
+
+  /** Forgets what was published: another leader may have written since (read it again). */
+  reset(): void {
+    this.published.clear();
+    this.lastRef.clear();
+    this.loaded = false;
+  }
+
+  get ready(): boolean {
+    return this.loaded;
+  }
+
+  /** Writes one key (a removal marker for undefined) unless the document already says it. */
+  private async put(key: string, value: unknown, rev: number): Promise<boolean> {
+    if (value === undefined) {
+      if (!this.published.has(key)) return false;
       await this.doc.set(key, { rev, deleted: true } satisfies Published);
       this.published.delete(key);
       this.lastRef.delete(key);
-      removed++;
+      return true;
     }
-    return { written, removed };
+    if (typeof value === 'object' && value !== null && this.lastRef.get(key) === value && this.published.has(key)) return false;
+    const json = JSON.stringify(value);
+    this.lastRef.set(key, value);
+    if (this.published.get(key) === json) return false;
+    await this.doc.set(key, { rev, value } satisfies Published);
+    this.published.set(key, json);
+    return true;
   }
 }
 

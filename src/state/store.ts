@@ -3,6 +3,8 @@ import type { ApplyChange, ApplyOutcome, ClusterDocs, Command, CommandOutcome, C
 import { decodeCommand } from './commands.js';
 import { changeEffects, comparable } from './effects.js';
 import { resourceKey, type Kind, type PeerSpec, type StoredResource, type VmSpec } from './types.js';
+import { ResourceTable } from './resource-table.js';
+import { Touched, TouchedMap } from './touched.js';
 
 // The desired-state store: the Raft state machine. `apply(entry, index)` is deterministic and
 // synchronous; every replica that applies the same entries in the same order holds the same state.
@@ -54,15 +56,23 @@ interface Snapshot {
 /** How many applied plan ids the store remembers (a saved plan applies at most once). */
 export const PLAN_MEMORY = 1000;
 
+/** What changed in the store since the last takeChanges(), by key: or 'all' after a restore. */
+export interface StoreChanges {
+  resources: Set<string>; // Kind/name
+  placements: Set<string>; // VM name
+  nodes: Set<string>; // node id
+}
+
 export class DesiredStateStore {
   clusterId: string | null = null;
-  private resources = new Map<string, StoredResource>();
-  private nodes = new Map<string, NodeRecord>();
+  private readonly touched = { resources: new Touched<string>(), placements: new Touched<string>(), nodes: new Touched<string>() };
+  private resources = new ResourceTable([], this.touched.resources);
+  private nodes = tracked(new TouchedMap<string, NodeRecord>(), this.touched.nodes);
   private applysets = new Map<string, ApplysetRecord>();
   private appliedPlans: string[] = [];
   private appliedPlanSet = new Set<string>();
   private joinSecrets: JoinSecret[] = [];
-  private placements = new Map<string, PlacementRecord>();
+  private placements = tracked(new TouchedMap<string, PlacementRecord>(), this.touched.placements);
   /** Tickets (with secrets) of the cluster and status documents; null with P2P off. */
   docs: ClusterDocs | null = null;
   appliedIndex = 0;
@@ -147,26 +157,39 @@ export class DesiredStateStore {
     const s = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) as Snapshot;
     if (s.version !== 1) throw new Error(`unsupported store snapshot version ${String(s.version)}`);
     this.clusterId = s.clusterId;
-    this.resources = new Map(s.resources.map((r) => [resourceKey(r.kind, r.metadata.name), r]));
-    this.nodes = new Map(s.nodes.map((n) => [n.nodeId, n]));
+    this.resources = new ResourceTable(s.resources, this.touched.resources);
+    this.nodes = tracked(new TouchedMap(s.nodes.map((n) => [n.nodeId, n])), this.touched.nodes);
     this.applysets = new Map(s.applysets.map((a) => [a.name, a]));
     this.appliedPlans = s.appliedPlans;
     this.appliedPlanSet = new Set(s.appliedPlans);
     this.joinSecrets = s.joinSecrets;
-    this.placements = new Map((s.placements ?? []).map((p) => [p.vm, p]));
+    this.placements = tracked(new TouchedMap((s.placements ?? []).map((p) => [p.vm, p])), this.touched.placements);
+    for (const t of Object.values(this.touched)) t.all();
     this.docs = s.docs ?? null;
     this.appliedIndex = index;
   }
+  /**
+   * The keys changed since the last call (a resource's placement counts as changed with it), or
+   * 'all' the first time, after a restore, or when nobody asked for very long.
+   */
+  takeChanges(): StoreChanges | 'all' {
+    const resources = this.touched.resources.take();
+    const placements = this.touched.placements.take();
+    const nodes = this.touched.nodes.take();
+    if (resources === 'all' || placements === 'all' || nodes === 'all') return 'all';
+    return { resources, placements, nodes };
+  }
+
 
   // --- reads ---
 
   get(kind: Kind, name: string): StoredResource | undefined {
-    return this.resources.get(resourceKey(kind, name));
+    return this.resources.get(kind, name);
   }
 
   list(kind?: Kind): StoredResource[] {
     const out: StoredResource[] = [];
-    for (const r of this.resources.values()) if (!kind || r.kind === kind) out.push(r);
+    for (const r of kind ? this.resources.ofKind(kind) : this.resources.values()) out.push(r);
     return out.sort((a, b) => (a.kind === b.kind ? cmp(a.metadata.name, b.metadata.name) : cmp(a.kind, b.kind)));
   }
 
@@ -194,7 +217,7 @@ export class DesiredStateStore {
   placement(vm: string): PlacementRecord | undefined {
     const p = this.placements.get(vm);
     // A placement belongs to the VM it was made for, not to a later VM of the same name.
-    return p && p.uid === this.resources.get(resourceKey('VirtualMachine', vm))?.metadata.uid ? p : undefined;
+    return p && p.uid === this.resources.get('VirtualMachine', vm)?.metadata.uid ? p : undefined;
   }
 
   listPlacements(): PlacementRecord[] {
@@ -218,7 +241,7 @@ export class DesiredStateStore {
   /** The node ids the Peers name, with the role each gives. */
   private peerRoles(): Map<string, NodeRecord['role']> {
     const out = new Map<string, NodeRecord['role']>();
-    for (const r of this.resources.values()) if (r.kind === 'Peer') out.set((r.spec as PeerSpec).nodeId, ((r.spec as PeerSpec).role ?? 'worker') as NodeRecord['role']);
+    for (const r of this.resources.ofKind('Peer')) out.set((r.spec as PeerSpec).nodeId, ((r.spec as PeerSpec).role ?? 'worker') as NodeRecord['role']);
     return out;
   }
 
@@ -243,7 +266,7 @@ export class DesiredStateStore {
     }
     const conflicts: Conflict[] = [];
     for (const c of changes) {
-      const current = this.resources.get(resourceKey(c.kind, c.name))?.metadata.resourceVersion ?? 0;
+      const current = this.resources.get(c.kind, c.name)?.metadata.resourceVersion ?? 0;
       if (current !== c.read) conflicts.push({ kind: c.kind, name: c.name, read: c.read, current });
     }
     if (conflicts.length > 0) {
@@ -257,12 +280,12 @@ export class DesiredStateStore {
     if (invalid) return { ok: false, code: 'invalid', message: invalid };
 
     const results: Extract<ApplyOutcome, { ok: true }>['results'] = [];
-    const peersBefore = this.peerRoles();
+    const peersBefore = changes.some((c) => c.kind === 'Peer') ? this.peerRoles() : null;
     for (const c of changes) {
       const key = resourceKey(c.kind, c.name);
-      const cur = this.resources.get(key);
+      const cur = this.resources.get(c.kind, c.name);
       if (c.action === 'prune') {
-        this.resources.delete(key);
+        this.resources.delete(c.kind, c.name);
         if (c.kind === 'VirtualMachine') this.placements.delete(c.name);
         results.push({ kind: c.kind, name: c.name, action: 'pruned' });
         continue;
@@ -275,7 +298,7 @@ export class DesiredStateStore {
           applyset,
         };
         if (c.source) r.source = c.source;
-        this.resources.set(key, r);
+        this.resources.set(r);
         results.push({ kind: c.kind, name: c.name, action: 'created' });
         continue;
       }
@@ -284,7 +307,7 @@ export class DesiredStateStore {
       const fx = changeEffects(c.kind, comparable(c.kind, cur.metadata.labels, cur.spec, cur.source), comparable(c.kind, c.labels ?? {}, c.spec!, c.source));
       const owned = cur.applyset === applyset;
       if (fx.patch.length === 0) {
-        if (!owned) this.resources.set(key, { ...cur, applyset, metadata: { ...cur.metadata, resourceVersion: index } });
+        if (!owned) this.resources.set({ ...cur, applyset, metadata: { ...cur.metadata, resourceVersion: index } });
         results.push({ kind: c.kind, name: c.name, action: 'unchanged' });
         continue;
       }
@@ -300,27 +323,27 @@ export class DesiredStateStore {
         applyset,
       };
       if (c.source) next.source = c.source;
-      this.resources.set(key, next);
+      this.resources.set(next);
       results.push({ kind: c.kind, name: c.name, action: 'configured' });
     }
-    if (changes.some((c) => c.kind === 'Peer')) this.followPeers(peersBefore);
+    if (peersBefore) this.followPeers(peersBefore);
     this.rememberPlan(planId);
     this.applysets.set(applyset, { name: applyset, index, time, planId, ...(revision ? { revision } : {}) });
     return { ok: true, index, results };
   }
 
   private deleteTargets(targets: DeleteTarget[], index: number): DeleteOutcome {
-    const existing = targets.filter((t) => this.resources.has(resourceKey(t.kind, t.name)));
+    const existing = targets.filter((t) => this.resources.has(t.kind, t.name));
     const invalid = this.referenceProblems([], existing);
     if (invalid) return { ok: false, code: 'invalid', message: invalid };
     const results: Extract<DeleteOutcome, { ok: true }>['results'] = [];
-    const peersBefore = this.peerRoles();
+    const peersBefore = targets.some((t) => t.kind === 'Peer') ? this.peerRoles() : null;
     for (const t of targets) {
-      const had = this.resources.delete(resourceKey(t.kind, t.name));
+      const had = this.resources.delete(t.kind, t.name);
       if (t.kind === 'VirtualMachine') this.placements.delete(t.name);
       results.push({ kind: t.kind, name: t.name, action: had ? 'deleted' : 'notfound' });
     }
-    if (targets.some((t) => t.kind === 'Peer')) this.followPeers(peersBefore);
+    if (peersBefore) this.followPeers(peersBefore);
     return { ok: true, index, results };
   }
 
@@ -338,9 +361,9 @@ export class DesiredStateStore {
     if (!existing) {
       let name = node.name;
       // Names are unique per kind: a taken name gets the node id's first digits.
-      if (this.resources.has(resourceKey('Peer', name))) name = `${name}-${node.nodeId.slice(0, 6)}`.slice(0, 63);
+      if (this.resources.has('Peer', name)) name = `${name}-${node.nodeId.slice(0, 6)}`.slice(0, 63);
       const key = resourceKey('Peer', name);
-      this.resources.set(key, {
+      this.resources.set({
         kind: 'Peer',
         metadata: { name, labels: { ...node.labels }, uid: uidFor(this.clusterId, index, key), generation: 1, resourceVersion: index, creationTimestamp: time },
         spec: { nodeId: node.nodeId, addresses: [...node.addresses], role },
@@ -353,12 +376,13 @@ export class DesiredStateStore {
   /** Whether a node id may talk to this cluster: a Peer names it, or it joined with a secret. */
   admitted(nodeId: string): boolean {
     if (this.nodes.has(nodeId)) return true;
-    return this.list('Peer').some((r) => (r.spec as PeerSpec).nodeId === nodeId);
+    for (const r of this.resources.ofKind('Peer')) if ((r.spec as PeerSpec).nodeId === nodeId) return true;
+    return false;
   }
 
   private applyPlacements(cmd: Extract<Command, { op: 'place' }>, index: number): CommandOutcome {
     // Decisions about VMs that changed identity since the scheduler looked are dropped.
-    const current = (r: { vm: string; uid: string }) => this.resources.get(resourceKey('VirtualMachine', r.vm))?.metadata.uid === r.uid;
+    const current = (r: { vm: string; uid: string }) => this.resources.get('VirtualMachine', r.vm)?.metadata.uid === r.uid;
     for (const e of cmd.evict) {
       const p = this.placements.get(e.vm);
       if (current(e) && p?.nodeId && !p.evicting) this.placements.set(e.vm, { ...p, evicting: true, since: cmd.time });
@@ -382,7 +406,7 @@ export class DesiredStateStore {
     const upserted = new Map(upserts.map((u) => [resourceKey(u.kind, u.name), u]));
     const imageExists = (name: string) => {
       const key = resourceKey('Image', name);
-      return upserted.has(key) || (this.resources.has(key) && !removed.has(key));
+      return upserted.has(key) || (this.resources.has('Image', name) && !removed.has(key));
     };
     const problems: string[] = [];
     for (const u of upserts) {
@@ -393,9 +417,9 @@ export class DesiredStateStore {
     const removedImages = removals.filter((r) => r.kind === 'Image' && !upserted.has(resourceKey('Image', r.name)));
     if (removedImages.length > 0) {
       const gone = new Set(removedImages.map((r) => r.name));
-      for (const r of this.resources.values()) {
+      for (const r of this.resources.ofKind('VirtualMachine')) {
         const key = resourceKey(r.kind, r.metadata.name);
-        if (r.kind !== 'VirtualMachine' || removed.has(key) || upserted.has(key)) continue;
+        if (removed.has(key) || upserted.has(key)) continue;
         const image = (r.spec as VmSpec).image;
         if (gone.has(image)) problems.push(`Image/${image} is still used by VirtualMachine/${r.metadata.name}`);
       }
@@ -418,4 +442,9 @@ export function uidFor(clusterId: string | null, index: number, key: string): st
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function tracked<K, V>(m: TouchedMap<K, V>, t: Touched<K>): TouchedMap<K, V> {
+  m.touched = t;
+  return m;
 }
