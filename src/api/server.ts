@@ -19,7 +19,7 @@ import type {
   TicketRequest,
   VersionJson,
 } from './types.js';
-import type { Finding, Plan, SchemaDoc } from '../reconciler/index.js';
+import type { Finding, Plan } from '../reconciler/index.js';
 
 // The node's HTTP API: loopback, bearer token, JSON bodies up to 8 MiB, blob uploads streamed.
 // It only translates HTTP to calls on a backend the node composes; it holds no state.
