@@ -288,8 +288,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       mirrorTimer = setTimeout(() => {
         mirrorTimer = undefined;
         const view = new DocDesiredView(docs!.clusterView);
-        store.restore(
-          Buffer.from(JSON.stringify({ version: 1, clusterId: view.clusterId, resources: view.list(), nodes: view.listNodes(), applysets: [], appliedPlans: [], joinSecrets: [], placements: docs!.clusterView.list<PlacementRecord>('placement/').map((e) => e.value), docs: null })),
+        store.load(
+          { version: 1, clusterId: view.clusterId, resources: view.list(), nodes: view.listNodes(), applysets: [], appliedPlans: [], joinSecrets: [], placements: docs!.clusterView.list<PlacementRecord>('placement/').map((e) => e.value), docs: null },
           docs!.clusterView.rev,
         );
         if (started) afterApply();
@@ -607,7 +607,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       afterApplyTimer = setTimeout(() => {
         afterApplyTimer = undefined;
         scheduling.kick();
-        reconciler.kick();
+        reconciler.desiredChanged();
         refreshPeers();
         if (raft.isLeader) void publish();
         warmCache();

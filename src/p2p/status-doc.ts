@@ -93,6 +93,9 @@ export class StatusWriter {
 
 export class StatusView {
   private readonly entries = new Map<string, DocEntry<unknown>>();
+  // The node ids the keys name, kept as entries arrive: liveness asks for them on every read of
+  // a VM's status, and a scan of every VM's entry each time made listing VMs O(n^2).
+  private readonly nodeIds = new Set<string>();
   private readonly refresher: Refresher;
   private readonly metrics: P2PMetrics | undefined;
   private readonly name: string;
@@ -151,12 +154,7 @@ export class StatusView {
   }
 
   nodes(): string[] {
-    const ids = new Set<string>();
-    for (const key of this.entries.keys()) {
-      const id = nodeOfKey(key);
-      if (id) ids.add(id);
-    }
-    return [...ids].sort();
+    return [...this.nodeIds].sort();
   }
 
   /** How many believed entries (not removed) the view holds. */
@@ -176,6 +174,10 @@ export class StatusView {
       const cur = this.entries.get(e.key);
       if (cur && cur.timestamp >= e.timestamp) return;
       this.entries.set(e.key, e);
+      if (!cur) {
+        const id = nodeOfKey(e.key);
+        if (id) this.nodeIds.add(id);
+      }
       this.live += (e.value === null ? 0 : 1) - (cur && cur.value !== null ? 1 : 0);
       changed.push(e.key);
     };

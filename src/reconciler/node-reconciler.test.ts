@@ -36,7 +36,9 @@ class MemDriver implements Driver {
     this.log.push(`delete ${name}`);
     this.vms.delete(name);
   }
+  readonly inspected: string[] = [];
   async inspect(name: string): Promise<VmObservation> {
+    this.inspected.push(name);
     const v = this.vms.get(name);
     if (!v) return { name, uid: '', state: 'missing', driver: 'process' };
     return { name, uid: v.uid, state: v.running ? 'running' : 'stopped', driver: 'process', launchId: `l${v.launch}`, startedAt: new Date(0).toISOString(), ...(v.running ? { pid: 1000 + v.launch } : {}) };
@@ -198,5 +200,25 @@ describe('NodeReconciler', () => {
     gate = { fenced: false, mayStart: true };
     r.kick();
     await until('both running', () => drv.vms.get('a')?.running === true && drv.vms.get('b')?.running === true);
+  });
+
+  it('after a commit looks only at the VMs whose desired state here changed (new, changed, gone)', async () => {
+    const view = new MemView();
+    for (const n of ['a', 'b', 'c']) view.place(n, 'me');
+    const drv = new MemDriver();
+    const { r } = reconciler(view, drv);
+    await r.start();
+    await until('all running', () => ['a', 'b', 'c'].every((n) => drv.vms.get(n)?.running === true));
+    await new Promise((res) => setTimeout(res, 50));
+    drv.inspected.length = 0;
+    r.desiredChanged(); // a commit that changed nothing placed here
+    await new Promise((res) => setTimeout(res, 50));
+    expect(drv.inspected).toEqual([]);
+    view.place('d', 'me'); // new
+    view.resources = view.resources.map((x) => (x.metadata.name === 'b' ? { ...x, metadata: { ...x.metadata, generation: 2 }, spec: { image: 'app', vcpus: 2 } } : x)); // changed
+    view.placements.set('c', { ...view.placements.get('c')!, nodeId: 'elsewhere' }); // gone from here
+    r.desiredChanged();
+    await until('d running, c stopped', () => drv.vms.get('d')?.running === true && !drv.vms.has('c'));
+    expect(new Set(drv.inspected)).toEqual(new Set(['b', 'c', 'd']));
   });
 });

@@ -128,11 +128,27 @@ export class NodeReconciler {
     }
   }
 
-  /** Desired state changed: look at every VM again. */
+  /** Something outside desired state changed (fencing): look at every VM again. */
   kick(): void {
     if (this.stopped) return;
     this.refreshDesired();
     for (const name of this.allNames()) this.queue.add(name);
+  }
+
+  /**
+   * Desired state changed: look again at the VMs whose desired state here did (new, changed,
+   * gone). Every VM on every commit meant reading each VM's files hundreds of times a second
+   * during a wave of placements; what else can change is covered by the resync.
+   */
+  desiredChanged(): void {
+    if (this.stopped) return;
+    const before = this.desired;
+    this.refreshDesired();
+    for (const [name, d] of this.desired) {
+      const prev = before.get(name);
+      if (!prev || JSON.stringify(prev) !== JSON.stringify(d)) this.queue.add(name);
+    }
+    for (const name of before.keys()) if (!this.desired.has(name)) this.queue.add(name);
   }
 
   report(name: string): ReportedVm | undefined {

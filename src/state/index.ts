@@ -5,7 +5,7 @@ export type { Comparable, ChangeEffects, FieldChange } from './effects.js';
 export { encodeCommand, decodeCommand } from './commands.js';
 export type { Command, CommandOutcome, ApplyChange, ApplyAction, ApplyOutcome, DeleteOutcome, DeleteTarget, Conflict, NodeRecord, PlaceChange, VmRef, ClusterDocs } from './commands.js';
 export { DesiredStateStore, uidFor, PLAN_MEMORY } from './store.js';
-export type { ApplysetRecord, JoinSecret, PlacementRecord, StoreChanges } from './store.js';
+export type { ApplysetRecord, JoinSecret, PlacementRecord, Snapshot as StoreState, StoreChanges } from './store.js';
 export { schedule } from './scheduler.js';
 export type { SchedNode, SchedVm, ScheduleResult, Placement, Unschedulable } from './scheduler.js';
 export { parseDuration, parseBytes, parseRate, formatDuration, formatBytes } from './units.js';

@@ -41,7 +41,8 @@ export interface JoinSecret {
   createdAt: string;
 }
 
-interface Snapshot {
+/** The whole state, as a snapshot holds it. */
+export interface Snapshot {
   version: 1;
   clusterId: string | null;
   resources: StoredResource[];
@@ -154,7 +155,11 @@ export class DesiredStateStore {
   }
 
   restore(data: Uint8Array, index: number): void {
-    const s = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) as Snapshot;
+    this.load(JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) as Snapshot, index);
+  }
+
+  /** Replaces the whole state (a worker mirroring the cluster document loads it this way). */
+  load(s: Snapshot, index: number): void {
     if (s.version !== 1) throw new Error(`unsupported store snapshot version ${String(s.version)}`);
     this.clusterId = s.clusterId;
     this.resources = new ResourceTable(s.resources, this.touched.resources);
@@ -168,6 +173,7 @@ export class DesiredStateStore {
     this.docs = s.docs ?? null;
     this.appliedIndex = index;
   }
+
   /**
    * The keys changed since the last call (a resource's placement counts as changed with it), or
    * 'all' the first time, after a restore, or when nobody asked for very long.
