@@ -175,8 +175,8 @@ export class DesiredStateStore {
   }
 
   /**
-   * The keys changed since the last call (a resource's placement counts as changed with it), or
-   * 'all' the first time, after a restore, or when nobody asked for very long.
+   * The keys the commands since the last call set or deleted, or 'all' the first time, after a
+   * restore or load, or when nobody asked for very long (a follower never does).
    */
   takeChanges(): StoreChanges | 'all' {
     const resources = this.touched.resources.take();
