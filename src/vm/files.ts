@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { access, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { constants as fsc, existsSync, readFileSync, statSync } from 'node:fs';
+import { access, open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { z } from 'zod';
 
@@ -31,11 +31,12 @@ export async function writeJsonAtomic(file: string, value: unknown, durable = fa
 
 /** Reads and validates a JSON record; null when the file does not exist. A file that exists but
  * does not parse is an error naming the file: records are written atomically, so it means
- * someone else wrote there. */
+ * someone else wrote there. Read synchronously: these records are a few hundred bytes on local
+ * disk, read for every VM at every look, and the promise API costs ~20x the CPU of the read. */
 export async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T | null> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
@@ -51,13 +52,9 @@ export async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T
   return parsed.data;
 }
 
+/** Whether a path exists (one stat; asked for every VM folder at every look, so not via a promise). */
 export async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
+  return existsSync(p);
 }
 
 /** The last `bytes` bytes of a file (all of it when bytes is undefined), and the offset where
@@ -96,7 +93,8 @@ export async function followFile(file: string, from: number, signal: AbortSignal
   let ino: number | null = null;
   while (!signal.aborted) {
     try {
-      const st = await stat(file);
+      // Every 200 ms for every VM followed: a synchronous stat is ~20x cheaper than the promise one.
+      const st = statSync(file);
       if (ino !== null && st.ino !== ino) offset = 0;
       if (st.size < offset) offset = 0;
       ino = st.ino;
