@@ -95,6 +95,20 @@ describe('QEMU VMs through the reconciler', () => {
     expect(page).toBe(true);
   });
 
+  it("says why QEMU would not start, on the VM's status line: here a host port the first VM holds", async () => {
+    const dir = path.join(work, 'clash');
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, 'vm.yaml'), `apiVersion: blixard.dev/v1\nkind: VirtualMachine\nmetadata: { name: clash }\nspec: { image: tiny, memoryMiB: 128, ports: [{ host: ${PORT}, guest: 80 }] }\n`);
+    expect(run(['apply', '-f', dir]).code).toBe(0);
+    const st = await until('the failed start reported', async () => {
+      const s = ((await d.client.get('VirtualMachine', 'clash')) as ResourceJson & { status: VmStatus }).status;
+      return s.message?.includes('QEMU exited during start-up:') ? s : undefined;
+    }, 60_000);
+    expect(st.message).toMatch(/host forwarding rule/i);
+    expect(run(['delete', 'vm', 'clash']).code).toBe(0);
+    expect((await vm()).status.phase).toBe('Running');
+  });
+
   it('is recreated when its memory changes, and powers down through ACPI when Stopped', async () => {
     const before = await driver().inspect('guest');
     const dir = await manifest();

@@ -160,7 +160,10 @@ export class QemuDriver extends SupervisedDriver {
     const timeoutMs = this.opts.startTimeoutMs ?? 30_000;
     const answered = await pollUntil(async () => {
       if (!(await isAlive(programOf(run)))) {
-        throw new VmDriverError(folder.name, 'start', 'QEMU exited during start-up', await textTail(folder.file(QEMU_LOG)));
+        const tail = await textTail(folder.file(QEMU_LOG));
+        // QEMU's own last words (a host port in use, a missing file) belong on the status line.
+        const why = tail.trimEnd().split('\n').pop()?.trim().slice(0, 300);
+        throw new VmDriverError(folder.name, 'start', `QEMU exited during start-up${why ? `: ${why}` : ''}`, tail);
       }
       try {
         return await this.qmp(folder.name, socketOf(launch), (c) => c.queryStatus(), 1000);
