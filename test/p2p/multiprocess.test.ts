@@ -74,7 +74,8 @@ describe('P2P between separate processes', () => {
   it('reads on B and C a key published on A', async () => {
     await publish({ 'desired/VirtualMachine/web-1': { spec: { image: 'tiny', vcpus: 1 } }, 'placement/web-1': { nodeId: b.nodeId } }, 5);
     for (const n of [b, c]) {
-      await waitUntil(async () => (await get(n, 'placement/web-1')).found, 10_000, `${n.name} to read placement/web-1`);
+      // Two entries, each with its own content fetch: they may become readable in either order.
+      await waitUntil(async () => (await get(n, 'placement/web-1')).found && (await get(n, 'desired/VirtualMachine/web-1')).found, 10_000, `${n.name} to read both keys`);
       expect((await get(n, 'desired/VirtualMachine/web-1')).value).toEqual({ spec: { image: 'tiny', vcpus: 1 } });
       expect(await list(n)).toEqual(await list(a));
     }
