@@ -189,11 +189,12 @@ export class ClusterDocView {
       };
       for (const e of await this.doc.list<Published>('', { better: byRev, known })) take(e);
     } else {
-      await eachLimited(keys, 16, async ({ key, authors }) => {
+      await eachLimited(keys, 16, async ({ key, authors, hints }) => {
         if (authors === null) (await this.doc.entriesOf<Published>(key, { better: byRev })).forEach(take);
         else
           for (const a of authors) {
-            const e = await this.doc.getExact<Published>(a, key);
+            const hint = hints?.get(a);
+            const e = hint ? await this.doc.entryAt<Published>(a, key, hint) : await this.doc.getExact<Published>(a, key);
             if (e) take(e);
           }
       });

@@ -30,10 +30,19 @@ export type DocEvent =
       hash?: string;
       /** Microseconds since the epoch, as the writer's clock put it. */
       timestamp?: bigint;
+      /** The content's size in bytes (0: a tombstone). */
+      len?: bigint;
     }
   | { type: 'content-ready'; hash: string }
   | { type: 'sync-finished'; peer: string; ok: boolean }
   | { type: 'neighbor-up' | 'neighbor-down'; peer: string };
+
+/** An entry as an insert event described it: enough to read it without looking it up again. */
+export interface EntryHint {
+  hash: string;
+  timestamp: bigint;
+  len: bigint;
+}
 
 export interface ListOptions<T> {
   trust?: (author: string, key: string) => boolean;
@@ -62,6 +71,9 @@ const newer = (a: DocEntry<unknown>, b: DocEntry<unknown>) => a.timestamp > b.ti
 /** Fetches of missing content tried per entry before it waits for a later read to note it. */
 const FETCH_TRIES = 5;
 
+/** Own writes whose content is kept in memory until a view reads it (bounded). */
+const OWN_WRITES_KEPT = 4096;
+
 /** How long a join waits to be in the document's swarm before it returns anyway. */
 const JOIN_WAIT_MS = 5_000;
 
@@ -78,6 +90,8 @@ export class ReplicatedDoc {
   private readonly missing = new Map<string, { key: string; author: string; since: number; tries: number }>();
   /** Every subscriber's callback, to tell them of content fetched here. */
   private readonly listeners: ((e: DocEvent) => void)[] = [];
+  /** Content hash -> JSON of this node's recent writes: its own views need not read them back. */
+  private readonly ownWrites = new Map<string, string>();
 
   private constructor(
     private readonly iroh: Iroh,
@@ -183,7 +197,10 @@ export class ReplicatedDoc {
   }
 
   async set(key: string, value: unknown): Promise<void> {
-    await this.doc.setBytes(this.authorId(), keyBytes(key), [...Buffer.from(JSON.stringify(value))]);
+    const json = JSON.stringify(value);
+    const hash = await this.doc.setBytes(this.authorId(), keyBytes(key), [...Buffer.from(json)]);
+    if (this.ownWrites.size >= OWN_WRITES_KEPT) this.ownWrites.delete(this.ownWrites.keys().next().value!);
+    this.ownWrites.set(hash.toString(), json);
   }
 
   /** Deletes this author's entries under `prefix` (Iroh writes empty tombstones that sync too). */
@@ -242,6 +259,23 @@ export class ReplicatedDoc {
     return value === undefined ? undefined : { key, author: e.author, value, timestamp: e.timestamp, hash: e.hash };
   }
 
+  /**
+   * The entry an insert event described (`hint`), its content read by hash: no lookup of the
+   * entry itself, the cost of following a busy document. When that content is gone (replaced
+   * since) or not here yet, the author's current entry is looked up instead.
+   */
+  async entryAt<T = unknown>(author: string, key: string, hint: EntryHint): Promise<DocEntry<T> | undefined> {
+    if (hint.len === 0n) return undefined; // a tombstone
+    const own = this.ownWrites.get(hint.hash);
+    if (own !== undefined) {
+      this.ownWrites.delete(hint.hash);
+      return { key, author, value: JSON.parse(own) as T, timestamp: hint.timestamp, hash: hint.hash };
+    }
+    const value = await this.content<T>(hint.hash);
+    if (value !== undefined) return { key, author, value, timestamp: hint.timestamp, hash: hint.hash };
+    return this.getExact<T>(author, key);
+  }
+
   async get<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T> | undefined> {
     return (await this.entriesOf<T>(key, opts))[0];
   }
@@ -256,6 +290,17 @@ export class ReplicatedDoc {
 
   async close(): Promise<void> {
     await this.doc.closeMe();
+  }
+
+  /** Content by hash, or undefined when it is not (or no longer) here. */
+  private async content<T>(hash: string): Promise<T | undefined> {
+    try {
+      const v = JSON.parse(Buffer.from(await this.iroh.blobs.readToBytes(hash)).toString('utf8')) as T;
+      this.missing.delete(hash);
+      return v;
+    } catch {
+      return undefined;
+    }
   }
 
   private async read<T>(e: Entry): Promise<T | undefined> {
@@ -351,10 +396,10 @@ export class ReplicatedDoc {
     if (!onEvent) return;
     if (ev.insertLocal) {
       const e = ev.insertLocal.entry;
-      onEvent({ type: 'insert', key: keyOf(e.key), author: e.author, remote: false, contentReady: true, hash: e.hash, timestamp: e.timestamp });
+      onEvent({ type: 'insert', key: keyOf(e.key), author: e.author, remote: false, contentReady: true, hash: e.hash, timestamp: e.timestamp, len: e.len });
     } else if (ev.insertRemote) {
       const e = ev.insertRemote.entry;
-      onEvent({ type: 'insert', key: keyOf(e.key), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete', hash: e.hash, timestamp: e.timestamp });
+      onEvent({ type: 'insert', key: keyOf(e.key), author: e.author, remote: true, from: ev.insertRemote.from, contentReady: ev.insertRemote.contentStatus === 'Complete', hash: e.hash, timestamp: e.timestamp, len: e.len });
     } else if (ev.contentReady) onEvent({ type: 'content-ready', hash: ev.contentReady.hash });
     else if (ev.syncFinished) onEvent({ type: 'sync-finished', peer: ev.syncFinished.peer, ok: !ev.syncFinished.result });
     else if (ev.neighborUp) onEvent({ type: 'neighbor-up', peer: ev.neighborUp.neighbor });

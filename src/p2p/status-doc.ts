@@ -188,12 +188,13 @@ export class StatusView {
       };
       for (const e of await this.doc.list(STATUS_PREFIX, { trust, known })) take(e);
     } else {
-      await eachLimited(keys, 16, async ({ key, authors }) => {
+      await eachLimited(keys, 16, async ({ key, authors, hints }) => {
         if (authors === null) (await this.doc.entriesOf(key, { trust })).forEach(take);
         else
           for (const a of authors) {
             if (!trust(a, key)) continue;
-            const e = await this.doc.getExact(a, key);
+            const hint = hints?.get(a);
+            const e = hint ? await this.doc.entryAt(a, key, hint) : await this.doc.getExact(a, key);
             if (e) take(e);
           }
       });
