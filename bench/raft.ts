@@ -4,6 +4,7 @@ import { bindAddresses, IrohRaftTransport, ProtocolRouter } from '../src/p2p/ind
 import { RaftNode, type StateMachine } from '../src/raft/index.js';
 import { MemoryStorage, RawNode, type Message } from '../src/raft/core/index.js';
 import { removeDir, startDaemon, tempDir, type Daemon } from '../test/helpers/daemon.js';
+import { replicationFloorBench } from './replication-floor.js';
 import type { Row } from './table.js';
 
 // Issue 3's numbers: committed writes per second and p50/p99 commit latency for 1, 16 and 64
@@ -101,6 +102,8 @@ export async function raftBench(): Promise<Row[]> {
     for (const d of nodes) await d.stop().catch(() => {});
     await removeDir(work);
   }
+  // What 2 cores allow with no Blixard logic at all, for reading the 64-client numbers above.
+  rows.push(...(await replicationFloorBench(64, 5)));
   return rows;
 }
 
