@@ -114,6 +114,9 @@ describe('a three-voter cluster on loopback', () => {
     }
     const r = cli(['--server', nodes[2]!.api, '--token', nodes[2]!.token, 'get', 'image', 'img', '-o', 'json'], { configHome: configHome() });
     expect(JSON.parse(r.stdout).status.hash).toBe(`blake3:${'d'.repeat(64)}`);
+    // A follower forwards a read to the leader with its label selector.
+    expect((await follower.client.list('Image', { selector: '!app' })).map((i) => i.metadata.name)).toContain('img');
+    expect(await follower.client.list('Image', { selector: 'app=none' })).toEqual([]);
 
     // The follower's /metrics shows its P2P side: peers, bytes per Blixard protocol (Raft, and
     // the forwarded apply), and its document views.

@@ -352,6 +352,23 @@ describe('get, describe, delete', () => {
     expect(desc.stdout).toMatch(/Normal\s+Created/);
   });
 
+  it('get -l: only the resources whose labels match, filtered by the node; a bad selector changes nothing and says why', async () => {
+    const dir = await writeSet('sel', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('sel-1'), vm('sel-2').replace('app: demo', 'app: other')) });
+    expect(run(['apply', '-f', dir]).code).toBe(0);
+    const names = (args: string[]) => run(['get', 'vms', ...args, '-o', 'name']).stdout.trim().split('\n').filter((l) => l.includes('sel-'));
+    expect(names(['-l', 'app=other'])).toEqual(['VirtualMachine/sel-2']);
+    expect(names(['-l', 'app in (demo,other)'])).toEqual(['VirtualMachine/sel-1', 'VirtualMachine/sel-2']);
+    expect(names(['-l', 'app!=other'])).toEqual(['VirtualMachine/sel-1']);
+    expect(run(['get', 'vms', '-l', 'app=nobody']).stderr).toContain('No VirtualMachine resources found.');
+    expect((await d.client.list('VirtualMachine', { selector: 'app=other' })).map((r) => r.metadata.name)).toEqual(['sel-2']);
+    const bad = run(['get', 'vms', '-l', 'app=a b']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/label selector "app=a b": "app=a b": expected a label value/);
+    expect(run(['get', 'vm', 'sel-1', '-l', 'app=demo']).code).toBe(2);
+    // The API checks what it is sent, whoever sends it.
+    await expect(d.client.list('VirtualMachine', { selector: 'app==' + '(' })).rejects.toMatchObject({ code: 'invalid' });
+  });
+
   it('refuses to delete an Image a VM still uses, and deletes by file or by name', async () => {
     const dir = await writeSet('del', { 'app.sh': '#!/bin/sh\necho ready\n', 'set.yaml': docs(image('app'), vm('del-1')) });
     run(['apply', '-f', dir]);

@@ -60,8 +60,13 @@ export class ApiClient {
     return this.json('GET', '/v1/status');
   }
   /** With `local`, this node's own replica answers (possibly behind the leader). */
-  async list(kind: Kind, opts: { local?: boolean } = {}): Promise<ResourceJson[]> {
-    return (await this.json<{ items: ResourceJson[] }>('GET', `/v1/resources/${kindPlural(kind)}${opts.local ? '?local=1' : ''}`)).items;
+  /** With `selector` (kubectl's -l syntax), only the resources whose labels match it. */
+  async list(kind: Kind, opts: { local?: boolean; selector?: string } = {}): Promise<ResourceJson[]> {
+    const q = new URLSearchParams();
+    if (opts.local) q.set('local', '1');
+    if (opts.selector) q.set('labelSelector', opts.selector);
+    const query = q.size > 0 ? `?${q.toString()}` : '';
+    return (await this.json<{ items: ResourceJson[] }>('GET', `/v1/resources/${kindPlural(kind)}${query}`)).items;
   }
   get(kind: Kind, name: string): Promise<ResourceJson> {
     return this.json('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`);

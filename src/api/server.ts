@@ -32,7 +32,8 @@ export interface ApiBackend {
   version(): VersionJson;
   status(): Promise<StatusJson>;
   ready(): boolean;
-  list(kind: Kind, local?: boolean): Promise<ResourceJson[]>;
+  /** `selector`: a label selector as kubectl's -l takes it ('' selects all). */
+  list(kind: Kind, local?: boolean, selector?: string): Promise<ResourceJson[]>;
   get(kind: Kind, name: string, local?: boolean): Promise<ResourceJson | undefined>;
   events(kind: Kind, name: string): EventJson[];
   nodes(): NodeJson[];
@@ -193,7 +194,8 @@ export async function dispatch(b: ApiBackend, method: string, target: string, bo
       return { items: await b.drift() };
     case 'GET /resources': {
       const kind = kindFromPlural(parts[2]);
-      if (parts.length === 3) return { items: await b.list(kind, local) };
+      // ?labelSelector=app%3Dweb: Kubernetes' name for what `blixard get -l` sends.
+      if (parts.length === 3) return { items: await b.list(kind, local, url.searchParams.get('labelSelector') ?? '') };
       if (parts.length === 4) {
         const r = await b.get(kind, parts[3]!, local);
         if (!r) throw new ApiError('not-found', `${kind}/${parts[3]} not found`);

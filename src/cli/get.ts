@@ -1,19 +1,24 @@
 import type { Command } from 'commander';
 import { ApiError, resolveKind, KIND_WORDS, type ImageStatus, type NodeJson, type PeerStatus, type ResourceJson, type VmStatus } from '../api/index.js';
 import { formatBytes, withDefaults, type ImageSpec, type PeerSpec, type VmSpec } from '../state/index.js';
+import { matchesSelector, parseSelector, SelectorError, type Selector } from '../state/selector.js';
 import { connect } from './connection.js';
 import { age, outputFormat, table, toJson, toYaml, UsageError } from './output.js';
 
 // `blixard get KIND [NAME]`: a table, or -o json|yaml|name|wide (SPEC section 3 shapes).
 
-export default async function get(kindWord: string, name: string | undefined, opts: { output?: string }, cmd: Command): Promise<void> {
+export default async function get(kindWord: string, name: string | undefined, opts: { output?: string; selector?: string }, cmd: Command): Promise<void> {
   const kind = resolveKind(kindWord);
   if (!kind) throw new UsageError(`unknown kind ${JSON.stringify(kindWord)}: expected one of ${KIND_WORDS.join(', ')}`);
   const format = outputFormat(opts.output, ['table', 'json', 'yaml', 'name', 'wide']);
+  if (opts.selector !== undefined && name) throw new UsageError('a NAME and a label selector (-l) cannot be combined: give one of them');
+  // Checked here too, so a bad selector is a usage error before anything is asked of the node.
+  const sel = opts.selector === undefined ? undefined : parseSelectorOrUsage(opts.selector);
   const client = await connect(cmd.optsWithGlobals());
   try {
     if (kind === 'Node') {
       let nodes = await client.nodes();
+      if (sel) nodes = nodes.filter((n) => matchesSelector(n.labels, sel));
       if (name) {
         nodes = nodes.filter((n) => n.name === name || n.nodeId === name);
         if (nodes.length === 0) throw new ApiError('not-found', `node ${name} not found`);
@@ -24,7 +29,7 @@ export default async function get(kindWord: string, name: string | undefined, op
       if (format === 'name') return void process.stdout.write(nodes.map((n) => `Node/${n.name}\n`).join(''));
       return void process.stdout.write(nodeTable(nodes, format === 'wide'));
     }
-    const items = name ? [await client.get(kind, name)] : await client.list(kind);
+    const items = name ? [await client.get(kind, name)] : await client.list(kind, opts.selector ? { selector: opts.selector } : {});
     if (format === 'json') return void process.stdout.write(toJson(name ? items[0] : { items }));
     if (format === 'yaml') return void process.stdout.write(toYaml(name ? items[0] : { items }));
     if (format === 'name') return void process.stdout.write(items.map((r) => `${r.kind}/${r.metadata.name}\n`).join(''));
@@ -32,6 +37,15 @@ export default async function get(kindWord: string, name: string | undefined, op
     process.stdout.write(resourceTable(items, format === 'wide'));
   } finally {
     client.close();
+  }
+}
+
+function parseSelectorOrUsage(text: string): Selector {
+  try {
+    return parseSelector(text);
+  } catch (e) {
+    if (e instanceof SelectorError) throw new UsageError(e.message);
+    throw e;
   }
 }
 

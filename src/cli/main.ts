@@ -99,6 +99,7 @@ export function program(): Command {
     .argument('<kind>', 'vm, image, peer or node (singular, plural or short)')
     .argument('[name]')
     .option('-o, --output <format>', 'json, yaml, name or wide')
+    .option('-l, --selector <selector>', 'only resources whose labels match (app=web, tier!=db, tier in (a,b), !canary)')
     .action(lazy('./get.js'));
 
   p.command('describe')

@@ -28,6 +28,10 @@ import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, sche
 import {
   API_VERSION,
   encodeCommand,
+  matchesSelector,
+  parseSelector,
+  SelectorError,
+  type Selector,
   resourceKey,
   type ApplyOutcome,
   type Command,
@@ -218,10 +222,16 @@ export class NodeBackend implements ApiBackend {
   // and are linearizable, as etcd's are by default: the leader first confirms with a quorum that
   // it still leads (ReadIndex), so a leader cut off from the others never answers from a stale
   // state. `?local=1` reads this node's replica as it is (etcd's serializable read).
-  async list(kind: Kind, local = false): Promise<ResourceJson[]> {
-    if (!this.isLeader && !local) return ((await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}`)) as { items: ResourceJson[] }).items;
+  async list(kind: Kind, local = false, selector = ''): Promise<ResourceJson[]> {
+    // Parsed before anything else: a bad selector is the caller's error wherever it is read.
+    const sel = parseSelectorOrThrow(selector);
+    if (!this.isLeader && !local) {
+      const query = selector ? `?labelSelector=${encodeURIComponent(selector)}` : '';
+      return ((await this.d.forward('GET', `/v1/resources/${kindPlural(kind)}${query}`)) as { items: ResourceJson[] }).items;
+    }
     if (!local) await this.linearizable();
-    return Promise.all(this.d.store.list(kind).map((r) => this.toJson(r)));
+    // Filtered before any status is built: a selector is how a caller watches a few of many.
+    return Promise.all(this.d.store.list(kind).filter((r) => matchesSelector(r.metadata.labels, sel)).map((r) => this.toJson(r)));
   }
 
   async get(kind: Kind, name: string, local = false): Promise<ResourceJson | undefined> {
@@ -497,6 +507,15 @@ export class NodeBackend implements ApiBackend {
         return { registered: this.d.store.node(nodeId) !== undefined, ready: this.d.nodeReady(nodeId), connected: h?.connected ?? nodeId === this.d.nodeId, rttMs: h?.rttMs ?? null, lastSeen: h?.lastSeen ?? null };
       }
     }
+  }
+}
+
+function parseSelectorOrThrow(text: string): Selector {
+  try {
+    return parseSelector(text);
+  } catch (e) {
+    if (e instanceof SelectorError) throw new ApiError('invalid', e.message);
+    throw e;
   }
 }
 

@@ -12,3 +12,5 @@ export { parseDuration, parseBytes, parseRate, formatDuration, formatBytes } fro
 export { placementCommand } from './placement.js';
 export type { NodeView } from './placement.js';
 export type { DesiredView } from './view.js';
+export { parseSelector, matchesSelector, SelectorError } from './selector.js';
+export type { Selector, Requirement } from './selector.js';
