@@ -5,6 +5,7 @@ import type { ApplyRequest, VmStatus } from '../src/api/index.js';
 import type { VmSpec } from '../src/state/index.js';
 import { ProcessDriver, driverRoot } from '../src/vm/index.js';
 import { BIN, cli, removeDir, startDaemon, tempDir, testEnv, type Daemon } from '../test/helpers/daemon.js';
+import { launchFloorBench } from './launch-floor.js';
 import type { Row } from './table.js';
 
 // Issue 7's numbers on a 3-node loopback cluster (2 voters, 1 worker): apply returning to all VMs
@@ -122,6 +123,8 @@ export async function clusterBench(): Promise<Row[]> {
       for (let i = 0; i < (n === 10 ? 5 : 3); i++) times.push(await wave(`w${n}-${i}`, n));
       rows.push({ name: `wave of ${n} process VMs on 3 nodes: apply returned to all Running (p50)`, value: median(times), unit: 'ms', target: '< 1000 ms' });
     }
+    // The same 100 process chains with no daemon at all, on this machine, for reading the above.
+    rows.push(...(await launchFloorBench(100)));
 
     // Watch mode: an edit to the file, until the cluster holds it.
     const watched = path.join(work, 'watched');

@@ -67,8 +67,13 @@ export class StartupError extends Error {
 
 /** How often the leader looks at membership, and every node at its peers. */
 const DOC_RESYNC_MS = 10_000;
-/** Content missing this long is fetched by hand (Iroh's own try normally lands in milliseconds). */
-const CONTENT_REPAIR_AFTER_MS = 2_000;
+/**
+ * Content missing this long is fetched by hand (Iroh's own try normally lands in milliseconds; when
+ * it fails, a VM's newest status stayed unseen for 2-3 s with 2 s here). Checked this often; a
+ * check with nothing missing costs a scan of an empty map.
+ */
+const CONTENT_REPAIR_AFTER_MS = 500;
+const CONTENT_REPAIR_EVERY_MS = 250;
 const MEMBERSHIP_INTERVAL_MS = 500;
 
 export async function startNode(opts: StartOptions): Promise<RunningNode> {
@@ -760,7 +765,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         .then((n) => n > 0 && log.info({ entries: n }, 'fetched document content Iroh had left missing'))
         .catch(bgError('document-content'))
         .finally(() => (repairing = false));
-    }, 1_000);
+    }, CONTENT_REPAIR_EVERY_MS);
     contentRepair.unref();
     cleanups.push(async () => clearInterval(contentRepair));
 
