@@ -126,6 +126,9 @@ describe('a three-voter cluster on loopback', () => {
     expect(value(/^blixard_p2p_bytes_total\{protocol="blixard\/raft\/1",direction="received"\} (\d+)/m)).toBeGreaterThan(0);
     expect(value(/^blixard_p2p_bytes_total\{protocol="blixard\/api\/1",direction="sent"\} (\d+)/m)).toBeGreaterThan(0);
     expect(value(/^blixard_p2p_doc_entries\{doc="cluster"\} (\d+)/m)).toBeGreaterThan(0);
+    // Its own writes: heartbeats into the status document, with their size.
+    expect(value(/^blixard_p2p_doc_writes_total\{doc="status"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^blixard_p2p_doc_write_bytes_total\{doc="status"\} (\d+)/m)).toBeGreaterThan(value(/^blixard_p2p_doc_writes_total\{doc="status"\} (\d+)/m));
     expect(value(/^blixard_p2p_doc_entries\{doc="status"\} (\d+)/m)).toBeGreaterThan(0);
     expect(value(/^blixard_p2p_doc_sync_latency_seconds_count\{doc="status"\} (\d+)/m)).toBeGreaterThan(0);
   });

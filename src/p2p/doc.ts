@@ -198,7 +198,10 @@ export class ReplicatedDoc {
 
   async set(key: string, value: unknown): Promise<void> {
     const json = JSON.stringify(value);
-    const hash = await this.doc.setBytes(this.authorId(), keyBytes(key), numbers(Buffer.from(json, 'utf8')));
+    const bytes = Buffer.from(json, 'utf8');
+    const hash = await this.doc.setBytes(this.authorId(), keyBytes(key), numbers(bytes));
+    this.metrics?.docWrites.inc({ doc: this.label });
+    this.metrics?.docWriteBytes.inc({ doc: this.label }, bytes.length);
     if (this.ownWrites.size >= OWN_WRITES_KEPT) this.ownWrites.delete(this.ownWrites.keys().next().value!);
     this.ownWrites.set(hash.toString(), json);
   }
