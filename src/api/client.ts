@@ -59,8 +59,10 @@ export class ApiClient {
   status(): Promise<StatusJson> {
     return this.json('GET', '/v1/status');
   }
-  /** With `local`, this node's own replica answers (possibly behind the leader). */
-  /** With `selector` (kubectl's -l syntax), only the resources whose labels match it. */
+  /**
+   * With `local`, this node's own replica answers (possibly behind the leader); with `selector`
+   * (kubectl's -l syntax), only the resources whose labels match it.
+   */
   async list(kind: Kind, opts: { local?: boolean; selector?: string } = {}): Promise<ResourceJson[]> {
     const q = new URLSearchParams();
     if (opts.local) q.set('local', '1');

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { API_VERSION, KINDS } from '../state/types.js';
+import { isLabelKey, LABEL_KEY_WORDS, LABEL_VALUE, LABEL_VALUE_MAX } from '../state/labels.js';
 import { show } from './errors.js';
 import { BLAKE3_REF, BLOB_TICKET, NODE_ID } from './patterns.js';
 
@@ -16,26 +17,15 @@ function expect(what: string) {
 }
 
 const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export const dnsLabel = (what: string) =>
   z.string(expect(what)).max(63, expect(what)).regex(DNS1123, expect(what));
 
-function isLabelKey(k: string): boolean {
-  const slash = k.indexOf('/');
-  const name = slash >= 0 ? k.slice(slash + 1) : k;
-  const prefix = slash >= 0 ? k.slice(0, slash) : undefined;
-  if (prefix !== undefined && (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return false;
-  return name.length > 0 && name.length <= 63 && LABEL_NAME.test(name);
-}
-
-const LABEL_KEY_WORDS = 'a label key (optional DNS prefix and "/", then at most 63 letters, digits, "-", "_", ".")';
 const labelKey = z.string().refine(isLabelKey, { error: (iss) => `expected ${LABEL_KEY_WORDS}, got ${show(iss.input)}` });
 const labelValue = z
   .string(expect('a string label value (quote numbers and booleans)'))
-  .max(63, expect('a label value of at most 63 characters'))
-  .regex(/^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/, expect('a label value of letters, digits, "-", "_" and "."'));
+  .max(LABEL_VALUE_MAX, expect('a label value of at most 63 characters'))
+  .regex(LABEL_VALUE, expect('a label value of letters, digits, "-", "_" and "."'));
 export const labels = z.record(labelKey, labelValue, expect('a mapping of label keys to string values'));
 
 const posInt = (what = 'a positive integer', max = 1_000_000) =>

@@ -1,3 +1,4 @@
+import { isLabelKey, isLabelValue, LABEL_KEY_WORDS } from './labels.js';
 import type { Labels } from './types.js';
 
 // Label selectors, as kubectl's `-l` reads them: requirements joined by commas, all of which must
@@ -13,8 +14,6 @@ export type Selector = readonly Requirement[];
 
 export class SelectorError extends Error {}
 
-const KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-const VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/;
 
 /** Parses a selector; an empty one selects everything. Throws SelectorError naming the part. */
 export function parseSelector(text: string): Selector {
@@ -76,12 +75,12 @@ function requirement(p: string, whole: string): Requirement {
   };
   const key = (k: string) => {
     k = k.trim();
-    if (!KEY.test(k) || k.length > 317) fail(`expected a label key, got ${JSON.stringify(k)}`);
+    if (!isLabelKey(k)) fail(`expected ${LABEL_KEY_WORDS}, got ${JSON.stringify(k)}`);
     return k;
   };
   const value = (v: string) => {
     v = v.trim();
-    if (!VALUE.test(v) || v.length > 63) fail(`expected a label value (at most 63 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`);
+    if (!isLabelValue(v)) fail(`expected a label value (at most 63 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`);
     return v;
   };
   const set = /^(\S+)\s+(in|notin)\s*\((.*)\)$/.exec(p);
