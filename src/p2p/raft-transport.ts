@@ -359,7 +359,12 @@ export class IrohRaftTransport implements Transport {
 
   /** The link's connection, dialling if needed; rejects if the dial fails or is backing off. */
   private connection(link: Link): Promise<Connection> {
-    if (link.conn && link.writer) return Promise.resolve(link.conn);
+    if (link.conn && link.writer) {
+      // A connection the peer just closed is noticed by its closed() promise a moment later;
+      // a snapshot retried in that moment must dial anew, not fail again on the dead one.
+      if (isOpen(link.conn)) return Promise.resolve(link.conn);
+      this.drop(link);
+    }
     return new Promise<Connection>((resolve, reject) => {
       link.waiters.push({ resolve, reject });
       this.dial(link);
@@ -378,7 +383,8 @@ export class IrohRaftTransport implements Transport {
       try {
         // A peer that is connected to us is reachable through that connection, whatever its
         // addresses say (a restarted peer may have new ones that we learn only later).
-        const back = this.inbound.get(link.peer.nodeId);
+        const inbound = this.inbound.get(link.peer.nodeId);
+        const back = inbound && isOpen(inbound) ? inbound : undefined;
         const conn = back ?? (await connectWithTimeout(this.endpoint(), link.peer, ALPN.raft, this.opts.connectTimeoutMs ?? 2000, `raft connect to ${link.peer.nodeId.slice(0, 10)}`));
         if (!back) void this.serve(conn, link.peer.nodeId);
         const bi = await conn.openBi();
@@ -438,4 +444,12 @@ function stall<T>(p: Promise<T>, ms: number): Promise<T> {
     timer = setTimeout(() => reject(new Stalled(`no progress in ${ms} ms`)), ms);
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+function isOpen(conn: Connection): boolean {
+  try {
+    return conn.closeReason() === null;
+  } catch {
+    return false;
+  }
 }

@@ -140,10 +140,19 @@ describe('IrohRaftTransport', () => {
     expect(cut).toBe(false); // it failed because the stream was cut
     await waitFor(() => tb.snapshotStats.receiveFailed === 1, 5000, 'the receiver to drop the partial snapshot');
     expect(got).toEqual([]);
-    expect(await ta.sendSnapshot(b.nodeId, snap)).toBe(true);
+    // As Raft does: send again later. The sender may learn of the closed connection only when
+    // the peer's close reaches it (a loaded machine took a moment in one CI run), so a retry made
+    // in that moment can fail too; one on the new connection completes.
+    let ok = false;
+    for (let i = 0; i < 5 && !ok; i++) {
+      ok = await ta.sendSnapshot(b.nodeId, snap);
+      if (!ok) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(ok).toBe(true);
     expect(got.length).toBe(1);
     expect(Buffer.from(got[0]!).equals(snap)).toBe(true);
-    expect(ta.snapshotStats).toMatchObject({ sent: 1, sendFailed: 1 });
+    expect(ta.snapshotStats.sent).toBe(1);
+    expect(ta.snapshotStats.sendFailed).toBeGreaterThanOrEqual(1);
     await ta.close();
     await tb.close();
   });
