@@ -98,6 +98,28 @@ describe('cluster document', () => {
   });
 });
 
+describe('reading an entry an event described', () => {
+  it('reads it by its content hash, its own writes from memory, and looks the entry up when that content is gone', async () => {
+    const doc = await ReplicatedDoc.create(a.iroh);
+    const inserts: Extract<DocEvent, { type: 'insert' }>[] = [];
+    await doc.subscribe((e) => e.type === 'insert' && inserts.push(e));
+    await doc.set('k', { v: 1 });
+    await waitFor(async () => inserts.length === 1, 5_000, 'the insert event');
+    const first = inserts[0]!;
+    const hint = { hash: first.hash!, timestamp: first.timestamp!, len: first.len! };
+    // An own write: the value comes back as written (a copy), with the event's identity.
+    expect(await doc.entryAt(doc.author, 'k', hint)).toMatchObject({ key: 'k', value: { v: 1 }, hash: hint.hash, timestamp: hint.timestamp });
+    // Read again (no longer kept in memory): from the content store by hash.
+    expect((await doc.entryAt(doc.author, 'k', hint))?.value).toEqual({ v: 1 });
+    // A tombstone is nothing; content that is not here (a hash nobody wrote) means a lookup,
+    // which finds the author's current entry.
+    expect(await doc.entryAt(doc.author, 'k', { ...hint, len: 0n })).toBeUndefined();
+    await doc.set('k', { v: 2 });
+    const gone = { hash: 'a'.repeat(52), timestamp: hint.timestamp, len: 10n };
+    expect((await doc.entryAt(doc.author, 'k', gone))?.value).toEqual({ v: 2 });
+  });
+});
+
 describe('status document', () => {
   it('believes an entry only from the author committed for the node id its key names', async () => {
     const doc = await ReplicatedDoc.create(a.iroh);
