@@ -46,6 +46,9 @@ export default async function nodeStart(flags: StartFlags, cmd: Command): Promis
   await stopped;
 }
 
+/** After SIGTERM, the longest a stop may take before the process exits anyway. */
+const STOP_DEADLINE_MS = 30_000;
+
 /** Serves until SIGTERM or SIGINT, then stops cleanly (VMs, when there are some, keep running).
  * Installs the SIGTERM/SIGINT handlers at once (call it before announcing that the node serves,
  * so that a signal sent right after the announcement is never met by the default action) and
@@ -59,6 +62,13 @@ export function stopOnSignal(node: RunningNode, log: { info(o: object, m?: strin
       process.on('SIGTERM', force);
       process.on('SIGINT', force);
       log.info({ signal }, 'stopping');
+      // A stop that never finishes would leave a process a supervisor has to SIGKILL: past the
+      // deadline it exits on its own, saying so (its VMs keep running either way).
+      const deadline = setTimeout(() => {
+        log.error({ seconds: STOP_DEADLINE_MS / 1000 }, 'stopping took too long; exiting now');
+        process.exit(1);
+      }, STOP_DEADLINE_MS);
+      deadline.unref();
       node.stop().then(resolve, (err: unknown) => {
         log.error({ err }, 'stop failed');
         resolve();

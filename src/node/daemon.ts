@@ -65,6 +65,9 @@ export class StartupError extends Error {
   }
 }
 
+/** How long one step of stopping may take before the next goes ahead anyway. */
+const CLEANUP_STEP_MS = 10_000;
+
 /** How often the leader looks at membership, and every node at its peers. */
 const DOC_RESYNC_MS = 10_000;
 /**
@@ -87,7 +90,18 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
   let stopping = false;
   const cleanup = async () => {
     stopping = true;
-    for (const c of cleanups.reverse()) await c().catch((e: unknown) => log.warn({ err: e }, 'cleanup failed'));
+    for (const [i, c] of cleanups.reverse().entries()) {
+      // One step that never finishes (a peer that does not answer a close, a connection that
+      // stays open) must not keep the node from stopping: it is logged and the rest goes on.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), CLEANUP_STEP_MS)));
+      const done = c().then(
+        () => 'done' as const,
+        (e: unknown) => void log.warn({ err: e }, 'cleanup failed'),
+      );
+      if ((await Promise.race([done, late])) === 'late') log.warn({ step: i, of: cleanups.length, what: c.toString().slice(0, 120) }, `a cleanup step did not finish within ${CLEANUP_STEP_MS / 1000} s; going on`);
+      clearTimeout(timer);
+    }
   };
   try {
     const { settings, problems } = await resolveSettings(paths.root, opts.flags);

@@ -121,8 +121,12 @@ describe('P2P metrics', () => {
     } finally {
       client.close();
     }
+    // The server counts its answer once its write completed, which may be just after the client
+    // read it (one loaded CI run saw the counter not there yet): wait for it, briefly.
     for (const [m, dir] of [[mb, 'sent'], [ma, 'received'], [ma, 'sent'], [mb, 'received']] as const) {
-      expect(await value(m.registry, 'blixard_p2p_bytes_total', { protocol: 'blixard/api/1', direction: dir }), dir).toBeGreaterThan(1000);
+      const bytes = () => value(m.registry, 'blixard_p2p_bytes_total', { protocol: 'blixard/api/1', direction: dir });
+      await waitFor(async () => ((await bytes()) ?? 0) > 1000, 5_000, `api bytes ${dir}`).catch(() => {});
+      expect(await bytes(), dir).toBeGreaterThan(1000);
     }
   });
 
