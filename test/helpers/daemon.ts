@@ -37,6 +37,9 @@ export function testEnv(configHome: string, extra: Record<string, string> = {}):
   return env;
 }
 
+/** How long stop() waits after SIGTERM before it kills (the daemon's own deadline is 30 s). */
+const STOP_WAIT_MS = 40_000;
+
 export interface Daemon {
   proc: ChildProcess;
   dataDir: string;
@@ -99,7 +102,14 @@ export async function startDaemon(opts: {
     stop: async () => {
       client.close();
       proc.kill('SIGTERM');
-      return exited;
+      // A daemon that does not stop must not outlive the test run (one stayed up 20 minutes after
+      // a hook gave up on it): it is killed, and the null exit code tells the test it did not stop.
+      const hung = setTimeout(() => proc.kill('SIGKILL'), STOP_WAIT_MS);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(hung);
+      }
     },
     kill: async () => {
       client.close();
