@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Launcher } from '../src/vm/launcher.js';
+import { pidExists } from '../src/vm/proc.js';
 import { SHIM_SOURCE } from '../src/vm/shim.js';
 import { removeDir, tempDir } from '../test/helpers/daemon.js';
 import type { Row } from './table.js';
@@ -12,7 +14,8 @@ import type { Row } from './table.js';
 // printed its ready line. The cluster's wave time sits above this; the gap is the daemons' work.
 
 function busyTicks(): number {
-  const f = execFileSync('head', ['-1', '/proc/stat'], { encoding: 'utf8' }).trim().split(/\s+/).slice(1, 9).map(Number);
+  // Read in-process: spawning a reader would add its own CPU to what is measured.
+  const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
   return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
 }
 
@@ -73,15 +76,7 @@ export async function launchFloorBench(n: number): Promise<Row[]> {
       const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
       if (cwd.startsWith(root)) kill(Number(pid));
     }
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
-    for (let i = 0; i < 200 && shims.some(alive); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 200 && shims.some(pidExists); i++) await new Promise((r) => setTimeout(r, 10));
     await removeDir(root);
   }
 }

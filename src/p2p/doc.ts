@@ -306,15 +306,11 @@ export class ReplicatedDoc {
     }
   }
 
+  /** An entry's content; when it is not here, noted for fetchMissing. */
   private async read<T>(e: Entry): Promise<T | undefined> {
-    try {
-      const v = JSON.parse(Buffer.from(await this.iroh.blobs.readToBytes(e.hash)).toString('utf8')) as T;
-      this.missing.delete(e.hash);
-      return v;
-    } catch {
-      this.noteMissing(e.hash, keyOf(e.key), e.author);
-      return undefined;
-    }
+    const v = await this.content<T>(e.hash);
+    if (v === undefined) this.noteMissing(e.hash, keyOf(e.key), e.author);
+    return v;
   }
 
   private noteMissing(hash: string, key: string, author: string): void {
