@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VmStatus } from '../src/api/index.js';
+import { MergedMap, type MapRecord } from '../src/p2p/index.js';
 import { ProcessDriver, driverRoot } from '../src/vm/index.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 
@@ -74,13 +75,18 @@ describe('a worker node', () => {
     expect(o.state).toBe('running');
     expect(await new ProcessDriver({ root: driverRoot(voter.dataDir, 'process') }).list()).toEqual([]);
 
-    // The voter's replica of the status document, raw: the worker's entry for the VM, under the
-    // worker's own author.
-    const res = await fetch(`${voter.api}/v1/debug/documents/status?prefix=${encodeURIComponent(`status/${worker.nodeId}/vm/`)}`, { headers: { authorization: `Bearer ${voter.token}` } });
+    // The voter's replica of the status document, raw: the worker's records (batches, maybe a
+    // snapshot) under its prefix, all by one author (the worker's), saying the VM is Running.
+    const res = await fetch(`${voter.api}/v1/debug/documents/status?prefix=${encodeURIComponent(`status/${worker.nodeId}/`)}`, { headers: { authorization: `Bearer ${voter.token}` } });
     expect(res.status).toBe(200);
-    const items = ((await res.json()) as { items: { key: string; author: string; timestamp: string; value: { phase?: string } }[] }).items;
-    expect(items.map((i) => [i.key, i.value.phase])).toEqual([[`status/${worker.nodeId}/vm/on-worker`, 'Running']]);
-    expect(Date.parse(items[0]!.timestamp)).toBeGreaterThan(Date.now() - 600_000);
+    const items = ((await res.json()) as { items: { key: string; author: string; timestamp: string; value: MapRecord }[] }).items;
+    expect(items.length).toBeGreaterThan(0);
+    expect(new Set(items.map((i) => i.author)).size).toBe(1);
+    for (const i of items) expect(i.key).toMatch(new RegExp(`^status/${worker.nodeId}/(batch/[0-9a-f]{14}|snapshot)$`));
+    const merged = new MergedMap();
+    for (const i of items) merged.apply(i.value);
+    expect((merged.get('vm/on-worker') as { phase: string }).phase).toBe('Running');
+    expect(Date.parse(items.at(-1)!.timestamp)).toBeGreaterThan(Date.now() - 600_000);
     expect((await fetch(`${voter.api}/v1/debug/documents/nope`, { headers: { authorization: `Bearer ${voter.token}` } })).status).toBe(404);
     expect((await fetch(`${voter.api}/v1/debug/documents/status`)).status).toBe(401);
   });

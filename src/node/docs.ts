@@ -65,7 +65,11 @@ export class NodeDocs {
     statusView = new StatusView(status, o.authorOf, o.onStatusChange, opts('status'));
     for (const x of early) (x.doc === 'c' ? clusterView : statusView).event(x.e);
     await Promise.all([clusterView.load(), statusView.load()]);
-    return new NodeDocs(cluster, status, clusterView, statusView, new StatusWriter(status, o.self), o.canPublish ? new ClusterDocPublisher(cluster) : null);
+    // The writer continues this node's map where an earlier run of it left off.
+    const writer = new StatusWriter(status, o.self);
+    const own = statusView.mapOf(o.self);
+    writer.seed(own.entries, own.seq);
+    return new NodeDocs(cluster, status, clusterView, statusView, writer, o.canPublish ? new ClusterDocPublisher(cluster) : null);
   }
 
   /** Syncs with these peers now (after a restart, or when a member's address changed). */

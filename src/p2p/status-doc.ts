@@ -1,9 +1,13 @@
-import type { DocEntry, DocEvent, ReplicatedDoc } from './doc.js';
+import { MapWriter, MergedMap, isRecordKey } from './batched-map.js';
+import type { DocEvent, ReplicatedDoc } from './doc.js';
 import type { P2PMetrics } from './metrics.js';
-import { Refresher, eachLimited, wholeIsCheaper, type DirtyKey, type ViewOptions } from './refresher.js';
+import { RecordFeed } from './record-feed.js';
+import type { ViewOptions } from './refresher.js';
 
-// The status document: every node writes what it observes under status/<its node id>/ with its
-// own author (SPEC section 1, step 7). Every admitted node can write to the document, so a reader
+// The status document: every node writes what it observes (SPEC section 1, step 7) as one map per
+// node (sub-key -> value, e.g. vm/web -> its report), carried as batches and snapshots
+// (batched-map.ts) under status/<node id>/ with its own author; seqs are the node's clock in µs,
+// never going back within the map. Every admitted node can write to the document, so a reader
 // believes an entry only when its author is the one committed for the node id its key names;
 // anything else (a node writing under another's prefix) is ignored and counted.
 
@@ -21,90 +25,122 @@ export function nodeOfKey(key: string): string | undefined {
   return slash > 0 ? rest.slice(0, slash) : undefined;
 }
 
-/** A failed write of a key is tried again after this, doubling, this many times. */
+/** A failed write is tried again after this, doubling up to RETRY_MAX_MS, until it lands or the writer closes. */
 const RETRY_MS = 500;
-const RETRIES = 6;
+const RETRY_MAX_MS = 8_000;
 
 /**
- * Writes this node's entries. Writes of one key go one at a time and only the newest value is
- * written: two writes of a key in flight together can land in either order in Iroh (each stores
- * its content first, then inserts the entry and takes its timestamp), and the one that lands last
- * wins everywhere, so "Running" could be overwritten for good by the "Starting" before it. A
- * failed write is retried unless a newer value for the key came meanwhile.
+ * Writes this node's map. Values set while a write is in flight go together in the next one
+ * (one document entry for all of them, each key at its newest value), so a burst of reports costs
+ * a few entries and a quiet node's report is written at once. Writes go one at a time: two in
+ * flight could land in either order. A failed write is retried, each key with its newest value.
  */
 export class StatusWriter {
-  private readonly keys = new Map<string, { value: unknown; version: number; written: number; chain: Promise<void> }>();
-  private version = 0;
+  private readonly writer: MapWriter;
+  private pending = new Map<string, unknown>(); // sub -> value (undefined: remove)
+  private waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private flushing = false;
+  private scheduled = false;
+  private retry: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private lastSeq = 0;
   private closed = false;
 
   constructor(
-    private readonly doc: ReplicatedDoc,
-    private readonly nodeId: string,
-  ) {}
+    doc: Pick<ReplicatedDoc, 'setJson' | 'deletePrefix'>,
+    readonly nodeId: string,
+    snapshotAfter?: number,
+  ) {
+    this.writer = new MapWriter(doc, statusKey(nodeId, ''), snapshotAfter);
+  }
+
+  /** Continues the map the document already holds for this node (after a restart). */
+  seed(entries: [string, number, unknown][], seq: number): void {
+    this.writer.seed(entries);
+    this.lastSeq = Math.max(this.lastSeq, seq);
+  }
 
   set(sub: string, value: unknown): Promise<void> {
-    return this.write(statusKey(this.nodeId, sub), value, 0);
+    return this.queue(sub, value);
   }
 
   remove(sub: string): Promise<void> {
-    return this.write(statusKey(this.nodeId, sub), null, 0);
+    return this.queue(sub, undefined);
+  }
+
+  /** Batches and snapshots written so far. */
+  get stats(): Readonly<MapWriter['stats']> {
+    return this.writer.stats;
   }
 
   /** No more retries (the document is closing). */
   close(): void {
     this.closed = true;
+    clearTimeout(this.retry);
   }
 
-  private write(key: string, value: unknown, attempt: number): Promise<void> {
-    const version = ++this.version;
-    let k = this.keys.get(key);
-    if (!k) this.keys.set(key, (k = { value, version, written: 0, chain: Promise.resolve() }));
-    k.value = value;
-    k.version = version;
-    const state = k;
-    const step = state.chain
-      .catch(() => {})
-      .then(async () => {
-        if (state.written >= state.version) return; // a later step in the chain wrote it already
-        const v = state.version;
-        const val = state.value;
-        try {
-          await this.doc.set(key, val);
-          state.written = Math.max(state.written, v);
-        } catch (e) {
-          if (!this.closed && attempt < RETRIES) {
-            const t = setTimeout(() => {
-              if (!this.closed && state.version === v && this.keys.get(key) === state) void this.write(key, val, attempt + 1).catch(() => {});
-            }, RETRY_MS * 2 ** attempt);
-            t.unref();
-          }
-          throw e;
-        }
-      });
-    state.chain = step;
-    void step
-      .finally(() => {
-        if (this.keys.get(key) === state && state.chain === step && state.written >= state.version) this.keys.delete(key);
-      })
-      .catch(() => {});
-    return step;
+  private queue(sub: string, value: unknown): Promise<void> {
+    this.pending.set(sub, value);
+    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    this.schedule();
+    return done;
+  }
+
+  private schedule(): void {
+    if (this.flushing || this.scheduled || this.retry) return;
+    this.scheduled = true;
+    // The reports of one burst (a reconcile pass, a wave of placements) gather first.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.flushing || this.pending.size === 0) return;
+    this.flushing = true;
+    const changes = this.pending;
+    const waiters = this.waiters;
+    this.pending = new Map();
+    this.waiters = [];
+    // µs, never going back: a reader keeps the value with the highest seq.
+    const seq = Math.max(Date.now() * 1000, this.lastSeq + 1);
+    this.lastSeq = seq;
+    try {
+      await this.writer.write(changes, seq);
+      this.failures = 0;
+      for (const w of waiters) w.resolve();
+    } catch (e) {
+      for (const w of waiters) w.reject(e);
+      // Written again with the next attempt, unless a newer value for the key came meanwhile.
+      for (const [sub, value] of changes) if (!this.pending.has(sub)) this.pending.set(sub, value);
+      if (!this.closed) {
+        const delay = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** this.failures++);
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          void this.flush();
+        }, delay);
+        this.retry.unref();
+      }
+    } finally {
+      this.flushing = false;
+    }
+    if (this.pending.size > 0) this.schedule();
   }
 }
 
 export class StatusView {
-  private readonly entries = new Map<string, DocEntry<unknown>>();
-  // The node ids the keys name, kept as entries arrive: liveness asks for them on every read of
-  // a VM's status, and a scan of every VM's entry each time made listing VMs O(n^2).
-  private readonly nodeIds = new Set<string>();
-  private readonly refresher: Refresher;
+  /** node id -> its map, from its trusted author's records only. */
+  private readonly maps = new Map<string, MergedMap>();
+  private readonly feed: RecordFeed;
   private readonly metrics: P2PMetrics | undefined;
   private readonly name: string;
-  private live = 0;
+  private changed: string[] = [];
   /** Entries seen whose author does not own the node id their key names. */
   forged = 0;
 
   constructor(
-    private readonly doc: ReplicatedDoc,
+    doc: ReplicatedDoc,
     /** The committed map: node id -> its document author id. */
     private readonly authorOf: (nodeId: string) => string | undefined,
     private readonly onChange?: (keys: string[]) => void,
@@ -112,12 +148,30 @@ export class StatusView {
   ) {
     this.metrics = opts.metrics ?? doc.metrics;
     this.name = opts.name ?? doc.label;
-    this.refresher = new Refresher(
-      (keys) => this.read(keys),
-      (err) => {
-        this.metrics?.errors.inc({ component: `doc-${this.name}` });
-        opts.onError?.(err);
+    this.feed = new RecordFeed(
+      doc,
+      {
+        ...opts,
+        prefix: STATUS_PREFIX,
+        accept: (author, key) => {
+          const id = nodeOfKey(key);
+          return id !== undefined && isRecordKey(statusKey(id, ''), key) && this.authorOf(id) === author;
+        },
+        apply: (_author, key, rec) => {
+          const id = nodeOfKey(key)!;
+          let m = this.maps.get(id);
+          if (!m) this.maps.set(id, (m = new MergedMap()));
+          for (const sub of m.apply(rec)) this.changed.push(statusKey(id, sub));
+        },
+        afterRead: () => {
+          this.metrics?.docEntries.set({ doc: this.name }, this.size);
+          const changed = this.changed;
+          this.changed = [];
+          if (changed.length > 0) this.onChange?.(changed);
+        },
       },
+      this.metrics,
+      this.name,
     );
   }
 
@@ -127,79 +181,47 @@ export class StatusView {
       this.metrics?.docUntrusted.inc({ doc: this.name });
       return;
     }
-    this.refresher.event(e);
+    this.feed.event(e);
   }
 
   async load(): Promise<void> {
-    this.refresher.all();
-    await this.refresher.idle();
+    this.feed.all();
+    await this.feed.idle();
   }
 
   /** Resolves once every event fed so far has been read. */
   settled(): Promise<void> {
-    return this.refresher.idle();
+    return this.feed.idle();
   }
 
   /** Values a node published under `sub` prefix (e.g. 'vm/'), keyed by the rest of the key. */
   list<T>(nodeId: string, sub = ''): { key: string; value: T }[] {
-    const prefix = statusKey(nodeId, sub);
-    const out: { key: string; value: T }[] = [];
-    for (const [key, e] of this.entries) if (key.startsWith(prefix) && e.value !== null) out.push({ key: key.slice(statusKey(nodeId, '').length), value: e.value as T });
-    return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+    return (this.maps.get(nodeId)?.list(sub) ?? []) as { key: string; value: T }[];
   }
 
   get<T>(nodeId: string, sub: string): T | undefined {
-    const e = this.entries.get(statusKey(nodeId, sub));
-    return e && e.value !== null ? (e.value as T) : undefined;
+    return this.maps.get(nodeId)?.get(sub) as T | undefined;
   }
 
   nodes(): string[] {
-    return [...this.nodeIds].sort();
+    return [...this.maps.keys()].sort();
+  }
+
+  /** A node's map as its writer continues it: [sub, seq, value] entries and the highest seq seen. */
+  mapOf(nodeId: string): { entries: [string, number, unknown][]; seq: number } {
+    const m = this.maps.get(nodeId);
+    return { entries: m?.entries() ?? [], seq: m?.seq ?? 0 };
   }
 
   /** How many believed entries (not removed) the view holds. */
   get size(): number {
-    return this.live;
+    let n = 0;
+    for (const m of this.maps.values()) n += m.size;
+    return n;
   }
 
   private trusted(author: string, key: string): boolean {
     const nodeId = nodeOfKey(key);
     return nodeId !== undefined && this.authorOf(nodeId) === author;
-  }
-
-  private async read(keys: DirtyKey[] | null): Promise<void> {
-    const changed: string[] = [];
-    const trust = (a: string, k: string) => this.trusted(a, k);
-    const take = (e: DocEntry<unknown>) => {
-      const cur = this.entries.get(e.key);
-      if (cur && cur.timestamp >= e.timestamp) return;
-      this.entries.set(e.key, e);
-      if (!cur) {
-        const id = nodeOfKey(e.key);
-        if (id) this.nodeIds.add(id);
-      }
-      this.live += (e.value === null ? 0 : 1) - (cur && cur.value !== null ? 1 : 0);
-      changed.push(e.key);
-    };
-    if (keys === null || wholeIsCheaper(keys.length, this.entries.size)) {
-      const known = (key: string, author: string, timestamp: bigint) => {
-        const cur = this.entries.get(key);
-        return cur !== undefined && cur.author === author && cur.timestamp === timestamp;
-      };
-      for (const e of await this.doc.list(STATUS_PREFIX, { trust, known })) take(e);
-    } else {
-      await eachLimited(keys, 16, async ({ key, authors, hints }) => {
-        if (authors === null) (await this.doc.entriesOf(key, { trust })).forEach(take);
-        else
-          for (const a of authors) {
-            if (!trust(a, key)) continue;
-            const hint = hints?.get(a);
-            const e = hint ? await this.doc.entryAt(a, key, hint) : await this.doc.getExact(a, key);
-            if (e) take(e);
-          }
-      });
-    }
-    this.metrics?.docEntries.set({ doc: this.name }, this.live);
-    if (changed.length > 0) this.onChange?.(changed);
   }
 }

@@ -1,83 +1,101 @@
 import { describe, expect, it } from 'vitest';
-import type { ReplicatedDoc } from './doc.js';
+import { MergedMap, asRecord } from './batched-map.js';
 import { StatusWriter, statusKey } from './status-doc.js';
 
-// The status writer against a document whose writes take as long as the test says: one write of
-// a key at a time, the newest value last, failures retried.
+// The status writer against a document whose writes take as long as the test says: one write in
+// flight at a time, what came meanwhile written together with each key's newest value, failures
+// retried.
 
 class SlowDoc {
-  readonly stored = new Map<string, unknown>();
-  readonly calls: { key: string; value: unknown }[] = [];
-  inFlight = new Map<string, number>();
+  readonly calls: { key: string; entries: [string, number, unknown][] }[] = [];
+  readonly map = new MergedMap(); // what a reader of everything written would see
+  inFlight = 0;
   maxInFlight = 0;
   failNext = 0;
   delays: number[] = [];
 
-  async set(key: string, value: unknown): Promise<void> {
-    this.calls.push({ key, value });
-    const n = (this.inFlight.get(key) ?? 0) + 1;
-    this.inFlight.set(key, n);
-    this.maxInFlight = Math.max(this.maxInFlight, n);
+  async setJson(key: string, json: string): Promise<void> {
+    const rec = asRecord(JSON.parse(json))!;
+    this.calls.push({ key, entries: rec.entries });
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
     await new Promise((r) => setTimeout(r, this.delays.shift() ?? 1));
-    this.inFlight.set(key, n - 1);
+    this.inFlight--;
     if (this.failNext > 0) {
       this.failNext--;
       throw new Error('injected failure');
     }
-    this.stored.set(key, value);
+    this.map.apply(rec);
+  }
+
+  async deletePrefix(): Promise<void> {}
+
+  values(): unknown[] {
+    return this.calls.flatMap((c) => c.entries.map((e) => e[2]));
   }
 }
 
-const asDoc = (d: SlowDoc) => d as unknown as ReplicatedDoc;
-
 describe('StatusWriter', () => {
-  it('writes one key at a time, so that the newest value lands last, and skips values already superseded', async () => {
+  it('writes one batch at a time, and what came meanwhile as one batch with the newest values', async () => {
     const doc = new SlowDoc();
-    doc.delays = [50, 1, 1, 1]; // the first write is slow: without ordering, the second would land first
-    const w = new StatusWriter(asDoc(doc), 'n1');
+    doc.delays = [50, 1, 1, 1]; // the first write is slow: what comes during it waits
+    const w = new StatusWriter(doc, 'n1');
     const first = w.set('vm/web', { phase: 'Pending' });
     await new Promise((r) => setTimeout(r, 10)); // in flight now
     const writes = ['Starting', 'Running', 'Running2'].map((phase) => w.set('vm/web', { phase }));
-    await Promise.all([first, ...writes]);
+    const other = w.set('vm/db', { phase: 'Running' });
+    await Promise.all([first, ...writes, other]);
     expect(doc.maxInFlight).toBe(1);
-    expect(doc.stored.get(statusKey('n1', 'vm/web'))).toEqual({ phase: 'Running2' });
-    // The three that came while the first was in flight were written as one: the newest.
-    expect(doc.calls.map((c) => (c.value as { phase: string }).phase)).toEqual(['Pending', 'Running2']);
+    expect(doc.map.get('vm/web')).toEqual({ phase: 'Running2' });
+    expect(doc.calls).toHaveLength(2);
+    expect(doc.calls[0]!.key.startsWith(statusKey('n1', 'batch/'))).toBe(true);
+    expect(doc.values()).toEqual([{ phase: 'Pending' }, { phase: 'Running2' }, { phase: 'Running' }]);
   });
 
-  it('keeps keys independent of each other', async () => {
+  it('gathers the writes of one burst into one entry', async () => {
     const doc = new SlowDoc();
-    doc.delays = [30, 1];
-    const w = new StatusWriter(asDoc(doc), 'n1');
-    const t0 = performance.now();
-    await Promise.all([w.set('vm/a', 1), w.set('vm/b', 2)]);
-    expect(performance.now() - t0).toBeLessThan(1000);
-    expect([...doc.stored.values()].sort()).toEqual([1, 2]);
+    const w = new StatusWriter(doc, 'n1');
+    await Promise.all(Array.from({ length: 100 }, (_, i) => w.set(`vm/v${i}`, i)));
+    expect(doc.calls).toHaveLength(1);
+    expect(doc.map.size).toBe(100);
+    await w.remove('vm/v7');
+    expect(doc.map.get('vm/v7')).toBeUndefined();
+    expect(doc.map.size).toBe(99);
   });
 
-  it('retries a failed write, unless a newer value for the key came meanwhile', async () => {
+  it('retries a failed write, with the newest value of each key', async () => {
     const doc = new SlowDoc();
     doc.failNext = 1;
-    const w = new StatusWriter(asDoc(doc), 'n1');
+    const w = new StatusWriter(doc, 'n1');
     await expect(w.set('vm/web', 'first')).rejects.toThrow('injected failure');
     await new Promise((r) => setTimeout(r, 800)); // the retry after 500 ms
-    expect(doc.stored.get(statusKey('n1', 'vm/web'))).toBe('first');
+    expect(doc.map.get('vm/web')).toBe('first');
 
     doc.failNext = 1;
     await expect(w.set('vm/web', 'second')).rejects.toThrow();
-    await w.set('vm/web', 'third');
-    await new Promise((r) => setTimeout(r, 800));
-    expect(doc.stored.get(statusKey('n1', 'vm/web'))).toBe('third');
-    expect(doc.calls.filter((c) => c.value === 'second')).toHaveLength(1); // not retried: superseded
+    await w.set('vm/web', 'third'); // lands with the retry
+    expect(doc.map.get('vm/web')).toBe('third');
+    expect(doc.values().filter((v) => v === 'second')).toHaveLength(1); // not retried: superseded
   });
 
   it('stops retrying once closed', async () => {
     const doc = new SlowDoc();
     doc.failNext = 1;
-    const w = new StatusWriter(asDoc(doc), 'n1');
+    const w = new StatusWriter(doc, 'n1');
     await expect(w.set('vm/web', 'x')).rejects.toThrow();
     w.close();
     await new Promise((r) => setTimeout(r, 700));
     expect(doc.calls).toHaveLength(1);
+  });
+
+  it('continues a map it was seeded with: later seqs, and a removal of a key it did not write this run', async () => {
+    const doc = new SlowDoc();
+    const far = (Date.now() + 3_600_000) * 1000; // an earlier run whose clock was ahead
+    doc.map.apply({ seq: far, entries: [['vm/old', far, { phase: 'Running' }]] });
+    const w = new StatusWriter(doc, 'n1');
+    w.seed(doc.map.entries(), doc.map.seq);
+    await w.remove('vm/old');
+    expect(doc.map.get('vm/old')).toBeUndefined();
+    await w.set('vm/new', 1);
+    expect(doc.map.get('vm/new')).toBe(1);
   });
 });

