@@ -265,6 +265,10 @@ export class NodeReconciler {
       this.acting.delete(name);
       this.pulls.delete(name);
     }
+    // A start looked at the VM again: report what it saw now (Running, once its console printed
+    // the ready line, which may have come already). The next pass waits behind every other VM
+    // of a wave in the queue, and reporting only then made a whole wave turn Running at once.
+    if (this.lastObs.get(name) !== obs) this.publish(name);
     // Level-triggered: look again right away; the next pass finds the next step or nothing.
     this.queue.add(name);
   }
@@ -348,6 +352,7 @@ export class NodeReconciler {
   private async startVm(name: string, drv: Driver, reason: string): Promise<void> {
     await drv.start(name);
     const obs = await drv.inspect(name);
+    this.lastObs.set(name, obs);
     this.d.event(name, { type: 'Normal', reason, message: `started on ${this.d.nodeName}${obs.pid ? ` (pid ${obs.pid})` : ''}` });
     this.watchReady(name, drv, obs, this.desired.get(name));
   }
