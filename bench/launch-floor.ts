@@ -37,7 +37,7 @@ export async function launchFloorBench(n: number): Promise<Row[]> {
     }
     const data = 8 * 1024 * 1024;
     const launch = (d: string, i: number) =>
-      launcher.launch({ cwd: d, output: path.join(d, 'shim.log'), argv: ['perl', 'shim.pl', (i + 1).toString(16), 'console.log', '--', 'prlimit', `--data=${data}:${data}`, '--core=0:0', '--', './app'], env: { PATH: '/usr/bin:/bin' } });
+      launcher.launch({ cwd: d, output: path.join(d, 'shim.log'), argv: ['shim.pl', (i + 1).toString(16), 'console.log', '--', 'prlimit', `--data=${data}:${data}`, '--core=0:0', '--', './app'], env: { PATH: '/usr/bin:/bin' }, perlScript: true });
     const ready = async (d: string) => (await readFile(path.join(d, 'console.log'), 'utf8').catch(() => '')).includes('READY');
     const cpu0 = busyTicks();
     const t0 = performance.now();

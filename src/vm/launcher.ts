@@ -13,9 +13,17 @@ import { createInterface } from 'node:readline';
 // the kernel reaps them); the shim records its program's exit itself. If the launcher dies,
 // running shims are unaffected (reparented) and the next launch starts a new launcher.
 //
+// A Perl script (the shim) can also be run in the forked child itself, as `perl SCRIPT ARGS`
+// would run it but without starting a Perl: the child already is one, with the script's only
+// module (strict) loaded. A new Perl costs ~4 ms of CPU (exec, dynamic linking, compiling), a
+// fork of the launcher a fraction of that: 100 VM starts, ~0.35 s of CPU less (measured). The
+// script is read from the VM folder at each launch, as before, so what a shim runs never changes
+// under it.
+//
 // Protocol, one line each way, fields hex-encoded (paths and arguments may hold any byte):
-//   -> ID \t hex(cwd) \t hex(output file) \t hex(argv joined by NUL) \t hex(env joined by NUL)
+//   -> ID \t hex(cwd) \t hex(output file) \t hex(argv joined by NUL) \t hex(env joined by NUL) \t MODE
 //   <- ID \t pid            or            ID \t - \t reason
+// MODE is `exec` (argv[0] is the program) or `perl` (argv[0] is a Perl script, run in the child).
 
 const LAUNCHER_SOURCE = String.raw`
 use strict;
@@ -26,8 +34,8 @@ $| = 1;
 sub unhex { return pack('H*', $_[0] // '') }
 while (my $line = <STDIN>) {
   chomp $line;
-  my ($id, $cwd, $out, $argv, $env) = split /\t/, $line, -1;
-  next unless defined $env;
+  my ($id, $cwd, $out, $argv, $env, $mode) = split /\t/, $line, -1;
+  next unless defined $mode;
   my @argv = split /\0/, unhex($argv), -1;
   my %env = map { my ($k, $v) = split /=/, $_, 2; ($k, $v // '') } grep { length } split /\0/, unhex($env), -1;
   $cwd = unhex($cwd);
@@ -37,6 +45,7 @@ while (my $line = <STDIN>) {
   if (!defined $pid) { print "$id\t-\tfork: $!\n"; next }
   if ($pid == 0) {
     close $r;
+    select((select($w), $| = 1)[0]);    # unbuffered: a reason printed just before _exit arrives
     $SIG{CHLD} = 'DEFAULT';
     POSIX::setsid();
     chdir($cwd) or do { print $w "chdir $cwd: $!"; POSIX::_exit(127) };
@@ -44,6 +53,16 @@ while (my $line = <STDIN>) {
     open(STDOUT, '>>', $out) or do { print $w "open $out: $!"; POSIX::_exit(127) };
     open(STDERR, '>&', \*STDOUT);
     %ENV = %env;
+    if ($mode eq 'perl') {
+      my ($script, @args) = @argv;
+      if (!-r $script) { print $w "cannot read $script: $!"; POSIX::_exit(127) }
+      close $w;    # the script runs: the daemon gets the pid now
+      $0 = join(' ', 'perl', @argv);
+      @ARGV = @args;
+      do "./$script";
+      if ($@) { print STDERR $@; exit 255 }
+      exit 0;
+    }
     exec { $argv[0] } @argv or print $w "exec $argv[0]: $!";
     close $w;
     POSIX::_exit(127);
@@ -59,8 +78,11 @@ export interface LaunchRequest {
   cwd: string;
   /** Appended to: the child's stdout and stderr. */
   output: string;
+  /** The program and its arguments; with `perlScript`, the script (relative to cwd) and its arguments. */
   argv: string[];
   env: Record<string, string>;
+  /** Run argv[0] as a Perl script inside the forked launcher instead of exec'ing a program. */
+  perlScript?: boolean;
 }
 
 const hex = (s: string) => Buffer.from(s, 'utf8').toString('hex');
@@ -80,7 +102,7 @@ export class Launcher {
     return new Promise<number>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.hold(proc, true);
-      proc.stdin!.write(`${id}\t${hex(req.cwd)}\t${hex(req.output)}\t${hex(req.argv.join('\0'))}\t${hex(env)}\n`);
+      proc.stdin!.write(`${id}\t${hex(req.cwd)}\t${hex(req.output)}\t${hex(req.argv.join('\0'))}\t${hex(env)}\t${req.perlScript ? 'perl' : 'exec'}\n`);
     });
   }
 

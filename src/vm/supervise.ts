@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { VmDriverError } from './driver.js';
 import { pollUntil, textTail, writeFileAtomic } from './files.js';
@@ -39,14 +39,16 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   await folder.resetForLaunch();
   const rec: LaunchRecord = { ...plan.record, launchId: randomBytes(8).toString('hex'), argv: plan.argv, launchedAt: new Date().toISOString() };
   await folder.writeLaunch(rec);
-  await writeFileAtomic(folder.file(FILES.shim), SHIM_SOURCE);
+  // The shim's script, as this daemon has it (an upgrade's new shim serves the next launch);
+  // rewritten only when it differs: each write is a file created and one deleted.
+  if ((await readFile(folder.file(FILES.shim), 'utf8').catch(() => '')) !== SHIM_SOURCE) await writeFileAtomic(folder.file(FILES.shim), SHIM_SOURCE);
 
   let spawnError: Error | null = null;
   let shimPid: number | null = null;
   try {
     // Its own session (setsid), so the shim and the VM outlive the daemon and its terminal.
     const fence = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE)];
-    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [plan.perl, FILES.shim, ...fence, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env });
+    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [FILES.shim, ...fence, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env, perlScript: true });
   } catch (e) {
     spawnError = e as Error;
   }

@@ -1,0 +1,55 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Launcher } from './launcher.js';
+
+// The launcher: programs exec'd from a fork of one long-lived Perl, and Perl scripts (the shim)
+// run in the fork itself, as `perl SCRIPT ARGS` would run them.
+
+let dir: string;
+const launcher = new Launcher('perl');
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'blixard-launcher-'));
+});
+afterAll(async () => {
+  launcher.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function until<T>(what: string, f: () => Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + 10_000;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const output = (name: string) => readFile(path.join(dir, name), 'utf8').catch(() => '');
+
+describe('Launcher', () => {
+  it('runs a Perl script in its own fork, with the arguments, environment, folder and output asked for', async () => {
+    await writeFile(path.join(dir, 'hello.pl'), 'use strict;\nopen(my $fh, "<", "/proc/$$/cmdline"); my $c = <$fh>; $c =~ s/\\0/ /g;\nprint "args=@ARGV env=$ENV{GREETING} cwd=", (-e "hello.pl" ? "ok" : "wrong"), " pid=$$ cmd=$c\\n";\nexit 3;\n');
+    const pid = await launcher.launch({ cwd: dir, output: path.join(dir, 'hello.out'), argv: ['hello.pl', 'a', 'b c'], env: { GREETING: 'hi', PATH: '/usr/bin:/bin' }, perlScript: true });
+    const out = await until('the script to print', async () => ((await output('hello.out')).includes('\n') ? output('hello.out') : undefined));
+    expect(out).toContain('args=a b c env=hi cwd=ok');
+    expect(out).toContain(`pid=${pid} `);
+    expect(out).toMatch(/cmd=perl hello\.pl a b c/); // what `ps` shows: as if started by hand
+  });
+
+  it('says why when the script cannot be read, and puts what a dying script says in its output', async () => {
+    await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'missing.out'), argv: ['missing.pl'], env: {}, perlScript: true })).rejects.toThrow(/cannot read missing\.pl/);
+    await expect(launcher.launch({ cwd: path.join(dir, 'gone'), output: path.join(dir, 'x.out'), argv: ['x.pl'], env: {}, perlScript: true })).rejects.toThrow(/chdir .*gone/);
+    await writeFile(path.join(dir, 'dies.pl'), 'use strict;\ndie "blixard-shim: nothing to do\\n";\n');
+    await launcher.launch({ cwd: dir, output: path.join(dir, 'dies.out'), argv: ['dies.pl'], env: {}, perlScript: true });
+    expect(await until('the message', async () => ((await output('dies.out')) || undefined))).toBe('blixard-shim: nothing to do\n');
+  });
+
+  it('still execs programs, and says why one cannot be run', async () => {
+    await launcher.launch({ cwd: dir, output: path.join(dir, 'echo.out'), argv: ['/bin/echo', 'exec works'], env: {} });
+    expect(await until('echo', async () => ((await output('echo.out')) || undefined))).toBe('exec works\n');
+    await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'nope.out'), argv: ['/nonexistent/prog'], env: {} })).rejects.toThrow(/exec \/nonexistent\/prog/);
+  });
+});
