@@ -11,6 +11,7 @@ import { RaftNode } from '../raft/index.js';
 import { NodeReconciler, type LaunchedVm, type ReportedVm } from '../reconciler/index.js';
 import { DesiredStateStore, parseBytes, parseDuration, parseRate, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
 import { clusterDocChanges, clusterDocEntries, DocDesiredView } from './cluster-publish.js';
+import { Coalescer } from './coalescer.js';
 import { NodeDocs } from './docs.js';
 import { WorkerLog } from './worker-log.js';
 import { enabledDrivers, fenceFile } from '../vm/index.js';
@@ -301,18 +302,17 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         throw e;
       }));
     // A worker's store is a mirror of the cluster document (rebuilt, coalesced, as it changes).
-    let mirrorTimer: NodeJS.Timeout | undefined;
+    const mirror = new Coalescer(() => {
+      if (!docs) return;
+      const view = new DocDesiredView(docs.clusterView);
+      store.load(
+        { version: 1, clusterId: view.clusterId, resources: view.list(), nodes: view.listNodes(), applysets: [], appliedPlans: [], joinSecrets: [], placements: docs.clusterView.list<PlacementRecord>('placement/').map((e) => e.value), docs: null },
+        docs.clusterView.rev,
+      );
+      if (started) afterApply();
+    }, 20);
     function mirrorCluster(): void {
-      if (mirrorTimer || !docs) return;
-      mirrorTimer = setTimeout(() => {
-        mirrorTimer = undefined;
-        const view = new DocDesiredView(docs!.clusterView);
-        store.load(
-          { version: 1, clusterId: view.clusterId, resources: view.list(), nodes: view.listNodes(), applysets: [], appliedPlans: [], joinSecrets: [], placements: docs!.clusterView.list<PlacementRecord>('placement/').map((e) => e.value), docs: null },
-          docs!.clusterView.rev,
-        );
-        if (started) afterApply();
-      }, 20);
+      if (docs) mirror.kick();
     }
 
     // Raft: every voter, and a new data dir waiting to be admitted (the leader replicates to it).
@@ -620,20 +620,19 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     });
     // Work that follows changes to the store, coalesced: at thousands of writes per second it runs
     // a few dozen times per second, not once per write.
-    let afterApplyTimer: NodeJS.Timeout | undefined;
+    const afterApplyRun = new Coalescer(() => {
+      if (stopping) return;
+      scheduling.kick();
+      reconciler.desiredChanged();
+      refreshPeers();
+      if (raft.isLeader) void publish();
+      warmCache();
+      cache.kick();
+    }, 20);
     function afterApply(): void {
-      if (afterApplyTimer || stopping) return;
-      afterApplyTimer = setTimeout(() => {
-        afterApplyTimer = undefined;
-        scheduling.kick();
-        reconciler.desiredChanged();
-        refreshPeers();
-        if (raft.isLeader) void publish();
-        warmCache();
-        cache.kick();
-      }, 20);
+      if (!stopping) afterApplyRun.kick();
     }
-    cleanups.push(async () => clearTimeout(afterApplyTimer));
+    cleanups.push(async () => afterApplyRun.cancel());
 
     recordError = (component, err) => backend.recordError(component, err);
 

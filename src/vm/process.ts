@@ -23,7 +23,7 @@ import { FILES, type RunRecord, type VmFolder } from './vm-folder.js';
 // fails with the shell's complaint in console.log and exit code 127 or 2.
 //
 // Limits, honestly:
-// - memoryMiB is enforced as RLIMIT_DATA (prlimit --data, soft = hard): private writable memory
+// - memoryMiB is enforced as RLIMIT_DATA (soft = hard, set by the shim): private writable memory
 //   (heap, anonymous mmaps) per process; allocations past it fail. It is per process, inherited
 //   by children (each gets its own allowance), and it is not a limit on resident memory of the
 //   group. RLIMIT_AS was rejected: runtimes that reserve address space (Node, the JVM, Go) do not
@@ -32,6 +32,20 @@ import { FILES, type RunRecord, type VmFolder } from './vm-folder.js';
 // - vcpus is NOT enforced (no cgroup here); it only counts against the node's capacity.
 // - stop sends SIGTERM to the program's process group, then SIGKILL after the grace period;
 //   delete also SIGKILLs anything left in the launch's session (children that changed group).
+
+/** RLIMIT_* numbers (the same on every Linux architecture Node runs on but MIPS and SPARC). */
+export const RLIMIT_DATA = 2;
+export const RLIMIT_CORE = 4;
+
+/**
+ * The prlimit64 system call by Node's process.arch: the shim sets the limits itself through it.
+ * Elsewhere prlimit(1) (util-linux) runs in between, as it did everywhere before.
+ */
+const PRLIMIT64: Partial<Record<string, number>> = { x64: 302, arm64: 261, riscv64: 261, loong64: 261 };
+
+export function prlimitSyscall(): number | undefined {
+  return PRLIMIT64[process.arch];
+}
 
 export interface ProcessDriverOptions {
   /** `<data-dir>/vms/process` */
@@ -61,7 +75,8 @@ export function processEnv(spec: VmSpecForDriver, dir: string): Record<string, s
 
 interface Tools {
   perl: string;
-  prlimit: string;
+  /** null: the shim sets the limits itself. */
+  prlimit: string | null;
 }
 
 export class ProcessDriver extends SupervisedDriver {
@@ -69,8 +84,12 @@ export class ProcessDriver extends SupervisedDriver {
   readonly formats: readonly ImageFormat[] = ['executable'];
   private tools: Promise<Tools> | null = null;
 
+  /** The prlimit64 system call number here, unless told to use prlimit(1) (an explicit `prlimit`). */
+  private readonly rlimitSyscall: number | undefined;
+
   constructor(private readonly opts: ProcessDriverOptions) {
     super(opts.root);
+    this.rlimitSyscall = opts.prlimit === undefined ? prlimitSyscall() : undefined;
   }
 
   async available(): Promise<{ ok: boolean; why?: string }> {
@@ -90,7 +109,8 @@ export class ProcessDriver extends SupervisedDriver {
         if (!p) throw new Error(`${cmd} not found on PATH (Debian package: ${pkg})`);
         return p;
       };
-      return { perl: await need(this.opts.perl ?? 'perl', 'perl-base'), prlimit: await need(this.opts.prlimit ?? 'prlimit', 'util-linux') };
+      const perl = await need(this.opts.perl ?? 'perl', 'perl-base');
+      return { perl, prlimit: this.rlimitSyscall === undefined ? await need(this.opts.prlimit ?? 'prlimit', 'util-linux') : null };
     })();
     return this.tools;
   }
@@ -111,9 +131,13 @@ export class ProcessDriver extends SupervisedDriver {
   protected async plan(folder: VmFolder, spec: VmSpecForDriver): Promise<LaunchPlan> {
     const { perl, prlimit } = await this.resolveTools();
     const data = spec.memoryMiB * 1024 * 1024;
+    const limits: Pick<LaunchPlan, 'argv' | 'rlimits'> =
+      prlimit === null
+        ? { argv: [`./${spec.name}`], rlimits: { syscall: this.rlimitSyscall!, limits: [[RLIMIT_DATA, data, data], [RLIMIT_CORE, 0, 0]] } }
+        : { argv: [prlimit, `--data=${data}:${data}`, '--core=0:0', '--', `./${spec.name}`] };
     return {
       perl,
-      argv: [prlimit, `--data=${data}:${data}`, '--core=0:0', '--', `./${spec.name}`],
+      ...limits,
       env: processEnv(spec, folder.dir),
       output: FILES.console,
       record: { driver: 'process', uid: spec.uid, generation: spec.generation, specHash: spec.specHash },

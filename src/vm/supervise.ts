@@ -29,6 +29,8 @@ export interface LaunchPlan {
   env: Record<string, string>;
   /** File in the VM folder for the program's stdout and stderr. */
   output: string;
+  /** Resource limits the shim sets on the program: [RLIMIT_* number, soft, hard], via system call `syscall` (prlimit64). */
+  rlimits?: { syscall: number; limits: [number, number, number][] };
   record: Pick<LaunchRecord, 'driver' | 'uid' | 'generation' | 'specHash' | 'qmpSocket' | 'accel'>;
   timeoutMs: number;
 }
@@ -47,8 +49,9 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   let shimPid: number | null = null;
   try {
     // Its own session (setsid), so the shim and the VM outlive the daemon and its terminal.
-    const fence = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE)];
-    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [FILES.shim, ...fence, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env, perlScript: true });
+    const shimOptions = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE)];
+    if (plan.rlimits) shimOptions.push('--rlimit-syscall', String(plan.rlimits.syscall), ...plan.rlimits.limits.flatMap(([r, soft, hard]) => ['--rlimit', `${r}=${soft}:${hard}`]));
+    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [FILES.shim, ...shimOptions, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env, perlScript: true });
   } catch (e) {
     spawnError = e as Error;
   }

@@ -174,6 +174,7 @@ describe('process driver', () => {
     let out = await consoleText('alloc');
     expect(out).toMatch(/Max data size\s+67108864\s+67108864\s+bytes/);
     expect(out).toContain('ALLOC-FAILED');
+    if (process.arch === 'x64') expect(JSON.parse(await readFile(path.join(driver.root, 'alloc', 'launch.json'), 'utf8')).argv).toEqual(['./alloc']); // no prlimit(1) in between
     // The same VM re-created with more memory: the new spec applies at the next start.
     await driver.create(exe('alloc', file, { memoryMiB: 512, specHash: 'hash-alloc-512' }));
     await driver.start('alloc');
@@ -182,6 +183,18 @@ describe('process driver', () => {
     expect(out).toContain('ALLOC-OK');
     expect((await driver.inspect('alloc')).specHash).toBe('hash-alloc-512');
     await driver.delete('alloc');
+
+    // The shim sets the limits itself (prlimit64) where it knows the system call's number; with
+    // prlimit(1) named explicitly (or on another architecture) that runs in between instead.
+    const viaPrlimit = new ProcessDriver({ root: driver.root, prlimit: 'prlimit' });
+    await viaPrlimit.create(exe('alloc2', await image('alloc2.sh', `grep -E 'Max (data size|core file size)' /proc/$$/limits`), { memoryMiB: 32 }));
+    await viaPrlimit.start('alloc2');
+    await waitFor('alloc2 to end', 10_000, async () => (await viaPrlimit.inspect('alloc2')).state === 'exited');
+    const text = (await viaPrlimit.consoleLog('alloc2')).toString();
+    expect(text).toMatch(/Max data size\s+33554432\s+33554432\s+bytes/);
+    expect(text).toMatch(/Max core file size\s+0\s+0\s+bytes/);
+    expect(JSON.parse(await readFile(path.join(driver.root, 'alloc2', 'launch.json'), 'utf8')).argv[0]).toMatch(/prlimit$/);
+    await viaPrlimit.delete('alloc2');
   });
 
   it('a restarted daemon adopts running VMs: same pid, same launch, no second copy', async () => {
