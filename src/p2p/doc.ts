@@ -1,4 +1,5 @@
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { deflateRaw, deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Doc, Entry, Iroh, LiveEvent, NodeAddr } from '@number0/iroh';
 import type { P2PMetrics } from './metrics.js';
 import { downloadBlob } from './transfer.js';
@@ -205,7 +206,8 @@ export class ReplicatedDoc {
 
   /** Writes a value already in JSON form (callers that build it from parts). */
   async setJson(key: string, json: string): Promise<void> {
-    const bytes = encodeValue(json);
+    // A snapshot of a big map is megabytes: deflated on the thread pool, not the event loop.
+    const bytes = json.length > DEFLATE_OFF_THREAD ? await encodeValueAsync(json) : encodeValue(json);
     const hash = await this.doc.setBytes(this.authorId(), keyBytes(key), numbers(bytes));
     this.metrics?.docWrites.inc({ doc: this.label });
     this.metrics?.docWriteBytes.inc({ doc: this.label }, bytes.length);
@@ -426,6 +428,13 @@ export function encodeValue(json: string): Buffer {
   const raw = Buffer.from(json, 'utf8');
   if (raw.length <= DEFLATE_ABOVE) return raw;
   return Buffer.concat([Buffer.of(0), deflateRawSync(raw, { level: 1 })]);
+}
+
+const DEFLATE_OFF_THREAD = 256 * 1024;
+const deflateRawAsync = promisify(deflateRaw);
+
+async function encodeValueAsync(json: string): Promise<Buffer> {
+  return Buffer.concat([Buffer.of(0), await deflateRawAsync(Buffer.from(json, 'utf8'), { level: 1 })]);
 }
 
 export function decodeValue(b: Buffer): string {

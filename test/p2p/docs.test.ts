@@ -130,6 +130,19 @@ describe('reading an entry an event described', () => {
   });
 });
 
+describe('large values', () => {
+  it('writes and reads back a value of megabytes (deflated off the event loop), at the writer and at a reader', async () => {
+    const doc = await ReplicatedDoc.create(a.iroh);
+    const d2 = await ReplicatedDoc.join(b.iroh, await doc.ticket('Read'));
+    const big = { entries: Array.from({ length: 20_000 }, (_, i) => [`desired/VirtualMachine/vm-${i}`, i, { spec: { image: 'tiny', memoryMiB: 64 + (i % 7) } }]) };
+    expect(JSON.stringify(big).length).toBeGreaterThan(1_000_000);
+    await doc.set('snapshot', big);
+    expect((await doc.getExact(doc.author, 'snapshot'))?.value).toEqual(big);
+    await waitFor(async () => (await d2.getExact(doc.author, 'snapshot')) !== undefined, 10_000, 'the reader to have it');
+    expect((await d2.getExact(doc.author, 'snapshot'))?.value).toEqual(big);
+  });
+});
+
 describe('status document', () => {
   it('believes an entry only from the author committed for the node id its key names', async () => {
     const doc = await ReplicatedDoc.create(a.iroh);
