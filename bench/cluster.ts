@@ -28,18 +28,14 @@ async function waitFor(what: string, done: () => Promise<boolean>, stuck: () => 
   }
 }
 
-// A wave's VMs carry the label app=<wave>: polling lists only them, as `blixard get vms -l` would,
-// not every VM the cluster holds (listing hundreds every 20 ms was itself a load on the leader).
+// A wave's VMs carry the label app=<wave>, so a watch (or, for diagnostics, a list) selects only
+// them, not every VM the cluster holds. What of `names` is not Running, as `d` sees it.
 async function notRunning(d: Daemon, names: Set<string>, local = false, selector?: string): Promise<string[]> {
   const vms = await d.client.list('VirtualMachine', { local, ...(selector ? { selector } : {}) });
   return vms
     .filter((v) => names.has(v.metadata.name) && (v.status as VmStatus).phase !== 'Running')
     .map((v) => `${v.metadata.name}: ${(v.status as VmStatus).phase} on ${(v.status as VmStatus).nodeId?.slice(0, 8)} (${(v.status as VmStatus).message})`)
     .concat([...names].filter((n) => !vms.some((v) => v.metadata.name === n)).map((n) => `${n}: absent`));
-}
-
-async function allRunning(d: Daemon, names: Set<string>, selector?: string): Promise<boolean> {
-  return (await notRunning(d, names, false, selector)).length === 0;
 }
 
 export async function clusterBench(): Promise<Row[]> {
@@ -68,20 +64,32 @@ export async function clusterBench(): Promise<Row[]> {
       const t0 = performance.now();
       const want = new Set(names);
       const firsts = new Map<string, number>();
-      const track = async (): Promise<boolean> => {
-        const vms = await v1.client.list('VirtualMachine', { selector: `app=${tag}` });
+      // The leader's watch of the wave's VMs (what `blixard get vms -l app=<wave> -w` shows): each
+      // change as it happens, with no list of all 100 built and sent every few milliseconds.
+      const phases = new Map<string, VmStatus>();
+      const track = (st: VmStatus, name: string) => {
         const now = performance.now() - t0;
-        let running = 0;
-        for (const v of vms) {
-          if (!want.has(v.metadata.name)) continue;
-          const st = v.status as VmStatus;
-          if (st.nodeId && !firsts.has(`placed:${v.metadata.name}`)) firsts.set(`placed:${v.metadata.name}`, now);
-          if (st.phase !== 'Pending' && !firsts.has(`${st.phase}:${v.metadata.name}`)) firsts.set(`${st.phase}:${v.metadata.name}`, now);
-          if (st.phase === 'Running') running++;
-        }
-        return running === want.size;
+        if (st.nodeId && !firsts.has(`placed:${name}`)) firsts.set(`placed:${name}`, now);
+        if (st.phase !== 'Pending' && !firsts.has(`${st.phase}:${name}`)) firsts.set(`${st.phase}:${name}`, now);
       };
-      await waitFor(`wave ${tag} Running`, process.env.BENCH_DEBUG ? track : () => allRunning(v1, want, `app=${tag}`), async () => {
+      const stop = new AbortController();
+      let running = 0;
+      let took = 0;
+      const timeout = setTimeout(() => stop.abort(), 120_000);
+      await v1.client.watch('VirtualMachine', { selector: `app=${tag}`, signal: stop.signal }, (e) => {
+        if (e.type === 'SYNCED' || !want.has(e.object.metadata.name)) return;
+        const st = e.object.status as VmStatus;
+        if (e.type === 'DELETED') phases.delete(e.object.metadata.name);
+        else phases.set(e.object.metadata.name, st);
+        if (process.env.BENCH_DEBUG) track(st, e.object.metadata.name);
+        running = [...phases.values()].filter((p) => p.phase === 'Running').length;
+        if (running === want.size) {
+          took = performance.now() - t0;
+          stop.abort();
+        }
+      });
+      clearTimeout(timeout);
+      const stuck = async () => {
         // What each node's own replica says of them: a document that did not converge, or a
         // node really stuck.
         const views: string[] = [];
@@ -94,8 +102,10 @@ export async function clusterBench(): Promise<Row[]> {
           if (process.env.BENCH_DEBUG) {
             for (const n of stuckOnLeader) {
               const r = await fetch(`${d.api}/v1/debug/documents/status?prefix=${encodeURIComponent('status/')}`, { headers: { authorization: `Bearer ${d.token}` } });
-              const items = ((await r.json()) as { items: { key: string; author: string; timestamp: string; value: unknown }[] }).items.filter((i) => i.key.endsWith(`/vm/${n}`));
-              views.push(`  doc entries for ${n}: ${JSON.stringify(items.map((i) => ({ key: i.key.slice(7, 15), author: i.author.slice(0, 8), ts: i.timestamp, phase: (i.value as { phase?: string })?.phase ?? i.value })))}`);
+              // Each entry is a record (batch or snapshot) of one node's map: what they say of n.
+              const items = ((await r.json()) as { items: { key: string; author: string; timestamp: string; value: { entries?: [string, number, { phase?: string } | null][] } }[] }).items;
+              const said = items.flatMap((i) => (i.value?.entries ?? []).filter(([k]) => k === `vm/${n}`).map(([, seq, v]) => ({ key: i.key.slice(7, 15), author: i.author.slice(0, 8), ts: i.timestamp, seq, phase: v?.phase ?? v })));
+              views.push(`  doc records for ${n}: ${JSON.stringify(said)}`);
             }
             const m = await (await fetch(`${d.api}/metrics`, { headers: { authorization: `Bearer ${d.token}` } })).text();
             views.push(...m.split('\n').filter((l) => /^blixard_(p2p_doc|background)/.test(l) && !/bucket/.test(l)));
@@ -103,8 +113,8 @@ export async function clusterBench(): Promise<Row[]> {
           }
         }
         return `${(await notRunning(v1, want)).slice(0, 5).join('; ')}\n${views.join('\n')}`;
-      });
-      const took = performance.now() - t0;
+      };
+      if (running !== want.size) throw new Error(`cluster bench: timed out waiting for wave ${tag} Running: ${await stuck()}`);
       if (process.env.BENCH_DEBUG) {
         const byPhase = new Map<string, number[]>();
         for (const [k, t] of firsts) {

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiError, type ApplyResponse, type ImageStatus, type VmStatus } from '../src/api/index.js';
+import { ApiError, type ApplyResponse, type ImageStatus, type VmStatus, type WatchEvent } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
 import { nodeCheck } from '../src/cli/manifests.js';
 import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/reconciler/index.js';
@@ -368,6 +368,32 @@ describe('get, describe, delete', () => {
     expect(run(['get', 'vm', 'sel-1', '-l', 'app=demo']).code).toBe(2);
     // The API checks what it is sent, whoever sends it.
     await expect(d.client.list('VirtualMachine', { selector: 'app==' + '(' })).rejects.toMatchObject({ code: 'invalid' });
+  });
+
+  it('watch: the selected VMs, SYNCED, then each change as it happens (a new VM to Running, a delete); a bad selector is refused before anything', async () => {
+    const events: WatchEvent[] = [];
+    const stop = new AbortController();
+    const watching = d.client.watch('VirtualMachine', { selector: 'app=watched', signal: stop.signal }, (e) => events.push(e));
+    const until = async (what: string, f: () => boolean) => {
+      for (const end = Date.now() + 30_000; !f(); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(events.map((e) => (e.type === 'SYNCED' ? e.type : [e.type, (e.object.status as VmStatus).phase])))}`);
+    };
+    await until('SYNCED', () => events.length > 0);
+    expect(events).toEqual([{ type: 'SYNCED' }]); // nothing selected yet
+    const dir = await writeSet('watched', { 'app.sh': '#!/bin/sh\necho ready\nexec sleep 100000\n', 'set.yaml': docs(image('app'), vm('watch-1').replace('app: demo', 'app: watched'), vm('watch-2')) });
+    expect(run(['apply', '-f', dir]).code).toBe(0);
+    const of = (name: string) => events.flatMap((e) => (e.type !== 'SYNCED' && e.object.metadata.name === name ? [e] : []));
+    await until('watch-1 Running', () => of('watch-1').some((e) => (e.object.status as VmStatus).phase === 'Running'));
+    expect(of('watch-1')[0]!.type).toBe('ADDED');
+    expect(of('watch-1').slice(1).every((e) => e.type === 'MODIFIED')).toBe(true);
+    expect(of('watch-2')).toEqual([]); // not selected
+    // Only changes are sent: no two events in a row carry the same form.
+    const forms = of('watch-1').map((e) => JSON.stringify(e.object));
+    expect(new Set(forms).size).toBe(forms.length);
+    expect(run(['delete', 'vm', 'watch-1']).code).toBe(0);
+    await until('watch-1 DELETED', () => of('watch-1').some((e) => e.type === 'DELETED'));
+    stop.abort();
+    await watching;
+    await expect(d.client.watch('VirtualMachine', { selector: 'app==(', signal: new AbortController().signal }, () => {})).rejects.toMatchObject({ code: 'invalid' });
   });
 
   it('refuses to delete an Image a VM still uses, and deletes by file or by name', async () => {

@@ -19,6 +19,7 @@ import type {
   StatusJson,
   TicketRequest,
   VersionJson,
+  WatchEvent,
 } from './types.js';
 
 // A typed client for the node API, used by the CLI and, in-process, by tests and benchmarks.
@@ -69,6 +70,29 @@ export class ApiClient {
     if (opts.selector) q.set('labelSelector', opts.selector);
     const query = q.size > 0 ? `?${q.toString()}` : '';
     return (await this.json<{ items: ResourceJson[] }>('GET', `/v1/resources/${kindPlural(kind)}${query}`)).items;
+  }
+  /**
+   * The resources of a kind as the server's node sees them, then each change, to `onEvent`
+   * (WatchEvent), until `signal` aborts or the server goes. Bad input is thrown before any event.
+   */
+  async watch(kind: Kind, opts: { selector?: string; signal: AbortSignal }, onEvent: (e: WatchEvent) => void): Promise<void> {
+    const q = new URLSearchParams({ watch: '1' });
+    if (opts.selector) q.set('labelSelector', opts.selector);
+    const res = await this.send('GET', `/v1/resources/${kindPlural(kind)}?${q}`, undefined, {}, 0);
+    if ((res.statusCode ?? 500) >= 400) throw await errorFrom(res);
+    if (opts.signal.aborted) return void res.destroy();
+    opts.signal.addEventListener('abort', () => res.destroy(), { once: true });
+    let partial = '';
+    await new Promise<void>((resolve, reject) => {
+      res.on('data', (c: Buffer) => {
+        const lines = (partial + c.toString('utf8')).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) if (line) onEvent(JSON.parse(line) as WatchEvent);
+      });
+      res.once('end', resolve);
+      res.once('close', resolve); // destroyed by the abort
+      res.once('error', (e) => (opts.signal.aborted ? resolve() : reject(e)));
+    });
   }
   get(kind: Kind, name: string): Promise<ResourceJson> {
     return this.json('GET', `/v1/resources/${kindPlural(kind)}/${encodeURIComponent(name)}`);

@@ -18,6 +18,7 @@ import type {
   StatusJson,
   TicketRequest,
   VersionJson,
+  WatchEvent,
 } from './types.js';
 import type { Finding, Plan } from '../reconciler/index.js';
 
@@ -51,6 +52,11 @@ export interface ApiBackend {
   cordon(node: string, req: { cordoned: boolean; drain?: boolean }): Promise<unknown>;
   /** A VM's console from the node it runs on; with `follow`, later output goes to `onData`. */
   logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer>;
+  /**
+   * Resources of a kind as this node sees them, then their changes, until `signal` aborts.
+   * Throws (before emitting anything) on a bad selector.
+   */
+  watch(kind: Kind, selector: string, emit: (e: WatchEvent) => void, signal: AbortSignal): Promise<void>;
 }
 
 export interface ApiServerOptions {
@@ -157,6 +163,28 @@ export function createApiServer(opts: ApiServerOptions): Server {
             },
           })
           .catch(() => {});
+        return void res.end();
+      }
+      case 'GET /resources': {
+        // GET /v1/resources/<kind>?watch=1[&labelSelector=S]: newline-delimited WatchEvents, from
+        // this node's own view (no read through the leader per change), until the client goes.
+        if (parts.length !== 3 || url.searchParams.get('watch') !== '1') break;
+        const kind = kindFromPlural(parts[2]);
+        const stop = new AbortController();
+        res.on('close', () => stop.abort());
+        let started = false;
+        const emit = (e: WatchEvent) => {
+          if (!started) {
+            res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+            started = true;
+          }
+          res.write(`${JSON.stringify(e)}\n`);
+        };
+        try {
+          await b.watch(kind, url.searchParams.get('labelSelector') ?? '', emit, stop.signal);
+        } catch (e) {
+          if (!started) throw e; // answered as any error: nothing was sent yet
+        }
         return void res.end();
       }
       case 'PUT /blobs': {

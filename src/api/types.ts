@@ -67,6 +67,13 @@ export interface ResourceJson {
   status: VmStatus | ImageStatus | PeerStatus;
 }
 
+/**
+ * One line of a watch (GET /v1/resources/<kind>?watch=1), as Kubernetes names them: the current
+ * resources first (ADDED), then SYNCED once, then every change of one (its whole new form, or
+ * its last form when DELETED: removed, or no longer selected).
+ */
+export type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: ResourceJson } | { type: 'SYNCED' };
+
 export interface EventJson {
   time: string;
   type: 'Normal' | 'Warning';

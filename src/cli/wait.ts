@@ -20,29 +20,49 @@ export function vmSettled(r: ResourceJson): 'done' | 'waiting' | string {
 export async function waitForVms(client: ApiClient, names: string[], timeoutMs: number): Promise<void> {
   if (names.length === 0) return;
   const line = statusLine();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const byName = new Map((await client.list('VirtualMachine')).map((r) => [r.metadata.name, r]));
+  const want = new Set(names);
+  const latest = new Map<string, ResourceJson>();
+  const stop = new AbortController();
+  let synced = false;
+  let outcome: { ok: true } | { error: string } | null = null;
+  const end = (o: { ok: true } | { error: string }) => {
+    outcome ??= o;
+    stop.abort();
+  };
+  // Every change as it happens (a watch), not a list every half second: the wait ends when the
+  // last VM gets there. A VM the server's view does not hold yet (a follower a commit behind)
+  // is waited for; one that goes away after it was seen ends the wait.
+  const check = () => {
     let done = 0;
     for (const n of names) {
-      const r = byName.get(n);
-      if (!r) throw new ExitStatus(1, `error: VirtualMachine/${n} no longer exists`);
+      const r = latest.get(n);
+      if (!r) continue;
       const s = vmSettled(r);
       if (s === 'done') done++;
-      else if (s !== 'waiting') {
-        line.done();
-        throw new ExitStatus(1, `error: ${s}`);
-      }
+      else if (s !== 'waiting') return end({ error: s });
     }
     line.set(`waiting for VMs: ${done}/${names.length} reached their state`);
-    if (done === names.length) {
-      line.done(`${done}/${names.length} VMs reached their state`);
-      return;
-    }
-    if (Date.now() > deadline) {
-      line.done();
-      throw new ExitStatus(1, `error: timed out after ${Math.round(timeoutMs / 1000)}s with ${done}/${names.length} VMs in their state`);
-    }
-    await new Promise((r) => setTimeout(r, 500));
+    if (done === names.length) end({ ok: true });
+  };
+  const timer = setTimeout(() => end({ error: `timed out after ${Math.round(timeoutMs / 1000)}s` }), timeoutMs);
+  try {
+    await client.watch('VirtualMachine', { signal: stop.signal }, (e) => {
+      if (e.type === 'SYNCED') synced = true;
+      else if (want.has(e.object.metadata.name)) {
+        if (e.type === 'DELETED') return end({ error: `VirtualMachine/${e.object.metadata.name} no longer exists` });
+        latest.set(e.object.metadata.name, e.object);
+      }
+      if (synced) check();
+    });
+  } finally {
+    clearTimeout(timer);
   }
+  const result = outcome ?? { error: 'the server closed the watch' };
+  const done = names.filter((n) => latest.has(n) && vmSettled(latest.get(n)!) === 'done').length;
+  if ('ok' in result) {
+    line.done(`${done}/${names.length} VMs reached their state`);
+    return;
+  }
+  line.done();
+  throw new ExitStatus(1, result.error.startsWith('timed out') ? `error: ${result.error} with ${done}/${names.length} VMs in their state` : `error: ${result.error}`);
 }

@@ -20,6 +20,7 @@ import type {
   TicketRequest,
   VersionJson,
   VmStatus,
+  WatchEvent,
 } from '../api/index.js';
 import { HashMismatchError, type TransferStatus } from '../images/index.js';
 import type { ReportedVm } from '../reconciler/index.js';
@@ -45,6 +46,7 @@ import {
   type VmSpec,
   withDefaults,
 } from '../state/index.js';
+import { Coalescer } from './coalescer.js';
 import { encodeTicket } from './ticket.js';
 import type { NodeSettings } from './settings.js';
 import { VERSION } from '../version.js';
@@ -239,6 +241,72 @@ export class NodeBackend implements ApiBackend {
     if (!local) await this.linearizable();
     const r = this.d.store.get(kind, name);
     return r ? this.toJson(r) : undefined;
+  }
+
+  /** Watches: each is told which resources may have changed (names, or null for any). */
+  private readonly watchers = new Set<(names: Iterable<string> | null) => void>();
+
+  /**
+   * Resources whose status (or anything else) may have changed: the VMs a report or a status
+   * entry named, or null for any (a commit, time passing). Costs nothing without watchers.
+   */
+  changed(names: Iterable<string> | null): void {
+    for (const w of this.watchers) w(names);
+  }
+
+  async watch(kind: Kind, selector: string, emit: (e: WatchEvent) => void, signal: AbortSignal): Promise<void> {
+    const sel = parseSelectorOrThrow(selector);
+    const sent = new Map<string, string>(); // name -> JSON of the form last sent
+    let all = true;
+    let dirty = new Set<string>();
+    // Only what changed is looked at again (and sent): a watch of 100 VMs costs a status per
+    // change, where polling a list built and sent all 100 each time.
+    const look = async (): Promise<void> => {
+      const names = all ? null : dirty;
+      all = false;
+      dirty = new Set();
+      const present = new Set<string>();
+      const rs = names === null ? this.d.store.list(kind) : [...names].flatMap((n) => this.d.store.get(kind, n) ?? []);
+      for (const r of rs) {
+        if (!matchesSelector(r.metadata.labels, sel)) continue;
+        present.add(r.metadata.name);
+        const obj = await this.toJson(r);
+        const json = JSON.stringify(obj);
+        const prev = sent.get(r.metadata.name);
+        if (prev === json) continue;
+        sent.set(r.metadata.name, json);
+        emit({ type: prev === undefined ? 'ADDED' : 'MODIFIED', object: obj });
+      }
+      for (const name of names ?? [...sent.keys()]) {
+        const last = sent.get(name);
+        if (last === undefined || present.has(name)) continue;
+        sent.delete(name);
+        emit({ type: 'DELETED', object: JSON.parse(last) as ResourceJson });
+      }
+    };
+    if (signal.aborted) return;
+    await look();
+    emit({ type: 'SYNCED' });
+    let chain = Promise.resolve();
+    const pass = new Coalescer(() => {
+      chain = chain.then(look).catch(() => {});
+    }, 20);
+    const listener = (names: Iterable<string> | null) => {
+      if (names === null) all = true;
+      else for (const n of names) dirty.add(n);
+      pass.kick();
+    };
+    this.watchers.add(listener);
+    // Readiness changes with time, not with entries (a node's heartbeat going stale).
+    const tick = setInterval(() => listener(null), 1000);
+    try {
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    } finally {
+      clearInterval(tick);
+      pass.cancel();
+      this.watchers.delete(listener);
+      await chain;
+    }
   }
 
   events(kind: Kind, name: string): EventJson[] {

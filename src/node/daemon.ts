@@ -128,6 +128,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     // Errors of background tasks are never swallowed: logged with context, counted in metrics,
     // and shown by `blixard status` (the last ones).
     let recordError: (component: string, err: unknown) => void = () => {};
+    // Watches hear of changes through this (set once the backend exists).
+    let changed: (names: Iterable<string> | null) => void = () => {};
     const bgError = (component: string, level: 'warn' | 'debug' = 'warn') => (err: unknown) => {
       const message = (err as Error)?.message ?? String(err);
       log[level]({ component, err: message }, `${component} failed`);
@@ -281,7 +283,12 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         onClusterChange: () => {
           if (isWorker) mirrorCluster();
         },
-        onStatusChange: () => prefetcher.holdingsChanged(),
+        onStatusChange: (keys) => {
+          prefetcher.holdingsChanged();
+          // status/<node>/vm/<name>: that VM's status; anything else (a heartbeat): any VM's.
+          const vms = keys.map((k) => /^status\/[^/]+\/vm\/(.+)$/.exec(k)?.[1]);
+          changed(vms.every((v) => v !== undefined) ? (vms as string[]) : null);
+        },
         // Every node this one knows of: opened from disk, the documents sync with them at once.
         peers: [...new Set([...store.listNodes().map((n) => n.nodeId), ...trusted])].filter((id) => id !== self).map((id) => ({ nodeId: id, addresses: addressesOf(id) })),
         metrics: p2pMetrics,
@@ -564,6 +571,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       },
       gate: () => gate(),
       report: (name, r) => {
+        changed([name]);
         if (!docs) return;
         const write = r ? docs.writer.set(`vm/${name}`, r) : docs.writer.remove(`vm/${name}`);
         write.catch(bgError('write-vm-status'));
@@ -628,6 +636,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       if (raft.isLeader) void publish();
       warmCache();
       cache.kick();
+      changed(null);
     }, 20);
     function afterApply(): void {
       if (!stopping) afterApplyRun.kick();
@@ -635,6 +644,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
     cleanups.push(async () => afterApplyRun.cancel());
 
     recordError = (component, err) => backend.recordError(component, err);
+    changed = (names) => backend.changed(names);
 
     // Node-to-node API: followers forward to the leader, joining nodes present their secret.
     serveRpc(router, async (req, remote) => {
