@@ -394,6 +394,27 @@ describe('get, describe, delete', () => {
     stop.abort();
     await watching;
     await expect(d.client.watch('VirtualMachine', { selector: 'app==(', signal: new AbortController().signal }, () => {})).rejects.toMatchObject({ code: 'invalid' });
+
+    // The CLI: `get -w` prints what is there, then a line per change, until interrupted.
+    const watchCli = (format: string[]) => {
+      const p = spawn(process.execPath, [BIN, ...conn, 'get', 'vms', '-l', 'app=watched', '-w', ...format], { env: testEnv(path.join(work, 'config')), stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+      return { p, out: () => out, exited };
+    };
+    const names = watchCli(['-o', 'name']);
+    const table = watchCli([]);
+    await new Promise((r) => setTimeout(r, 1500)); // both have listed (nothing selected) and wait
+    expect(run(['apply', '-f', dir]).code).toBe(0); // watch-1 again
+    await until('the CLI watches to see watch-1 Running', () => / Running /.test(table.out()) && names.out().includes('MODIFIED VirtualMachine/watch-1'));
+    expect(names.out().split('\n')[0]).toBe('ADDED VirtualMachine/watch-1');
+    expect(table.out().split('\n')[0]).toMatch(/^NAME\s+PHASE\s+NODE/);
+    expect(table.out().match(/^NAME/gm)).toHaveLength(1); // one header, then rows
+    for (const w of [names, table]) w.p.kill('SIGINT');
+    expect(await names.exited).toBe(0);
+    expect(await table.exited).toBe(0);
+    expect(run(['get', 'nodes', '-w']).code).toBe(2);
   });
 
   it('refuses to delete an Image a VM still uses, and deletes by file or by name', async () => {

@@ -1,21 +1,23 @@
 import type { Command } from 'commander';
-import { ApiError, resolveKind, KIND_WORDS, type ImageStatus, type NodeJson, type PeerStatus, type ResourceJson, type VmStatus } from '../api/index.js';
-import { formatBytes, withDefaults, type ImageSpec, type PeerSpec, type VmSpec } from '../state/index.js';
+import { ApiError, resolveKind, KIND_WORDS, type ApiClient, type ImageStatus, type NodeJson, type PeerStatus, type ResourceJson, type VmStatus } from '../api/index.js';
+import { formatBytes, withDefaults, type ImageSpec, type Kind, type PeerSpec, type VmSpec } from '../state/index.js';
 import { matchesSelector, parseSelector, SelectorError, type Selector } from '../state/selector.js';
 import { connect } from './connection.js';
 import { age, outputFormat, table, toJson, toYaml, UsageError } from './output.js';
 
 // `blixard get KIND [NAME]`: a table, or -o json|yaml|name|wide (SPEC section 3 shapes).
 
-export default async function get(kindWord: string, name: string | undefined, opts: { output?: string; selector?: string }, cmd: Command): Promise<void> {
+export default async function get(kindWord: string, name: string | undefined, opts: { output?: string; selector?: string; watch?: boolean }, cmd: Command): Promise<void> {
   const kind = resolveKind(kindWord);
   if (!kind) throw new UsageError(`unknown kind ${JSON.stringify(kindWord)}: expected one of ${KIND_WORDS.join(', ')}`);
   const format = outputFormat(opts.output, ['table', 'json', 'yaml', 'name', 'wide']);
   if (opts.selector !== undefined && name) throw new UsageError('a NAME and a label selector (-l) cannot be combined: give one of them');
   // Checked here too, so a bad selector is a usage error before anything is asked of the node.
   const sel = opts.selector === undefined ? undefined : parseSelectorOrUsage(opts.selector);
+  if (opts.watch && kind === 'Node') throw new UsageError('-w (watch) is for vm, image and peer; nodes: blixard get nodes');
   const client = await connect(cmd.optsWithGlobals());
   try {
+    if (opts.watch && kind !== 'Node') return await watch(client, kind, name, opts.selector, format);
     if (kind === 'Node') {
       let nodes = await client.nodes();
       if (sel) nodes = nodes.filter((n) => matchesSelector(n.labels, sel));
@@ -37,6 +39,49 @@ export default async function get(kindWord: string, name: string | undefined, op
     process.stdout.write(resourceTable(items, format === 'wide'));
   } finally {
     client.close();
+  }
+}
+
+/**
+ * `get -w`: what is there now, then a line for every change until interrupted (kubectl get -w):
+ * table rows under one header, or one JSON event per line with -o json, or TYPE KIND/NAME with -o name.
+ */
+async function watch(client: ApiClient, kind: Exclude<Kind, 'Node'>, name: string | undefined, selector: string | undefined, format: string): Promise<void> {
+  const stop = new AbortController();
+  const interrupted = () => stop.abort();
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  let header = true;
+  let initial: ResourceJson[] = [];
+  let synced = false;
+  const row = (r: ResourceJson) => {
+    const lines = resourceTable([r], format === 'wide').split('\n');
+    if (header) process.stdout.write(`${lines[0]}\n`);
+    header = false;
+    process.stdout.write(`${lines[1]}\n`);
+  };
+  try {
+    await client.watch(kind, { signal: stop.signal, ...(selector ? { selector } : {}) }, (e) => {
+      if (e.type === 'SYNCED') {
+        synced = true;
+        if (format === 'table' || format === 'wide') {
+          if (initial.length > 0) process.stdout.write(resourceTable(initial, format === 'wide'));
+          header = initial.length === 0;
+        }
+        initial = [];
+        return;
+      }
+      if (name && e.object.metadata.name !== name) return;
+      if (format === 'json') return void process.stdout.write(`${JSON.stringify(e)}\n`);
+      if (format === 'yaml') return void process.stdout.write(`---\n${toYaml(e)}`);
+      if (format === 'name') return void process.stdout.write(`${e.type} ${e.object.kind}/${e.object.metadata.name}\n`);
+      if (!synced) return void initial.push(e.object);
+      const r = e.type === 'DELETED' ? { ...e.object, status: { ...e.object.status, phase: 'Deleted' } as unknown as ResourceJson['status'] } : e.object;
+      row(r);
+    });
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
   }
 }
 

@@ -100,6 +100,7 @@ export function program(): Command {
     .argument('[name]')
     .option('-o, --output <format>', 'json, yaml, name or wide')
     .option('-l, --selector <selector>', 'only resources whose labels match (app=web, tier!=db, tier in (a,b), !canary)')
+    .option('-w, --watch', 'after listing, print every change as it happens until interrupted')
     .action(lazy('./get.js'));
 
   p.command('describe')
