@@ -125,7 +125,9 @@ describe('P2P between separate processes', () => {
     for (const target of members) {
       const h = await health(target);
       expect(h.refused.filter((r) => r.remote === s.nodeId).map((r) => r.alpn).sort(), `${target.name}'s refusals`).toEqual([...ALPNS].sort());
-      expect(h.refused.filter((r) => r.remote !== s.nodeId)).toEqual([]);
+      // No member was ever refused. (Anyone else may be: test files run side by side on loopback,
+      // and a node of another file can dial a port that one of these took over; CI saw one.)
+      expect(h.refused.filter((r) => members.some((m) => m.nodeId === r.remote))).toEqual([]);
     }
     // The admitted probe on raft really went through the Raft transport (and was answered).
     expect((await health(a)).raftFrom[b.nodeId]).toBeGreaterThanOrEqual(1);
