@@ -4,8 +4,7 @@ import type { P2PMetrics } from './metrics.js';
 // How the document views stay current without re-reading the whole document on every event. An
 // event marks a key dirty, with the author who wrote it; one drain at a time reads what is dirty,
 // so a burst of thousands of inserts (a node joining a big document) is read in a few batches and
-// a read never races an older one. A key read by author is one indexed lookup; the view may
-// read the whole document instead when most of it is dirty (see the views). An entry whose
+// a read never races an older one. A key read by author is one indexed lookup. An entry whose
 // content has not arrived is read when Iroh says its content is ready: that event names the
 // content hash, which the insert event told us, so it too costs one lookup. The newest entry an
 // event described for a key and author goes along as a hint: its content can be read by hash
@@ -135,13 +134,4 @@ export async function eachLimited<T>(items: readonly T[], width: number, fn: (it
       while (next < items.length) await fn(items[next++]!);
     }),
   );
-}
-
-/**
- * Whether reading the whole document beats reading `dirty` keys one by one, for a view holding
- * `held` entries. Measured on Iroh 0.35: one indexed lookup plus its content read ~100 µs; the
- * whole document ~8 µs per entry, entries the view already holds unchanged skipped unread.
- */
-export function wholeIsCheaper(dirty: number, held: number): boolean {
-  return dirty > 64 && dirty * 12 > held;
 }
