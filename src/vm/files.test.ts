@@ -2,7 +2,8 @@ import { appendFile, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followFile } from './files.js';
+import { z } from 'zod';
+import { followFile, readJson, writeJsonAtomic } from './files.js';
 
 // Following a console: an append is delivered when it is written (the watch), not a poll later,
 // and a file replaced under the same name (a new launch) is read from its start.
@@ -75,5 +76,22 @@ describe('followFile', () => {
     stop.abort();
     await done;
     expect(c.text).toBe('hello\n');
+  });
+});
+
+describe('readJson', () => {
+  it('parses a record again only when its text changed, hands out frozen values, and says null once it is gone', async () => {
+    const file = path.join(dir, 'run.json');
+    const schema = z.object({ pid: z.number() });
+    expect(await readJson(file, schema)).toBeNull();
+    await writeJsonAtomic(file, { pid: 1 });
+    const first = await readJson(file, schema);
+    expect(first).toEqual({ pid: 1 });
+    expect(await readJson(file, schema)).toBe(first); // unchanged: the same value, not parsed again
+    expect(() => ((first as { pid: number }).pid = 2)).toThrow(TypeError);
+    await writeJsonAtomic(file, { pid: 2 }); // replaced, same size
+    expect(await readJson(file, schema)).toEqual({ pid: 2 });
+    await rm(file);
+    expect(await readJson(file, schema)).toBeNull();
   });
 });

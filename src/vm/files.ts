@@ -38,9 +38,17 @@ export async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      records.delete(file);
+      return null;
+    }
     throw err;
   }
+  // The same text as last time is the same record: parsing and validating it again was most of
+  // the cost of a look (five records per VM, ten VMs a second on a node of 100). Cached values
+  // are frozen: nobody may edit what others get too.
+  const hit = records.get(file);
+  if (hit && hit.schema === schema && hit.text === text) return hit.value as T;
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -49,7 +57,20 @@ export async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new Error(`${file}: unexpected content: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (records.size >= RECORDS_KEPT) records.delete(records.keys().next().value!);
+  records.set(file, { schema, text, value: deepFreeze(parsed.data) });
   return parsed.data;
+}
+
+const RECORDS_KEPT = 20_000;
+const records = new Map<string, { schema: z.ZodType<unknown>; text: string; value: unknown }>();
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
 }
 
 /** Whether a path exists (one stat; asked for every VM folder at every look, so not via a promise). */
