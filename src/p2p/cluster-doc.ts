@@ -1,6 +1,5 @@
 import { MapWriter, MergedMap, isRecordKey } from './batched-map.js';
 import type { DocEvent, ReplicatedDoc } from './doc.js';
-import type { P2PMetrics } from './metrics.js';
 import { RecordFeed } from './record-feed.js';
 import type { ViewOptions } from './refresher.js';
 
@@ -60,36 +59,16 @@ export class ClusterDocPublisher {
 export class ClusterDocView {
   private readonly map = new MergedMap();
   private readonly feed: RecordFeed;
-  private readonly metrics: P2PMetrics | undefined;
-  private readonly name: string;
-  private changed: string[] = [];
 
-  constructor(
-    doc: ReplicatedDoc,
-    private readonly onChange?: (keys: string[]) => void,
-    opts: ViewOptions = {},
-  ) {
-    this.metrics = opts.metrics ?? doc.metrics;
-    this.name = opts.name ?? doc.label;
-    this.feed = new RecordFeed(
-      doc,
-      {
-        ...opts,
-        prefix: '',
-        accept: (_author, key) => isRecordKey('', key),
-        apply: (_author, _key, rec) => {
-          for (const k of this.map.apply(rec)) this.changed.push(k);
-        },
-        afterRead: () => {
-          this.metrics?.docEntries.set({ doc: this.name }, this.map.size);
-          const changed = this.changed;
-          this.changed = [];
-          if (changed.length > 0) this.onChange?.(changed);
-        },
-      },
-      this.metrics,
-      this.name,
-    );
+  constructor(doc: ReplicatedDoc, onChange?: (keys: string[]) => void, opts: ViewOptions = {}) {
+    this.feed = new RecordFeed(doc, {
+      ...opts,
+      prefix: '',
+      accept: (_author, key) => isRecordKey('', key),
+      apply: (_author, _key, rec) => this.map.apply(rec),
+      size: () => this.map.size,
+      onChange,
+    });
   }
 
   /** When a sync with a peer last completed (and its entries were read): how current this view is. */
@@ -108,8 +87,7 @@ export class ClusterDocView {
 
   /** Reads the whole document again (at start, and after a sync brought many entries at once). */
   async load(): Promise<void> {
-    this.feed.all();
-    await this.feed.idle();
+    await this.feed.load();
   }
 
   /** Resolves once every event fed so far has been read. */

@@ -46,9 +46,8 @@ export interface EntryHint {
   len: bigint;
 }
 
-export interface ListOptions<T> {
+export interface ListOptions {
   trust?: (author: string, key: string) => boolean;
-  better?: (a: DocEntry<T>, b: DocEntry<T>) => boolean;
   /**
    * Entries the caller already holds (same key, author and timestamp): left out without reading
    * their content, so re-reading a big document costs little when little changed.
@@ -222,14 +221,14 @@ export class ReplicatedDoc {
 
   /**
    * One entry per key under `prefix`, from the trusted authors only (all authors when `trust` is
-   * undefined), chosen by `better` (default: the newer timestamp). Entries whose content has not
+   * undefined), the newest by timestamp (or one per author: `perAuthor`). Entries whose content has not
    * arrived yet are skipped: they come with a later insert or content-ready event.
    */
-  async list<T = unknown>(prefix: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
+  async list<T = unknown>(prefix: string, opts: ListOptions = {}): Promise<DocEntry<T>[]> {
     return this.pick<T>(await this.doc.getMany(this.m.Query.keyPrefix(bytes(prefix))), opts);
   }
 
-  private async pick<T>(raw: Entry[], opts: ListOptions<T>): Promise<DocEntry<T>[]> {
+  private async pick<T>(raw: Entry[], opts: ListOptions): Promise<DocEntry<T>[]> {
     const wanted: { e: Entry; key: string }[] = [];
     for (const e of raw) {
       const key = keyOf(e.key);
@@ -256,7 +255,7 @@ export class ReplicatedDoc {
       const cand: DocEntry<T> = { key, author: e.author, value, timestamp: e.timestamp, hash: e.hash };
       const id = opts.perAuthor ? `${key}\0${e.author}` : key;
       const prev = best.get(id);
-      if (!prev || (opts.better ?? newer)(cand, prev)) best.set(id, cand);
+      if (!prev || newer(cand, prev)) best.set(id, cand);
     }
     return [...best.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
@@ -289,7 +288,7 @@ export class ReplicatedDoc {
     return this.getExact<T>(author, key);
   }
 
-  async get<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T> | undefined> {
+  async get<T = unknown>(key: string, opts: ListOptions = {}): Promise<DocEntry<T> | undefined> {
     return (await this.entriesOf<T>(key, opts))[0];
   }
 
@@ -297,7 +296,7 @@ export class ReplicatedDoc {
    * The entry for exactly `key` (not the keys it is a prefix of), as `list` would choose it. Iroh
    * finds it by scanning the document: with an author at hand, getExact is far cheaper.
    */
-  async entriesOf<T = unknown>(key: string, opts: ListOptions<T> = {}): Promise<DocEntry<T>[]> {
+  async entriesOf<T = unknown>(key: string, opts: ListOptions = {}): Promise<DocEntry<T>[]> {
     return this.pick<T>(await this.doc.getMany(this.m.Query.keyExact(keyBytes(key))), opts);
   }
 

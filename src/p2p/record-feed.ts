@@ -4,35 +4,43 @@ import type { P2PMetrics } from './metrics.js';
 import { Refresher, eachLimited, type DirtyKey, type ViewOptions } from './refresher.js';
 
 // Follows the records (batches and snapshots, batched-map.ts) of a document and hands each one,
-// once, to the view that merges them. Which keys hold records and which authors to believe is
-// the view's call (`accept`); reading them as events describe them is the Refresher's.
+// once, to the view that merges them; after each round of reads it tells the view's listener
+// which keys changed and sets the view's entry count. Which keys hold records and which authors
+// to believe is the view's call (`accept`); reading them as events describe them is the
+// Refresher's.
 
 export interface RecordFeedOptions extends ViewOptions {
   /** Where records live: a whole-document read lists this prefix. */
   prefix: string;
   /** Whether the entry of `author` at `key` is a record to believe. */
   accept: (author: string, key: string) => boolean;
-  /** A record read (each entry once). */
-  apply: (author: string, key: string, rec: MapRecord) => void;
-  /** After each round of reads: the view reports what changed. */
-  afterRead: () => void;
+  /** A record read (each entry once): the keys whose value it changed. */
+  apply: (author: string, key: string, rec: MapRecord) => string[];
+  /** How many live keys the view holds (the entries metric). */
+  size: () => number;
+  /** The keys that changed in a round of reads, if any did. */
+  onChange?: ((keys: string[]) => void) | undefined;
 }
 
 export class RecordFeed {
+  /** Where the view's metrics go, and its label in them. */
+  readonly metrics: P2PMetrics | undefined;
+  readonly name: string;
   private readonly refresher: Refresher;
   /** author NUL key -> timestamp of the entry applied last: a whole-document read skips those. */
   private readonly applied = new Map<string, bigint>();
+  private changed: string[] = [];
 
   constructor(
     private readonly doc: ReplicatedDoc,
     private readonly o: RecordFeedOptions,
-    metrics: P2PMetrics | undefined,
-    name: string,
   ) {
+    this.metrics = o.metrics ?? doc.metrics;
+    this.name = o.name ?? doc.label;
     this.refresher = new Refresher(
       (keys) => this.read(keys),
       (err) => {
-        metrics?.errors.inc({ component: `doc-${name}` });
+        this.metrics?.errors.inc({ component: `doc-${this.name}` });
         o.onError?.(err);
       },
     );
@@ -42,10 +50,13 @@ export class RecordFeed {
     this.refresher.event(e, (key, author) => this.o.accept(author, key));
   }
 
-  all(): void {
+  /** Reads the whole document again (at start, and after a sync brought many entries at once). */
+  async load(): Promise<void> {
     this.refresher.all();
+    await this.refresher.idle();
   }
 
+  /** Resolves once every event fed so far has been read. */
   idle(): Promise<void> {
     return this.refresher.idle();
   }
@@ -61,7 +72,7 @@ export class RecordFeed {
     const rec = asRecord(e.value);
     if (!rec) return;
     this.applied.set(id, e.timestamp);
-    this.o.apply(e.author, e.key, rec);
+    for (const k of this.o.apply(e.author, e.key, rec)) this.changed.push(k);
   }
 
   private async read(keys: DirtyKey[] | null): Promise<void> {
@@ -92,6 +103,9 @@ export class RecordFeed {
       return ra === rb ? 0 : ra < rb ? -1 : 1;
     });
     for (const e of got) this.take(e);
-    this.o.afterRead();
+    this.metrics?.docEntries.set({ doc: this.name }, this.o.size());
+    const changed = this.changed;
+    this.changed = [];
+    if (changed.length > 0) this.o.onChange?.(changed);
   }
 }

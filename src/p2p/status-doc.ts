@@ -1,6 +1,5 @@
 import { MapWriter, MergedMap, isRecordKey } from './batched-map.js';
 import type { DocEvent, ReplicatedDoc } from './doc.js';
-import type { P2PMetrics } from './metrics.js';
 import { RecordFeed } from './record-feed.js';
 import type { ViewOptions } from './refresher.js';
 
@@ -133,9 +132,6 @@ export class StatusView {
   /** node id -> its map, from its trusted author's records only. */
   private readonly maps = new Map<string, MergedMap>();
   private readonly feed: RecordFeed;
-  private readonly metrics: P2PMetrics | undefined;
-  private readonly name: string;
-  private changed: string[] = [];
   /** Entries seen whose author does not own the node id their key names. */
   forged = 0;
 
@@ -143,50 +139,38 @@ export class StatusView {
     doc: ReplicatedDoc,
     /** The committed map: node id -> its document author id. */
     private readonly authorOf: (nodeId: string) => string | undefined,
-    private readonly onChange?: (keys: string[]) => void,
+    onChange?: (keys: string[]) => void,
     opts: ViewOptions = {},
   ) {
-    this.metrics = opts.metrics ?? doc.metrics;
-    this.name = opts.name ?? doc.label;
-    this.feed = new RecordFeed(
-      doc,
-      {
-        ...opts,
-        prefix: STATUS_PREFIX,
-        accept: (author, key) => {
-          const id = nodeOfKey(key);
-          return id !== undefined && isRecordKey(statusKey(id, ''), key) && this.authorOf(id) === author;
-        },
-        apply: (_author, key, rec) => {
-          const id = nodeOfKey(key)!;
-          let m = this.maps.get(id);
-          if (!m) this.maps.set(id, (m = new MergedMap()));
-          for (const sub of m.apply(rec)) this.changed.push(statusKey(id, sub));
-        },
-        afterRead: () => {
-          this.metrics?.docEntries.set({ doc: this.name }, this.size);
-          const changed = this.changed;
-          this.changed = [];
-          if (changed.length > 0) this.onChange?.(changed);
-        },
+    this.feed = new RecordFeed(doc, {
+      ...opts,
+      prefix: STATUS_PREFIX,
+      accept: (author, key) => {
+        const id = nodeOfKey(key);
+        return id !== undefined && isRecordKey(statusKey(id, ''), key) && this.authorOf(id) === author;
       },
-      this.metrics,
-      this.name,
-    );
+      apply: (_author, key, rec) => {
+        const id = nodeOfKey(key)!;
+        let m = this.maps.get(id);
+        if (!m) this.maps.set(id, (m = new MergedMap()));
+        return m.apply(rec).map((sub) => statusKey(id, sub));
+      },
+      size: () => this.size,
+      onChange,
+    });
   }
 
   event(e: DocEvent): void {
     if (e.type === 'insert' && !this.trusted(e.author, e.key)) {
       this.forged++;
-      this.metrics?.docUntrusted.inc({ doc: this.name });
+      this.feed.metrics?.docUntrusted.inc({ doc: this.feed.name });
       return;
     }
     this.feed.event(e);
   }
 
   async load(): Promise<void> {
-    this.feed.all();
-    await this.feed.idle();
+    await this.feed.load();
   }
 
   /** Resolves once every event fed so far has been read. */
