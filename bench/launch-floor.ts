@@ -4,7 +4,8 @@ import { chmod, copyFile, mkdir, readFile, readlink, writeFile } from 'node:fs/p
 import path from 'node:path';
 import { Launcher } from '../src/vm/launcher.js';
 import { pidExists } from '../src/vm/proc.js';
-import { prlimitSyscall, RLIMIT_CORE, RLIMIT_DATA } from '../src/vm/process.js';
+import { limitedProgram, prlimitSyscall } from '../src/vm/process.js';
+import { rlimitOptions } from '../src/vm/supervise.js';
 import { SHIM_SOURCE } from '../src/vm/shim.js';
 import { removeDir, tempDir } from '../test/helpers/daemon.js';
 import type { Row } from './table.js';
@@ -36,13 +37,11 @@ export async function launchFloorBench(n: number): Promise<Row[]> {
       await writeFile(path.join(d, 'shim.pl'), SHIM_SOURCE);
       dirs.push(d);
     }
-    const data = 8 * 1024 * 1024;
     // As the process driver does it: the shim sets the limits, or prlimit(1) runs in between.
     const nr = prlimitSyscall();
-    const limits = nr === undefined ? [] : ['--rlimit-syscall', String(nr), '--rlimit', `${RLIMIT_DATA}=${data}:${data}`, '--rlimit', `${RLIMIT_CORE}=0:0`];
-    const program = nr === undefined ? ['prlimit', `--data=${data}:${data}`, '--core=0:0', '--', './app'] : ['./app'];
+    const { argv, rlimits } = limitedProgram('./app', 8, nr === undefined ? { prlimit: 'prlimit' } : { syscall: nr });
     const launch = (d: string, i: number) =>
-      launcher.launch({ cwd: d, output: path.join(d, 'shim.log'), argv: ['shim.pl', ...limits, (i + 1).toString(16), 'console.log', '--', ...program], env: { PATH: '/usr/bin:/bin' }, perlScript: true });
+      launcher.launch({ cwd: d, output: path.join(d, 'shim.log'), argv: ['shim.pl', ...rlimitOptions(rlimits), (i + 1).toString(16), 'console.log', '--', ...argv], env: { PATH: '/usr/bin:/bin' }, perlScript: true });
     const ready = async (d: string) => (await readFile(path.join(d, 'console.log'), 'utf8').catch(() => '')).includes('READY');
     const cpu0 = busyTicks();
     const t0 = performance.now();

@@ -34,8 +34,8 @@ import { FILES, type RunRecord, type VmFolder } from './vm-folder.js';
 //   delete also SIGKILLs anything left in the launch's session (children that changed group).
 
 /** RLIMIT_* numbers (the same on every Linux architecture Node runs on but MIPS and SPARC). */
-export const RLIMIT_DATA = 2;
-export const RLIMIT_CORE = 4;
+const RLIMIT_DATA = 2;
+const RLIMIT_CORE = 4;
 
 /**
  * The prlimit64 system call by Node's process.arch: the shim sets the limits itself through it.
@@ -45,6 +45,17 @@ const PRLIMIT64: Partial<Record<string, number>> = { x64: 302, arm64: 261, riscv
 
 export function prlimitSyscall(): number | undefined {
   return PRLIMIT64[process.arch];
+}
+
+/**
+ * `program` (in the VM folder) limited to `memoryMiB` of data and no core dumps: through the
+ * shim (`syscall`, the prlimit64 number) or, without one, through `prlimit` (the tool's path).
+ */
+export function limitedProgram(program: string, memoryMiB: number, how: { syscall: number } | { prlimit: string }): Pick<LaunchPlan, 'argv' | 'rlimits'> {
+  const data = memoryMiB * 1024 * 1024;
+  return 'syscall' in how
+    ? { argv: [program], rlimits: { syscall: how.syscall, limits: [[RLIMIT_DATA, data, data], [RLIMIT_CORE, 0, 0]] } }
+    : { argv: [how.prlimit, `--data=${data}:${data}`, '--core=0:0', '--', program] };
 }
 
 export interface ProcessDriverOptions {
@@ -130,14 +141,9 @@ export class ProcessDriver extends SupervisedDriver {
 
   protected async plan(folder: VmFolder, spec: VmSpecForDriver): Promise<LaunchPlan> {
     const { perl, prlimit } = await this.resolveTools();
-    const data = spec.memoryMiB * 1024 * 1024;
-    const limits: Pick<LaunchPlan, 'argv' | 'rlimits'> =
-      prlimit === null
-        ? { argv: [`./${spec.name}`], rlimits: { syscall: this.rlimitSyscall!, limits: [[RLIMIT_DATA, data, data], [RLIMIT_CORE, 0, 0]] } }
-        : { argv: [prlimit, `--data=${data}:${data}`, '--core=0:0', '--', `./${spec.name}`] };
     return {
       perl,
-      ...limits,
+      ...limitedProgram(`./${spec.name}`, spec.memoryMiB, prlimit === null ? { syscall: this.rlimitSyscall! } : { prlimit }),
       env: processEnv(spec, folder.dir),
       output: FILES.console,
       record: { driver: 'process', uid: spec.uid, generation: spec.generation, specHash: spec.specHash },

@@ -49,8 +49,7 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   let shimPid: number | null = null;
   try {
     // Its own session (setsid), so the shim and the VM outlive the daemon and its terminal.
-    const shimOptions = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE)];
-    if (plan.rlimits) shimOptions.push('--rlimit-syscall', String(plan.rlimits.syscall), ...plan.rlimits.limits.flatMap(([r, soft, hard]) => ['--rlimit', `${r}=${soft}:${hard}`]));
+    const shimOptions = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE), ...rlimitOptions(plan.rlimits)];
     shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [FILES.shim, ...shimOptions, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env, perlScript: true });
   } catch (e) {
     spawnError = e as Error;
@@ -67,6 +66,12 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   if (!run) throw new VmDriverError(folder.name, 'start', `the shim recorded no pid within ${plan.timeoutMs} ms`, await textTail(folder.file(FILES.shimLog)));
   if (run.execError) throw new VmDriverError(folder.name, 'start', run.execError, await textTail(folder.file(plan.output)));
   return { launch: rec, run };
+}
+
+/** The shim's options that make it set these limits on its program (shim.ts). */
+export function rlimitOptions(rlimits: LaunchPlan['rlimits']): string[] {
+  if (!rlimits) return [];
+  return ['--rlimit-syscall', String(rlimits.syscall), ...rlimits.limits.flatMap(([r, soft, hard]) => ['--rlimit', `${r}=${soft}:${hard}`])];
 }
 
 const launchers = new Map<string, Launcher>();
