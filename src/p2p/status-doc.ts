@@ -72,13 +72,20 @@ export class StatusWriter {
     return this.writer.stats;
   }
 
-  /** No more retries (the document is closing). */
+  /** No more writes or retries (the document is closing): what is still queued is given up. */
   close(): void {
     this.closed = true;
     clearTimeout(this.retry);
+    const why = new Error('the status document is closed');
+    for (const w of this.waiters) w.reject(why);
+    this.waiters = [];
+    this.pending.clear();
   }
 
   private queue(sub: string, value: unknown): Promise<void> {
+    // A report after close (a VM stopping while the node shuts down) is not written: retried
+    // against a closed document, it kept the event loop spinning and the process from exiting.
+    if (this.closed) return Promise.reject(new Error('the status document is closed'));
     this.pending.set(sub, value);
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     this.schedule();
@@ -86,7 +93,7 @@ export class StatusWriter {
   }
 
   private schedule(): void {
-    if (this.flushing || this.scheduled || this.retry) return;
+    if (this.closed || this.flushing || this.scheduled || this.retry) return;
     this.scheduled = true;
     // The reports of one burst (a reconcile pass, a wave of placements) gather first.
     setImmediate(() => {
@@ -111,9 +118,9 @@ export class StatusWriter {
       for (const w of waiters) w.resolve();
     } catch (e) {
       for (const w of waiters) w.reject(e);
-      // Written again with the next attempt, unless a newer value for the key came meanwhile.
-      for (const [sub, value] of changes) if (!this.pending.has(sub)) this.pending.set(sub, value);
       if (!this.closed) {
+        // Written again with the next attempt, unless a newer value for the key came meanwhile.
+        for (const [sub, value] of changes) if (!this.pending.has(sub)) this.pending.set(sub, value);
         const delay = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** this.failures++);
         this.retry = setTimeout(() => {
           this.retry = undefined;

@@ -87,6 +87,22 @@ describe('StatusWriter', () => {
     expect(doc.calls).toHaveLength(1);
   });
 
+  it('gives up what is in flight or queued at close, and takes nothing after it', async () => {
+    const doc = new SlowDoc();
+    doc.delays = [50];
+    doc.failNext = 1; // the document closing under the write in flight
+    const w = new StatusWriter(doc, 'n1');
+    const inFlight = w.set('vm/web', 'x');
+    await new Promise((r) => setTimeout(r, 10));
+    const queued = w.set('vm/db', 'y');
+    w.close();
+    await expect(queued).rejects.toThrow('closed');
+    await expect(inFlight).rejects.toThrow('injected failure');
+    await expect(w.set('vm/web', 'z')).rejects.toThrow('closed');
+    await new Promise((r) => setTimeout(r, 700)); // past the first retry's delay
+    expect(doc.calls).toHaveLength(1);
+  });
+
   it('continues a map it was seeded with: later seqs, and a removal of a key it did not write this run', async () => {
     const doc = new SlowDoc();
     const far = (Date.now() + 3_600_000) * 1000; // an earlier run whose clock was ahead
