@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { open, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -45,6 +46,26 @@ describe('Launcher', () => {
     await writeFile(path.join(dir, 'dies.pl'), 'use strict;\ndie "blixard-shim: nothing to do\\n";\n');
     await launcher.launch({ cwd: dir, output: path.join(dir, 'dies.out'), argv: ['dies.pl'], env: {}, perlScript: true });
     expect(await until('the message', async () => ((await output('dies.out')) || undefined))).toBe('blixard-shim: nothing to do\n');
+  });
+
+  it('does not hold later launches up behind one whose child is slow to get going', async () => {
+    // Opening a FIFO for writing blocks until someone reads it: this child waits at its output
+    // until the test opens the other end. A launcher that waited for each child in turn (as it
+    // once did) would answer nothing else meanwhile.
+    const fifo = path.join(dir, 'slow.fifo');
+    execFileSync('mkfifo', [fifo]);
+    let slowDone = false;
+    const slow = launcher.launch({ cwd: dir, output: fifo, argv: ['/bin/echo', 'slow'], env: {} }).then((pid) => ((slowDone = true), pid));
+    const quick = await Promise.all([1, 2, 3].map((i) => launcher.launch({ cwd: dir, output: path.join(dir, `quick${i}.out`), argv: ['/bin/echo', `quick ${i}`], env: {} })));
+    expect(quick.every((pid) => pid > 0)).toBe(true);
+    expect(slowDone).toBe(false);
+    const reader = await open(fifo, 'r'); // lets the slow child open its output and exec
+    try {
+      expect(await slow).toBeGreaterThan(0);
+      expect(await until('the slow one to print', async () => ((await reader.read(Buffer.alloc(64), 0, 64)).bytesRead > 0 ? true : undefined))).toBe(true);
+    } finally {
+      await reader.close();
+    }
   });
 
   it('still execs programs, and says why one cannot be run', async () => {
