@@ -48,6 +48,36 @@ describe('Launcher', () => {
     expect(await until('the message', async () => ((await output('dies.out')) || undefined))).toBe('blixard-shim: nothing to do\n');
   });
 
+  it('runs a defined script compiled once, from no file, and says why one does not compile', async () => {
+    const script = path.join(dir, 'defined', 'greet.pl'); // no such file: the definition is what runs
+    launcher.define(script, 'use strict;\nmy $n = 0;\nsub twice { return 2 * $_[0] }\nprint "defined args=@ARGV twice=", twice(21), " file=", (-e $0 ? "yes" : "no"), "\\n";\n');
+    await launcher.launch({ cwd: dir, output: path.join(dir, 'greet.out'), argv: [script, 'x', 'y'], env: {}, perlScript: true });
+    expect(await until('the defined script', async () => ((await output('greet.out')) || undefined))).toBe('defined args=x y twice=42 file=no\n');
+
+    launcher.define(path.join(dir, 'broken.pl'), 'use strict;\nprint $undeclared;\n');
+    await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'broken.out'), argv: [path.join(dir, 'broken.pl')], env: {}, perlScript: true })).rejects.toThrow(/compiling .*broken\.pl: Global symbol "\$undeclared"/);
+    // A named sub using a file-level `my`: it would see the first child's copy only.
+    launcher.define(path.join(dir, 'shares.pl'), 'use strict;\nmy $count = 0;\nsub bump { $count++ }\nbump();\n');
+    await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'shares.out'), argv: [path.join(dir, 'shares.pl')], env: {}, perlScript: true })).rejects.toThrow(/Variable "\$count" is not available/);
+  });
+
+  it('defines the scripts again in a launcher that replaces one that died', async () => {
+    const own = new Launcher('perl');
+    try {
+      const script = path.join(dir, 'again.pl');
+      own.define(script, 'print "run $ARGV[0]\\n";\n');
+      await own.launch({ cwd: dir, output: path.join(dir, 'again.out'), argv: [script, '1'], env: {}, perlScript: true });
+      const first = (own as unknown as { proc: { pid: number } }).proc.pid;
+      process.kill(first, 'SIGKILL');
+      await until('the launcher to be gone', async () => ((own as unknown as { proc?: unknown }).proc === undefined ? true : undefined));
+      await own.launch({ cwd: dir, output: path.join(dir, 'again.out'), argv: [script, '2'], env: {}, perlScript: true });
+      expect((own as unknown as { proc: { pid: number } }).proc.pid).not.toBe(first);
+      expect(await until('both runs', async () => ((await output('again.out')).split('\n').length > 2 ? output('again.out') : undefined))).toBe('run 1\nrun 2\n');
+    } finally {
+      own.close();
+    }
+  });
+
   it('does not hold later launches up behind one whose child is slow to get going', async () => {
     // Opening a FIFO for writing blocks until someone reads it: this child waits at its output
     // until the test opens the other end. A launcher that waited for each child in turn (as it

@@ -21,9 +21,12 @@
 //   1,000 VMs running, when each was a Perl of its own). `perl-base` is Essential in Debian (present on every Debian/Ubuntu system) and the
 //   shim uses only the core language: no module outside perl-base.
 //
-// The script is written into each VM's folder at launch and read from there, so a running shim
-// never depends on the daemon's install (an upgrade cannot change a running VM's supervisor);
-// `perl shim.pl ...` in the folder runs it by hand the same way.
+// The launcher compiles the script once and runs it in each fork, so a running shim never
+// depends on the daemon's install (an upgrade cannot change a running VM's supervisor). A copy
+// sits beside the VM folders (`<driver root>/shim.pl`, what `ps` names); `perl ../shim.pl ...`
+// in a VM folder runs it by hand the same way. Named subs below must not use the file's `my`
+// variables: compiled inside the launcher's sub, they would share them wrongly (the launcher
+// refuses such a script).
 
 export const SHIM_SOURCE = String.raw`#!/usr/bin/perl
 # blixard shim. Usage (cwd = the VM folder):
@@ -33,8 +36,8 @@ export const SHIM_SOURCE = String.raw`#!/usr/bin/perl
 # the prlimit64 system call (number NR on this architecture): Perl's core has no setrlimit, and
 # running prlimit(1) in between was one more program started for every VM.
 use strict;
-# No "use warnings": compiling warnings.pm doubled the shim's start (4.2 vs 2.2 ms of CPU,
-# measured), paid once per VM start, 100 times in a wave of 100 VMs.
+# No "use warnings": it would turn off the launcher's check that named subs share no file-level
+# lexicals, and it once doubled the shim's start when each start compiled it.
 
 my ($fence, $rlimit_nr, @rlimits);
 while (@ARGV && $ARGV[0] =~ /^--(fence|rlimit-syscall|rlimit)$/) {

@@ -41,16 +41,19 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
   await folder.resetForLaunch();
   const rec: LaunchRecord = { ...plan.record, launchId: randomBytes(8).toString('hex'), argv: plan.argv, launchedAt: new Date().toISOString() };
   await folder.writeLaunch(rec);
-  // The shim's script, as this daemon has it (an upgrade's new shim serves the next launch);
-  // rewritten only when it differs: each write is a file created and one deleted.
-  if ((await readFile(folder.file(FILES.shim), 'utf8').catch(() => '')) !== SHIM_SOURCE) await writeFileAtomic(folder.file(FILES.shim), SHIM_SOURCE);
 
   let spawnError: Error | null = null;
   let shimPid: number | null = null;
   try {
+    // The shim runs as this daemon compiled it into its launcher (an upgrade's new shim serves
+    // the next launch); the copy beside the VM folders is for reading, and running by hand.
+    const shim = path.join(path.dirname(folder.dir), FILES.shim);
+    await shimCopy(shim).catch(() => {}); // not needed to run: the next launch tries again
+    const launcher = launcherFor(plan.perl);
+    launcher.define(shim, SHIM_SOURCE);
     // Its own session (setsid), so the shim and the VM outlive the daemon and its terminal.
     const shimOptions = ['--fence', path.join(path.dirname(path.dirname(folder.dir)), FENCE_FILE), ...rlimitOptions(plan.rlimits)];
-    shimPid = await launcherFor(plan.perl).launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [FILES.shim, ...shimOptions, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env, perlScript: true });
+    shimPid = await launcher.launch({ cwd: folder.dir, output: folder.file(FILES.shimLog), argv: [shim, ...shimOptions, rec.launchId, plan.output, '--', ...plan.argv], env: plan.env, perlScript: true });
   } catch (e) {
     spawnError = e as Error;
   }
@@ -72,6 +75,21 @@ export async function launch(folder: VmFolder, plan: LaunchPlan): Promise<{ laun
 export function rlimitOptions(rlimits: LaunchPlan['rlimits']): string[] {
   if (!rlimits) return [];
   return ['--rlimit-syscall', String(rlimits.syscall), ...rlimits.limits.flatMap(([r, soft, hard]) => ['--rlimit', `${r}=${soft}:${hard}`])];
+}
+
+// Written once per driver root and daemon, when it differs from this daemon's shim (it was once
+// a copy in every VM folder: a file created per VM start).
+const shimCopies = new Map<string, Promise<void>>();
+function shimCopy(file: string): Promise<void> {
+  let p = shimCopies.get(file);
+  if (!p) {
+    p = (async () => {
+      if ((await readFile(file, 'utf8').catch(() => '')) !== SHIM_SOURCE) await writeFileAtomic(file, SHIM_SOURCE);
+    })();
+    p.catch(() => shimCopies.delete(file)); // tried again by the next launch
+    shimCopies.set(file, p);
+  }
+  return p;
 }
 
 const launchers = new Map<string, Launcher>();
