@@ -1,26 +1,29 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsc, existsSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { access, open, rename, stat, unlink } from 'node:fs/promises';
+import { closeSync, constants as fsc, existsSync, fstatSync, fsync, openSync, read, readFileSync, readSync, renameSync, rmSync, statSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { z } from 'zod';
 
 // Small file helpers for the VM folders: atomic records, bounded tails, polling waits.
 
 /** Writes via a temp file and rename, so a reader sees the old or the new content, never half.
- * With `durable`, the data is fsync'd before the rename (records that must survive power loss). */
+ * With `durable`, the data is fsync'd before the rename (records that must survive power loss).
+ * Synchronous but for the fsync: these are records of a few hundred bytes, a VM start writes
+ * several, and each step through the promise API cost more CPU than the system call it made
+ * (~16 % of a daemon's main thread in a wave of VM starts, measured). */
 export async function writeFileAtomic(file: string, data: string | Buffer, durable = false): Promise<void> {
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'w', 0o644);
+  const fd = openSync(tmp, 'w', 0o644);
   try {
-    await fh.writeFile(data);
-    if (durable) await fh.sync();
+    writeFileSync(fd, data);
+    if (durable) await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
   try {
-    await rename(tmp, file);
+    renameSync(tmp, file);
   } catch (err) {
-    await unlink(tmp).catch(() => {});
+    rmSync(tmp, { force: true });
     throw err;
   }
 }
@@ -36,6 +39,12 @@ export async function writeJsonAtomic(file: string, value: unknown, durable = fa
 export async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T | null> {
   let text: string;
   try {
+    // Most looks find some records missing (no exit.json while a VM runs): asking first is
+    // cheaper than the exception a failed read throws.
+    if (!existsSync(file)) {
+      records.delete(file);
+      return null;
+    }
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -79,24 +88,32 @@ export async function exists(p: string): Promise<boolean> {
 }
 
 /** The last `bytes` bytes of a file (all of it when bytes is undefined), and the offset where
- * they end (to follow from); empty when the file is missing. */
+ * they end (to follow from); empty when the file is missing. Up to 1 MiB is read synchronously
+ * (a local file, often a few bytes: every VM start reads its console's), more on the thread pool. */
 export async function readTail(file: string, bytes?: number): Promise<{ data: Buffer; end: number }> {
-  let fh;
+  if (!existsSync(file)) return { data: Buffer.alloc(0), end: 0 };
+  let fd: number;
   try {
-    fh = await open(file, 'r');
+    fd = openSync(file, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), end: 0 };
     throw err;
   }
   try {
-    const size = (await fh.stat()).size;
+    const size = fstatSync(fd).size;
     const start = bytes === undefined ? 0 : Math.max(0, size - bytes);
     const buf = Buffer.alloc(size - start);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+    const bytesRead = buf.length <= SYNC_READ_MAX ? readSync(fd, buf, 0, buf.length, start) : await readAt(fd, buf, start);
     return { data: buf.subarray(0, bytesRead), end: start + bytesRead };
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
+}
+
+const SYNC_READ_MAX = 1 << 20;
+
+function readAt(fd: number, buf: Buffer, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 /** A short text tail for error messages. */
@@ -147,15 +164,17 @@ export async function followFile(file: string, from: number, signal: AbortSignal
           }
         }
         if (st.size > offset) {
-          const fh = await open(file, 'r');
+          // At most 1 MiB at a time, synchronously (see readTail); the loop comes back for more.
+          const fd = openSync(file, 'r');
           try {
-            const buf = Buffer.alloc(Math.min(st.size - offset, 1 << 20));
-            const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+            const buf = Buffer.alloc(Math.min(st.size - offset, SYNC_READ_MAX));
+            const bytesRead = readSync(fd, buf, 0, buf.length, offset);
             offset += bytesRead;
             if (bytesRead > 0) onData(buf.subarray(0, bytesRead));
           } finally {
-            await fh.close();
+            closeSync(fd);
           }
+          if (st.size > offset) await new Promise((r) => setImmediate(r)); // a big backlog: let others run between chunks
           continue; // more may be waiting
         }
       } catch (err) {

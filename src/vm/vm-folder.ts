@@ -1,4 +1,4 @@
-import { rename, unlink } from 'node:fs/promises';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type { VmSpecForDriver } from './driver.js';
@@ -134,9 +134,14 @@ export class VmFolder {
     return writeJsonAtomic(this.file(FILES.stop), rec);
   }
 
-  /** Clears the previous launch's records and rotates its console, before a new launch. */
+  /** Clears the previous launch's records and rotates its console, before a new launch. Mostly
+   * there is nothing to clear (a new VM): asking first spares a failed call's exception. */
   async resetForLaunch(): Promise<void> {
-    for (const f of [FILES.run, FILES.exit, FILES.stop]) await unlink(this.file(f)).catch(() => {});
-    await rename(this.file(FILES.console), this.file(FILES.consolePrev)).catch(() => {});
+    for (const f of [FILES.run, FILES.exit, FILES.stop]) if (existsSync(this.file(f))) rmSync(this.file(f), { force: true });
+    try {
+      if (existsSync(this.file(FILES.console))) renameSync(this.file(FILES.console), this.file(FILES.consolePrev));
+    } catch {
+      // gone meanwhile: nothing to rotate
+    }
   }
 }
