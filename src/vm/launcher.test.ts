@@ -54,6 +54,12 @@ describe('Launcher', () => {
     await launcher.launch({ cwd: dir, output: path.join(dir, 'greet.out'), argv: [script, 'x', 'y'], env: {}, perlScript: true });
     expect(await until('the defined script', async () => ((await output('greet.out')) || undefined))).toBe('defined args=x y twice=42 file=no\n');
 
+    // A path is a name, never code: a newline in it does not end the compiled line.
+    const odd = path.join(dir, 'odd\n"print "injected\\n";\n#.pl');
+    launcher.define(odd, 'print "odd ran\\n";\n');
+    await launcher.launch({ cwd: dir, output: path.join(dir, 'odd.out'), argv: [odd], env: {}, perlScript: true });
+    expect(await until('the odd one', async () => ((await output('odd.out')) || undefined))).toBe('odd ran\n');
+
     launcher.define(path.join(dir, 'broken.pl'), 'use strict;\nprint $undeclared;\n');
     await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'broken.out'), argv: [path.join(dir, 'broken.pl')], env: {}, perlScript: true })).rejects.toThrow(/compiling .*broken\.pl: Global symbol "\$undeclared"/);
     // A named sub using a file-level `my`: it would see the first child's copy only.

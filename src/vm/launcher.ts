@@ -70,7 +70,8 @@ sub define {
   $defined++;
   # Each in its own package (a redefinition does not clash); named subs inside must not use the
   # script's file-level lexicals, which a closure would share wrongly: that is an error here.
-  my $code = eval "package Blixard::Script$defined; use warnings FATAL => 'closure'; sub {\n#line 1 \"$path\"\n$src\n}";
+  (my $shown = $path) =~ s/[\r\n"]/?/g;    # a file name for messages, never code
+  my $code = eval "package Blixard::Script$defined; use warnings FATAL => 'closure'; sub {\n#line 1 \"$shown\"\n$src\n}";
   $scripts{$path} = $code // "compiling $path: " . ($@ =~ s/\s+$//r);
 }
 
