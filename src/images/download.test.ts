@@ -19,6 +19,8 @@ interface SimProvider {
   /** Dies after sending this many bytes in total. */
   dieAfter?: number;
   refuse?: boolean;
+  /** Its connection drops once after this many bytes: every download in flight fails at once. */
+  dropAfter?: number;
   sent: number;
 }
 
@@ -26,6 +28,8 @@ class SimNet {
   readonly local = new Map<string, number>(); // hex -> bytes held (complete when = size)
   readonly calls: { hex: string; provider: string }[] = [];
   readonly providers = new Map<string, SimProvider>();
+  /** Per provider, how to fail each of its downloads in flight (a connection drop). */
+  private readonly inFlight = new Map<string, Set<(e: Error) => void>>();
   hangMs = 400;
   constructor(readonly sizes: Map<string, number>) {}
 
@@ -39,10 +43,28 @@ class SimNet {
           const size = this.sizes.get(hex)!;
           if (p.refuse || !p.has(hex)) return setTimeout(() => reject(new Error('not found')), 5);
           let read = 0;
+          let over = false;
+          const flying = this.inFlight.get(addr.nodeId) ?? new Set<(e: Error) => void>();
+          this.inFlight.set(addr.nodeId, flying);
+          const drop = (e: Error) => {
+            over = true;
+            flying.delete(drop);
+            reject(e);
+          };
+          flying.add(drop);
           const step = () => {
+            if (over) return;
+            if (p.dropAfter !== undefined && p.sent >= p.dropAfter) {
+              p.dropAfter = undefined;
+              for (const d of [...flying]) d(new Error('A network or IO operation failed'));
+              return;
+            }
             if (p.dead) return void setTimeout(() => resolve({ bytesRead: read }), this.hangMs); // QUIC idle timeout
             const have = this.local.get(hex) ?? 0;
-            if (have >= size) return resolve({ bytesRead: read });
+            if (have >= size) {
+              flying.delete(drop);
+              return resolve({ bytesRead: read });
+            }
             const n = Math.min(size - have, Math.max(1, Math.round(p.speed * 5)));
             if (p.dieAfter !== undefined && p.sent + n > p.dieAfter) {
               p.dead = true;
@@ -134,6 +156,20 @@ describe('PieceDownload', () => {
     const stats = await new PieceDownload({ manifest: m, self: 'me', blobs: net.blobs(), providers: providers(net, ['A', 'B']), config: fast }).run();
     expect(stats.perProvider.A!.pieces).toBe(6);
     expect(stats.failures).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a dropped connection fails every piece in flight at once: one failure of its provider, not one per piece', async () => {
+    // The only provider's connection breaks with several pieces in flight. Counted one per piece,
+    // that was three failures "in a row" at the same instant, and the download gave up at once
+    // (seen in the images bench: "every attempt failed").
+    const { m, sizes } = manifest(8);
+    const net = new SimNet(sizes);
+    net.providers.set('A', { has: () => true, speed: 100, sent: 0, dropAfter: 2 * PIECE });
+    const events: EngineEvent[] = [];
+    const stats = await new PieceDownload({ manifest: m, self: 'me', blobs: net.blobs(), providers: providers(net, ['A']), config: fast, onEvent: (e) => events.push(e) }).run();
+    expect(events.filter((e) => e.type === 'failure').length).toBeGreaterThanOrEqual(3); // several in flight when it broke
+    expect(stats.perProvider.A!.pieces).toBe(8);
+    expect([...net.local.values()].every((n) => n === PIECE)).toBe(true);
   });
 
   it('pieces nobody answers for: fails with what is missing, after the timeout', async () => {

@@ -143,6 +143,9 @@ interface ProviderState {
   stalls: number;
   /** Failures in a row. */
   fails: number;
+  /** When the last of those was counted: attempts already in flight then fail with it (a dropped
+   * connection fails every piece it carried at once), and count as that one failure. */
+  failedAt: number;
   /** Why its last attempt failed (shown when the download gives up). */
   lastError?: string;
   /** Network bytes of ended attempts. */
@@ -260,7 +263,7 @@ export class PieceDownload {
     const now = this.now();
     const set = this.o.providers();
     const byId = new Map(set.providers.filter((p) => p.nodeId !== this.o.self).map((p) => [p.nodeId, p]));
-    for (const id of byId.keys()) if (!this.prov.has(id)) this.prov.set(id, { suspectUntil: 0, probation: false, stalls: 0, fails: 0, received: 0, pieces: 0 });
+    for (const id of byId.keys()) if (!this.prov.has(id)) this.prov.set(id, { suspectUntil: 0, probation: false, stalls: 0, fails: 0, failedAt: -Infinity, received: 0, pieces: 0 });
     const plan = schedule({
       now,
       self: this.o.self,
@@ -419,9 +422,10 @@ export class PieceDownload {
       piece.failed.add(a.provider);
       this.stats.failures++;
       if (st) st.lastError = why;
-      if (st && !wasStalled) {
+      if (st && !wasStalled && (a.startedAt === null || a.startedAt > st.failedAt)) {
         // Failing fast (refused, not found, connection lost): suspect it, longer each time in a row.
         st.fails++;
+        st.failedAt = this.now();
         const forMs = Math.min(this.c.maxSuspectMs, Math.min(this.c.suspectMs, 2_000) * 2 ** (st.fails - 1));
         st.suspectUntil = Math.max(st.suspectUntil, this.now() + forMs);
         st.probation = true;
