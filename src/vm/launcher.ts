@@ -135,6 +135,7 @@ export interface LaunchRequest {
 }
 
 const hex = (s: string) => Buffer.from(s, 'utf8').toString('hex');
+const defineLine = (path: string, source: string) => `DEFINE\t${hex(path)}\t${hex(source)}\n`;
 
 export class Launcher {
   private proc: ChildProcess | undefined;
@@ -150,7 +151,7 @@ export class Launcher {
   define(path: string, source: string): void {
     if (this.scripts.get(path) === source) return;
     this.scripts.set(path, source);
-    this.proc?.stdin!.write(`DEFINE\t${hex(path)}\t${hex(source)}\n`);
+    this.proc?.stdin!.write(defineLine(path, source));
   }
 
   /** Starts `argv` detached (own session); resolves with its pid once it has been exec'd. */
@@ -190,7 +191,7 @@ export class Launcher {
     p.on('error', (e) => failAll(e.message));
     p.on('exit', (code, signal) => failAll(signal ?? `exit code ${code}`));
     p.stdin!.on('error', () => {}); // a dead launcher surfaces through 'exit'
-    for (const [file, source] of this.scripts) p.stdin!.write(`DEFINE\t${hex(file)}\t${hex(source)}\n`);
+    for (const [file, source] of this.scripts) p.stdin!.write(defineLine(file, source));
     createInterface({ input: p.stdout! }).on('line', (line) => {
       const [id, pid, ...why] = line.split('\t');
       const w = this.waiting.get(Number(id));

@@ -29,8 +29,8 @@
 // refuses such a script).
 
 export const SHIM_SOURCE = String.raw`#!/usr/bin/perl
-# blixard shim. Usage (cwd = the VM folder):
-#   perl shim.pl [--fence FILE] [--rlimit-syscall NR --rlimit RESOURCE=SOFT:HARD ...]
+# blixard shim (a copy beside the VM folders). Usage (cwd = the VM folder):
+#   perl ../shim.pl [--fence FILE] [--rlimit-syscall NR --rlimit RESOURCE=SOFT:HARD ...]
 #                LAUNCH_ID OUTPUT_FILE -- PROGRAM [ARG...]
 # --rlimit sets a resource limit of the program (RLIMIT_* numbers) before it is exec'd, through
 # the prlimit64 system call (number NR on this architecture): Perl's core has no setrlimit, and
