@@ -82,6 +82,11 @@ describe('prefetch between nodes', () => {
     // D fetches slowly (rate limit) from A, B and C; B is killed once it has sent a few pieces.
     const D = await startImagesNode('D', { dir: path.join(work.dir, 'D'), pieceSize: PIECE, engine, rate: 24 * MiB });
     await addNode([A, B, C], D, doc);
+    // D must know B holds the image before it starts: otherwise, on a loaded machine, its status
+    // view learns of B late, B gets fewer than the 3 pieces that trigger the kill, and the test
+    // tests nothing (seen once in CI).
+    const holders = async () => (await D.call<{ holdings: { nodeId: string; have: string | number }[] }>('holdings', { hash: image.hash })).holdings.filter((h) => h.have === 'all').length;
+    await until(async () => (await holders()) === 3, 10_000, 'D to see A, B and C hold the image');
     let killedAt: number | null = null;
     let killing: Promise<void> | null = null;
     const pulling = D.call<Pulled>('pull', { hash: image.hash }, (p) => {
