@@ -30,6 +30,10 @@ export interface PieceBlobs {
   createCollection(entries: { name: string; hex: string }[], tag: string): Promise<string>;
   /** Deletes a blob (through a tag that points at it: without one, nothing happens). */
   delete(hex: string): Promise<void>;
+  /** Resolves once blobs among `hexes` deleted here lately may be written again (see
+   * DELETE_SETTLE_MS); at once when none was. Writes wait for it anyway: this lets a caller wait
+   * before it starts counting time. */
+  settle(hexes: string[]): Promise<void>;
 }
 
 type IrohModule = typeof import('@number0/iroh');
@@ -38,17 +42,46 @@ async function irohModule(): Promise<IrohModule> {
   return (loaded ??= await import('@number0/iroh'));
 }
 
-export async function irohPieceBlobs(iroh: Iroh): Promise<PieceBlobs> {
+/**
+ * How long after a blob is deleted before the same hash is written again. iroh-blobs 0.35's file
+ * store removes a deleted blob's files (named by its hash) only when the write transaction that
+ * deleted it commits, and it batches transactions for up to ~0.5 s. A download of the same hash
+ * that begins in between writes into files that commit then unlinks: the entry ends "complete"
+ * with no data behind it, and every later download of it fails at once ("A network or IO
+ * operation failed") until it is deleted again. Seen when an image was pulled right after it was
+ * removed (the images bench: 2-4 pulls in 40 failed so on a busy machine; none with this fence).
+ */
+export const DELETE_SETTLE_MS = 1_500;
+
+export async function irohPieceBlobs(iroh: Iroh, o: { settleMs?: number } = {}): Promise<PieceBlobs> {
   const m = await irohModule();
   const id = (hex: string) => m.Hash.fromString(hex).toString();
   const hexOfIroh = (h: string) => m.Hash.fromString(h).toString('hex');
   const tagOf = (tag: string) => m.SetTagOption.named([...Buffer.from(tag, 'utf8')]);
+  const settleMs = o.settleMs ?? DELETE_SETTLE_MS;
+  const deletedAt = new Map<string, number>();
+  let lastDelete = -Infinity;
+  /** Waits until the deletion of `hex` (or, for a write whose hash is not known yet, of any
+   * blob) is surely committed: the batch time has passed, and a store request has been served
+   * since (the store commits a transaction older than its limit when it serves the next one). */
+  const settled = async (hex?: string): Promise<void> => {
+    const at = (hex === undefined ? lastDelete : deletedAt.get(hex)) ?? -Infinity;
+    if (at === -Infinity) return;
+    // (Timers round to whole milliseconds and may wake a fraction early.)
+    for (let wait = at + settleMs - performance.now(); wait > 0; wait = at + settleMs - performance.now()) await new Promise((r) => setTimeout(r, Math.ceil(wait)));
+    const probedAt = performance.now();
+    await iroh.blobs.status(id(hex ?? '0'.repeat(64))).catch(() => {});
+    // What this request settled is settled for everyone.
+    for (const [h, t] of deletedAt) if (t + settleMs <= probedAt) deletedAt.delete(h);
+    if (lastDelete + settleMs <= probedAt) lastDelete = -Infinity;
+  };
   return {
     async isComplete(hex) {
       const st = await iroh.blobs.status(id(hex));
       return st.type === 'Complete';
     },
-    download(hex, provider, tag, onProgress) {
+    async download(hex, provider, tag, onProgress) {
+      await settled(hex);
       return new Promise((resolve, reject) => {
         let bytesRead = 0;
         // An abort reaches the callback as an error (the binding has no Abort event): kept, so
@@ -66,7 +99,8 @@ export async function irohPieceBlobs(iroh: Iroh): Promise<PieceBlobs> {
           .then(() => (failed ? reject(failed) : resolve({ bytesRead })), reject);
       });
     },
-    addFile(file, tag) {
+    async addFile(file, tag) {
+      await settled();
       return new Promise<string>((resolve, reject) => {
         iroh.blobs
           .addFromPath(path.resolve(file), false, tagOf(tag), { wrap: false }, (err, p) => {
@@ -83,17 +117,26 @@ export async function irohPieceBlobs(iroh: Iroh): Promise<PieceBlobs> {
       return Buffer.from(await iroh.blobs.readToBytes(id(hex)));
     },
     async addBytes(bytes, tag) {
+      await settled();
       const r = await iroh.blobs.addBytesNamed([...bytes], tag);
       return hexOfIroh(r.hash);
     },
     async createCollection(entries, tag) {
+      await settled();
       const c = new m.Collection();
       for (const e of entries) c.push(e.name, id(e.hex));
       const r = await iroh.blobs.createCollection(c, tagOf(tag), []);
       return hexOfIroh(r.hash);
     },
+    async settle(hexes) {
+      for (const hex of hexes) if (deletedAt.has(hex)) await settled(hex);
+    },
     async delete(hex) {
-      await iroh.blobs.deleteBlob(id(hex));
+      try {
+        await iroh.blobs.deleteBlob(id(hex));
+      } finally {
+        deletedAt.set(hex, (lastDelete = performance.now()));
+      }
     },
   };
 }

@@ -314,6 +314,10 @@ export class Prefetcher {
       if (!manifest) manifest = await this.find(job, setWake);
       const m = manifest;
       await this.o.store.beginPartial(m);
+      // Pieces of this image removed here a moment ago (cache eviction) must not be fetched
+      // into files the store is still about to delete; wait here, not in attempts that a wait
+      // would make look stalled.
+      await this.o.store.blobs.settle(m.pieces);
       const have = await this.o.store.localPieces(m);
       this.o.publisher.partial(m, have);
       out = job.materialize ? this.o.store.tmpFileFor(job.hash) : null;

@@ -82,6 +82,8 @@ export class ImagesNode {
     try {
       msg = JSON.parse(l) as Record<string, unknown>;
     } catch {
+      // Iroh's own log (IMAGES_NODE_IROH_LOG), filtered by IMAGES_NODE_LOG_MATCH (a regex).
+      if (process.env.IMAGES_NODE_LOG && new RegExp(process.env.IMAGES_NODE_LOG_MATCH ?? '').test(l)) process.stderr.write(`[${this.name}] ${l}\n`);
       return;
     }
     if (msg.event === 'ready') {

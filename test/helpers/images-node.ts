@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import type { Iroh, NodeAddr } from '@number0/iroh';
+import type { Iroh, LogLevel, NodeAddr } from '@number0/iroh';
 import {
   Bitmap,
   HoldingsPublisher,
@@ -81,6 +81,9 @@ export async function runImagesNode(cfg: ImagesNodeConfig): Promise<void> {
   };
   await save();
 
+  // IMAGES_NODE_IROH_LOG=Debug (a LogLevel): Iroh's own log, which it prints on stdout; the
+  // cluster ignores lines that are not JSON and echoes them with IMAGES_NODE_LOG.
+  if (process.env.IMAGES_NODE_IROH_LOG) (await import('@number0/iroh')).setLogLevel(process.env.IMAGES_NODE_IROH_LOG as LogLevel);
   const iroh: Iroh = await startIroh({ dir: path.join(cfg.dir, 'iroh'), secretKey: Buffer.from(state.secretKey, 'hex'), listen: `127.0.0.1:${state.port}`, discovery: 'none' });
   const self = await iroh.net.nodeId();
   const author = (await iroh.authors.default()).toString();
@@ -215,8 +218,12 @@ export async function runImagesNode(cfg: ImagesNodeConfig): Promise<void> {
       return { ...r };
     },
     forget: async (c) => {
+      const m = await store.manifest(String(c.hash)).catch(() => undefined);
       await store.remove(String(c.hash), { force: true });
       await publisher.flush();
+      // A pull right after waits for the store to have really deleted the pieces (see
+      // DELETE_SETTLE_MS): waited here, the pull that follows measures only its transfer.
+      if (m) await store.blobs.settle(m.pieces);
       return {};
     },
     list: async () => ({ images: store.list() }),
