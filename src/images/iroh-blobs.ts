@@ -49,7 +49,8 @@ async function irohModule(): Promise<IrohModule> {
  * that begins in between writes into files that commit then unlinks: the entry ends "complete"
  * with no data behind it, and every later download of it fails at once ("A network or IO
  * operation failed") until it is deleted again. Seen when an image was pulled right after it was
- * removed (the images bench: 2-4 pulls in 40 failed so on a busy machine; none with this fence).
+ * removed (cache eviction; the images bench): pulling, removing and pulling again on a busy
+ * machine, 2-4 pulls in 40 failed so; none with this fence.
  */
 export const DELETE_SETTLE_MS = 1_500;
 
