@@ -61,20 +61,23 @@ export async function irohPieceBlobs(iroh: Iroh, o: { settleMs?: number } = {}):
   const tagOf = (tag: string) => m.SetTagOption.named([...Buffer.from(tag, 'utf8')]);
   const settleMs = o.settleMs ?? DELETE_SETTLE_MS;
   const deletedAt = new Map<string, number>();
-  let lastDelete = -Infinity;
-  /** Waits until the deletion of `hex` (or, for a write whose hash is not known yet, of any
-   * blob) is surely committed: the batch time has passed, and a store request has been served
-   * since (the store commits a transaction older than its limit when it serves the next one). */
-  const settled = async (hex?: string): Promise<void> => {
-    const at = (hex === undefined ? lastDelete : deletedAt.get(hex)) ?? -Infinity;
+  /** When the latest of these blobs (all, when not given) was deleted here; -Infinity: none. */
+  const deletedLast = (hexes: Iterable<string> = deletedAt.keys()): number => {
+    let at = -Infinity;
+    for (const h of hexes) at = Math.max(at, deletedAt.get(h) ?? -Infinity);
+    return at;
+  };
+  /** Waits until deletions made up to `at` are surely committed: the batch time has passed, and
+   * a store request (about `probe`) has been served since (the store commits a transaction older
+   * than its limit when it serves the next one). */
+  const settledSince = async (at: number, probe = '0'.repeat(64)): Promise<void> => {
     if (at === -Infinity) return;
     // (Timers round to whole milliseconds and may wake a fraction early.)
     for (let wait = at + settleMs - performance.now(); wait > 0; wait = at + settleMs - performance.now()) await new Promise((r) => setTimeout(r, Math.ceil(wait)));
     const probedAt = performance.now();
-    await iroh.blobs.status(id(hex ?? '0'.repeat(64))).catch(() => {});
+    await iroh.blobs.status(id(probe)).catch(() => {});
     // What this request settled is settled for everyone.
     for (const [h, t] of deletedAt) if (t + settleMs <= probedAt) deletedAt.delete(h);
-    if (lastDelete + settleMs <= probedAt) lastDelete = -Infinity;
   };
   return {
     async isComplete(hex) {
@@ -82,7 +85,7 @@ export async function irohPieceBlobs(iroh: Iroh, o: { settleMs?: number } = {}):
       return st.type === 'Complete';
     },
     async download(hex, provider, tag, onProgress) {
-      await settled(hex);
+      await settledSince(deletedLast([hex]), hex);
       return new Promise((resolve, reject) => {
         let bytesRead = 0;
         // An abort reaches the callback as an error (the binding has no Abort event): kept, so
@@ -101,7 +104,7 @@ export async function irohPieceBlobs(iroh: Iroh, o: { settleMs?: number } = {}):
       });
     },
     async addFile(file, tag) {
-      await settled();
+      await settledSince(deletedLast());
       return new Promise<string>((resolve, reject) => {
         iroh.blobs
           .addFromPath(path.resolve(file), false, tagOf(tag), { wrap: false }, (err, p) => {
@@ -118,25 +121,26 @@ export async function irohPieceBlobs(iroh: Iroh, o: { settleMs?: number } = {}):
       return Buffer.from(await iroh.blobs.readToBytes(id(hex)));
     },
     async addBytes(bytes, tag) {
-      await settled();
+      await settledSince(deletedLast());
       const r = await iroh.blobs.addBytesNamed([...bytes], tag);
       return hexOfIroh(r.hash);
     },
     async createCollection(entries, tag) {
-      await settled();
+      await settledSince(deletedLast());
       const c = new m.Collection();
       for (const e of entries) c.push(e.name, id(e.hex));
       const r = await iroh.blobs.createCollection(c, tagOf(tag), []);
       return hexOfIroh(r.hash);
     },
     async settle(hexes) {
-      for (const hex of hexes) if (deletedAt.has(hex)) await settled(hex);
+      const at = deletedLast(hexes);
+      await settledSince(at, hexes.find((h) => deletedAt.get(h) === at));
     },
     async delete(hex) {
       try {
         await iroh.blobs.deleteBlob(id(hex));
       } finally {
-        deletedAt.set(hex, (lastDelete = performance.now()));
+        deletedAt.set(hex, performance.now());
       }
     },
   };
