@@ -316,6 +316,9 @@ export class IrohRaftTransport implements Transport {
     const link = this.links.get(peer);
     const theirs = this.inbound.get(peer);
     this.inbound.delete(peer);
+    // A snapshot arriving from it is abandoned too: chunks already read off the closed
+    // connection must not complete it (and have the sender's ack lost with the connection).
+    this.incoming.delete(peer);
     if (link) this.drop(link);
     try {
       theirs?.close(CLOSE.shutdown, Buffer.from('reset'));

@@ -118,14 +118,20 @@ describe('IrohRaftTransport', () => {
     await tb.close();
   });
 
-  it('reports an interrupted snapshot transfer as failed, delivers none of it, and a retry completes', async () => {
+  // Cut a few chunks in, or as the last chunk arrives: chunks already read off a connection when
+  // it closes must not complete the transfer (the receiver would apply a snapshot whose ack is
+  // lost with the connection, and the sender would count it failed).
+  it.each([
+    ['a few chunks in', 4],
+    ['as its last chunk arrives', 128],
+  ])('reports a snapshot transfer cut off %s as failed, delivers none of it, and a retry completes', async (_when, cutAt) => {
     const chunk = 32 * 1024;
     const ta = new IrohRaftTransport(() => a.iroh.node.endpoint(), a.router, { snapshotChunkBytes: chunk });
     let cut = true;
     const tb: IrohRaftTransport = new IrohRaftTransport(() => b.iroh.node.endpoint(), b.router, {
-      // Kill the connection (and with it the stream) a few chunks into the first transfer.
+      // Kill the connection (and with it the stream) during the first transfer.
       onSnapshotChunk: (from, received) => {
-        if (cut && received >= 4 * chunk) {
+        if (cut && received >= cutAt * chunk) {
           cut = false;
           tb.disconnect(from);
         }
