@@ -1,6 +1,7 @@
-import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 import { pidExists } from '../vm/proc.js';
 
 // The per-server record `node start` leaves under $XDG_CONFIG_HOME/blixard/servers/, so that a
@@ -29,9 +30,7 @@ function fileFor(api: string, env?: NodeJS.ProcessEnv): string {
 export async function writeRecord(rec: ServerRecord, env?: NodeJS.ProcessEnv): Promise<void> {
   const file = fileFor(rec.api, env);
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
-  await rename(tmp, file);
+  await writeFileAtomic(file, JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
 }
 
 /** Removes the record for `api` if it is still this process's. */

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Iroh } from '@number0/iroh';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 import { HashMismatchError } from './blobs.js';
 import { Bitmap } from './bitmap.js';
 import { hexOf } from './hash.js';
@@ -480,15 +481,7 @@ export class ImageStore {
       .catch(() => {})
       .then(async () => {
         const body: IndexFile = { version: 1, images: this.list() };
-        const tmp = `${this.indexFile}.${process.pid}.tmp`;
-        const fh = await open(tmp, 'w', 0o600);
-        try {
-          await fh.writeFile(JSON.stringify(body));
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, this.indexFile);
+        await writeFileAtomic(this.indexFile, JSON.stringify(body), { mode: 0o600, sync: 'data' });
       });
     return this.saving;
   }

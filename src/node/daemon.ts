@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -8,6 +8,7 @@ import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '
 import { HoldingsPublisher, ImageCache, ImageMetrics, ImageStore, Prefetcher, TransferLimiter, holdersOf as imageHolders } from '../images/index.js';
 import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
 import { RaftNode } from '../raft/index.js';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 import { NodeReconciler, type LaunchedVm, type ReportedVm } from '../reconciler/index.js';
 import { DesiredStateStore, parseBytes, parseDuration, parseRate, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
 import { clusterDocChanges, clusterDocEntries, DocDesiredView } from './cluster-publish.js';
@@ -16,7 +17,7 @@ import { NodeDocs } from './docs.js';
 import { WorkerLog } from './worker-log.js';
 import { enabledDrivers, fenceFile } from '../vm/index.js';
 import { NodeBackend, type JoinResponse } from './backend.js';
-import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir, writeFileDurable } from './datadir.js';
+import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir } from './datadir.js';
 import { readMembership, writeMembership, type Membership } from './membership.js';
 import { SchedulingLoop } from './scheduling.js';
 import { resolveSettings, saveSettings, type NodeSettings, type SettingFlags } from './settings.js';
@@ -566,7 +567,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
         load: async () => JSON.parse(await readFile(ledgerFile, 'utf8').catch(() => '{}')) as Record<string, LaunchedVm>,
         save: async (all) => {
           await mkdir(path.dirname(ledgerFile), { recursive: true });
-          await writeFileDurable(ledgerFile, JSON.stringify(all, null, 1));
+          await writeFileAtomic(ledgerFile, JSON.stringify(all, null, 1), { mode: 0o600, sync: 'all' });
         },
       },
       gate: () => gate(),
@@ -755,8 +756,7 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
       const others = settings.p2p === 'on' && store.listNodes().some((n) => n.nodeId !== self);
       const file = fenceFile(paths.root);
       await mkdir(path.dirname(file), { recursive: true });
-      await writeFile(`${file}.tmp`, `${others ? fenceSeconds : 0}\n`);
-      await rename(`${file}.tmp`, file);
+      await writeFileAtomic(file, `${others ? fenceSeconds : 0}\n`);
     };
     await deadMansSwitch();
     const switchTimer = setInterval(() => void deadMansSwitch().catch(bgError('vm-fence-file')), 1000);

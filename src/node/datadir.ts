@@ -1,6 +1,7 @@
 import { createPublicKey, createPrivateKey, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 import { pidExists } from '../vm/proc.js';
 
 // A node's data dir: identity, token, settings, the desired-state log, the Iroh store and the
@@ -23,25 +24,6 @@ export class DataDirInUseError extends Error {
   constructor(dir: string, pid: number) {
     super(`data dir ${dir} is in use by another blixard daemon (pid ${pid}); stop it first or use another --data-dir`);
     this.name = 'DataDirInUseError';
-  }
-}
-
-/** Writes a small file atomically and durably: temp file, fsync, rename, fsync the folder. */
-export async function writeFileDurable(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'w', mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  const d = await open(path.dirname(file), 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
   }
 }
 
@@ -94,7 +76,7 @@ export async function loadOrCreateIdentity(dir: string): Promise<Identity> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     hex = randomBytes(32).toString('hex');
-    await writeFileDurable(file, hex + '\n');
+    await writeFileAtomic(file, hex + '\n', { mode: 0o600, sync: 'all' });
   }
   if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`${file} is not a node key (expected 64 hex digits)`);
   const secretKey = Buffer.from(hex, 'hex');
@@ -111,6 +93,6 @@ export async function loadOrCreateToken(dir: string): Promise<string> {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   const token = randomBytes(32).toString('base64url');
-  await writeFileDurable(file, token);
+  await writeFileAtomic(file, token, { mode: 0o600, sync: 'all' });
   return token;
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ClusterDocs } from '../state/index.js';
-import { writeFileDurable } from './datadir.js';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 
 // What a data dir knows of the cluster it belongs to, kept beside the Raft state: which cluster,
 // in which role, the document tickets a worker needs (voters have them in the Raft state), and
@@ -27,5 +27,5 @@ export async function readMembership(dataDir: string): Promise<Membership | unde
 }
 
 export async function writeMembership(dataDir: string, m: Membership): Promise<void> {
-  await writeFileDurable(path.join(dataDir, FILE), JSON.stringify(m, null, 2) + '\n');
+  await writeFileAtomic(path.join(dataDir, FILE), JSON.stringify(m, null, 2) + '\n', { mode: 0o600, sync: 'all' });
 }

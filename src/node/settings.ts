@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseBytes, parseDuration, parseRate, type Labels } from '../state/index.js';
-import { dataPaths, writeFileDurable } from './datadir.js';
+import { writeFileAtomic } from '../storage/atomic-file.js';
+import { dataPaths } from './datadir.js';
 
 // A node's settings live in its data dir, so `node start --data-dir D` alone restarts it as it was
 // (SPEC section 4). Flags given on a later start override the stored value and are stored.
@@ -99,5 +100,5 @@ export async function resolveSettings(dir: string, flags: SettingFlags): Promise
 }
 
 export async function saveSettings(dir: string, s: NodeSettings): Promise<void> {
-  await writeFileDurable(dataPaths(dir).settings, JSON.stringify(s, null, 2) + '\n');
+  await writeFileAtomic(dataPaths(dir).settings, JSON.stringify(s, null, 2) + '\n', { mode: 0o600, sync: 'all' });
 }

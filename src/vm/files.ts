@@ -1,37 +1,14 @@
-import { closeSync, constants as fsc, existsSync, fstatSync, fsync, openSync, read, readFileSync, readSync, renameSync, rmSync, statSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fstatSync, openSync, read, readFileSync, readSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { z } from 'zod';
+import { writeFileAtomic, type AtomicWriteOptions } from '../storage/atomic-file.js';
 
 // Small file helpers for the VM folders: atomic records, bounded tails, polling waits.
 
-let tmpSeq = 0;
-
-/** Writes via a temp file and rename, so a reader sees the old or the new content, never half.
- * With `durable`, the data is fsync'd before the rename (records that must survive power loss).
- * Synchronous but for the fsync: these are records of a few hundred bytes, a VM start writes
- * several, and each step through the promise API cost more CPU than the system call it made
- * (~16 % of a daemon's main thread in a wave of VM starts, measured). */
-export async function writeFileAtomic(file: string, data: string | Buffer, durable = false): Promise<void> {
-  // Unique per writer without drawing random bytes (~11 us a call, measured; two per VM start).
-  const tmp = `${file}.${process.pid}.${++tmpSeq}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeFileSync(fd, data);
-    if (durable) await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    renameSync(tmp, file);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-}
-
-export async function writeJsonAtomic(file: string, value: unknown, durable = false): Promise<void> {
-  await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, durable);
+/** A JSON record, replaced atomically (see writeFileAtomic). */
+export async function writeJsonAtomic(file: string, value: unknown, o?: AtomicWriteOptions): Promise<void> {
+  await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, o);
 }
 
 /** Reads and validates a JSON record; null when the file does not exist. A file that exists but

@@ -106,14 +106,14 @@ export class VmFolder {
     return readJson(this.file(FILES.spec), specRecord);
   }
   writeSpec(rec: SpecRecord): Promise<void> {
-    return writeJsonAtomic(this.file(FILES.spec), rec, true);
+    return writeJsonAtomic(this.file(FILES.spec), rec, { sync: 'data' });
   }
 
   readLaunch(): Promise<LaunchRecord | null> {
     return readJson(this.file(FILES.launch), launchRecord);
   }
   writeLaunch(rec: LaunchRecord): Promise<void> {
-    return writeJsonAtomic(this.file(FILES.launch), rec, true);
+    return writeJsonAtomic(this.file(FILES.launch), rec, { sync: 'data' });
   }
 
   /** The shim's records, only when they belong to the given launch. */
