@@ -1,6 +1,7 @@
 import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ensureDir, fsyncDir, loadCrc32c } from './wal.js';
+import { fsyncDir } from '../storage/atomic-file.js';
+import { ensureDir, loadCrc32c } from './wal.js';
 
 // Snapshot files, written atomically (temp file, fsync, rename, fsync dir) in the style of etcd's
 // snap package. The newest two are kept so that a damaged newest one still leaves a usable one.

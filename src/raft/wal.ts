@@ -1,6 +1,7 @@
 import { mkdir, open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { createCRC32, type IHasher } from 'hash-wasm';
+import { fsyncDir } from '../storage/atomic-file.js';
 
 // A write-ahead log of opaque records in numbered segment files, in the style of etcd's wal
 // package. A record is acknowledged only once it is on disk (written and fsynced); appends that
@@ -71,16 +72,6 @@ export async function loadCrc32c(): Promise<(data: Uint8Array) => number> {
     const d = h.init().update(data).digest('binary');
     return ((d[0]! << 24) | (d[1]! << 16) | (d[2]! << 8) | d[3]!) >>> 0;
   };
-}
-
-/** Makes a directory's entries (creations, renames, unlinks) durable. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** mkdir -p, fsyncing the parent of every directory it had to create so that they survive a crash. */

@@ -46,13 +46,16 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
     rmSync(tmp, { force: true });
     throw err;
   }
-  if (sync === 'all') {
-    const dir = openSync(path.dirname(file), 'r');
-    try {
-      await fsyncFd(dir);
-    } finally {
-      closeSync(dir);
-    }
+  if (sync === 'all') await fsyncDir(path.dirname(file));
+}
+
+/** Makes the folder's entries (files created, renamed or removed in it) survive a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fd = openSync(dir, 'r');
+  try {
+    await fsyncFd(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
