@@ -47,8 +47,6 @@ export interface ApiBackend {
   hasBlob(hash: string): Promise<boolean>;
   putBlob(hash: string, body: Readable, size: number | null): Promise<BlobJson>;
   ticket(req: TicketRequest): Promise<{ ticket: string }>;
-  join(req: unknown, remote: string): Promise<unknown>;
-  registerNode(record: unknown, remote: string): Promise<unknown>;
   cordon(node: string, req: { cordoned: boolean; drain?: boolean }): Promise<unknown>;
   /** A VM's console from the node it runs on; with `follow`, later output goes to `onData`. */
   logs(vm: string, opts: { tailBytes?: number; follow?: AbortSignal; onData?: (chunk: Buffer) => void }): Promise<Buffer>;
@@ -200,11 +198,8 @@ export function createApiServer(opts: ApiServerOptions): Server {
   return server;
 }
 
-/**
- * The JSON routes of the API, apart from HTTP: the HTTP server and the node-to-node RPC (a
- * follower forwarding to its leader) both come through here. Throws ApiError.
- */
-export async function dispatch(b: ApiBackend, method: string, target: string, body: unknown, remote?: string): Promise<unknown> {
+/** The JSON routes of the API, apart from HTTP streaming. Throws ApiError. */
+export async function dispatch(b: ApiBackend, method: string, target: string, body: unknown): Promise<unknown> {
   const url = new URL(target, 'http://localhost');
   const pathname = url.pathname;
   // ?local=1 reads this node's own replica instead of asking the leader (etcd's serializable read).
@@ -245,13 +240,10 @@ export async function dispatch(b: ApiBackend, method: string, target: string, bo
     case 'POST /nodes':
       // POST /v1/nodes/<name>/cordon {cordoned, drain}: no new VMs there; drain moves them away.
       if (parts.length === 4 && parts[3] === 'cordon') return b.cordon(parts[2]!, body as { cordoned: boolean; drain?: boolean });
-      // POST /v1/nodes/register: a node keeps its own record current (node to node only).
-      if (!remote || parts[2] !== 'register') throw new ApiError('not-found', `no route ${method} ${pathname}`);
-      return b.registerNode(body, remote);
+      break;
     case 'POST /join':
       // Only over blixard/api/1, where the caller's node id is authenticated by its QUIC key.
-      if (!remote) throw new ApiError('not-found', 'joining is done node to node (blixard node start --join TICKET)');
-      return b.join(body, remote);
+      throw new ApiError('not-found', 'joining is done node to node (blixard node start --join TICKET)');
   }
   throw new ApiError('not-found', `no route ${method} ${pathname}`);
 }

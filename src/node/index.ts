@@ -1,8 +1,10 @@
-export { startNode, StartupError } from './daemon.js';
+export { startNode } from './daemon.js';
 export type { StartOptions, RunningNode } from './daemon.js';
-export { NodeBackend } from './backend.js';
+export { StartupError } from './startup-error.js';
+export { Manager } from './manager.js';
+export type { ManagerOptions } from './manager.js';
 export { loadOrCreateIdentity, nodeIdOf, dataPaths, DataDirInUseError } from './datadir.js';
 export { resolveSettings, defaultSettings, readSettings } from './settings.js';
 export type { NodeSettings, SettingFlags } from './settings.js';
-export { encodeTicket, decodeTicket } from './ticket.js';
-export type { JoinTicket } from './ticket.js';
+export { encodeTicket, decodeTicket } from '../cluster/index.js';
+export type { JoinTicket } from '../cluster/index.js';

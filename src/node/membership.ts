@@ -29,3 +29,25 @@ export async function readMembership(dataDir: string): Promise<Membership | unde
 export async function writeMembership(dataDir: string, m: Membership): Promise<void> {
   await writeFileAtomic(path.join(dataDir, FILE), JSON.stringify(m, null, 2) + '\n', { mode: 0o600, sync: 'all' });
 }
+
+/** This data dir's membership as it stands: none yet, then set once (joined, bootstrapped or admitted). */
+export class MembershipRecord {
+  constructor(
+    private readonly dataDir: string,
+    private m: Membership | undefined,
+  ) {}
+
+  get current(): Membership | undefined {
+    return this.m;
+  }
+
+  /** The members a join told us of: trusted before the log says anything. */
+  get trusted(): Membership['trusted'] {
+    return this.m?.trusted ?? [];
+  }
+
+  async set(m: Membership): Promise<void> {
+    this.m = m;
+    await writeMembership(this.dataDir, m);
+  }
+}

@@ -1,11 +1,17 @@
 import type { Logger } from 'pino';
+import type { Runnable } from '../lifecycle/index.js';
 import { placementCommand, type Command, type CommandOutcome, type DesiredStateStore, type NodeView } from '../state/index.js';
 
 // The leader's scheduling pass, run after every change and on an interval (node readiness changes
 // with time, not with entries). The decision is pure (state/placement.ts); this only triggers it,
-// proposes the answer, and makes sure two passes never run at once.
+// proposes the answer, and makes sure two passes never run at once. A leader-only part: it runs
+// while this node leads.
 
-export class SchedulingLoop {
+/** How often the leader schedules without being asked. */
+export const SCHEDULE_EVERY_MS = 2_000;
+
+export class SchedulingLoop implements Runnable {
+  readonly name = 'scheduler';
   private running = false;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
@@ -18,18 +24,20 @@ export class SchedulingLoop {
     private readonly log: Pick<Logger, 'warn' | 'debug'>,
   ) {}
 
-  start(intervalMs: number): void {
-    this.timer = setInterval(() => this.kick(), intervalMs);
+  start(): void {
+    this.timer = setInterval(() => this.kick(), SCHEDULE_EVERY_MS);
     this.timer.unref();
     this.kick();
   }
 
   stop(): void {
     clearInterval(this.timer);
+    this.timer = undefined;
   }
 
-  /** Asks for a pass; passes asked for while one runs fold into one more. */
+  /** Asks for a pass (while started); passes asked for while one runs fold into one more. */
   kick(): void {
+    if (!this.timer) return;
     if (this.running) {
       this.again = true;
       return;

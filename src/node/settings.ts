@@ -102,3 +102,13 @@ export async function resolveSettings(dir: string, flags: SettingFlags): Promise
 export async function saveSettings(dir: string, s: NodeSettings): Promise<void> {
   await writeFileAtomic(dataPaths(dir).settings, JSON.stringify(s, null, 2) + '\n', { mode: 0o600, sync: 'all' });
 }
+
+/** The QUIC port the OS chose on first start is kept, so that peers find the node where it was. */
+export async function keepBoundPort(dir: string, s: NodeSettings, bound: string[]): Promise<void> {
+  if (!/:0$/.test(s.listen)) return;
+  const host = s.listen.slice(0, s.listen.lastIndexOf(':'));
+  const addr = bound.find((a) => a.startsWith(`${host}:`) || a.startsWith(`[${host.replace(/^\[|\]$/g, '')}]:`));
+  if (!addr) return;
+  s.listen = addr;
+  await saveSettings(dir, s);
+}

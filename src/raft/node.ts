@@ -4,6 +4,7 @@ import { MemoryStorage, RaftError, RawNode, type ConfChange, type ConfState, typ
 import { decodeMessage, decodeRecord, encodeMessage, encodeRecord } from './codec.js';
 import type { StateMachine } from './single-node.js';
 import { readLatestSnapshot, writeSnapshot } from './snapshot.js';
+import type { ClusterLog } from './cluster-log.js';
 import type { Transport } from './transport.js';
 import { Wal } from './wal.js';
 
@@ -17,6 +18,17 @@ export class NotLeaderError extends Error {
   constructor(readonly leader: string | null) {
     super(leader ? `not the leader; the leader is ${leader}` : 'no leader is known yet');
     this.name = 'NotLeaderError';
+  }
+}
+
+/**
+ * The node has stopped: it was closed, or a disk failure ended its loop. Unlike a missing leader,
+ * asking this node again will not help.
+ */
+export class NodeStoppedError extends Error {
+  constructor(message: string, readonly failure?: Error) {
+    super(message);
+    this.name = 'NodeStoppedError';
   }
 }
 
@@ -57,7 +69,7 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-export class RaftNode {
+export class RaftNode implements ClusterLog {
   private readonly raw: RawNode;
   private readonly storage: MemoryStorage;
   private readonly wal: Wal;
@@ -219,7 +231,8 @@ export class RaftNode {
   }
 
   private submit(append: () => void): Promise<{ index: number; result: unknown }> {
-    if (this.failure) return Promise.reject(this.failure);
+    const stopped = this.stoppedError();
+    if (stopped) return Promise.reject(stopped);
     try {
       append();
     } catch (e) {
@@ -238,6 +251,8 @@ export class RaftNode {
    * every write committed before the call. Works on the leader; followers forward writes anyway.
    */
   async readBarrier(timeoutMs = 5000): Promise<void> {
+    const stopped = this.stoppedError();
+    if (stopped) throw stopped;
     const ctx = randomUUID();
     const index = await new Promise<number>((resolve, reject) => {
       const t = setTimeout(() => {
@@ -300,10 +315,17 @@ export class RaftNode {
     this.closed = true;
     clearInterval(this.ticker);
     while (this.running) await new Promise((r) => setTimeout(r, 5));
-    for (const p of this.pending.values()) p.reject(new ProposalDroppedError('the node is shutting down'));
+    for (const p of this.pending.values()) p.reject(new NodeStoppedError('the node is shutting down'));
+    for (const [ctx, r] of this.reads) (this.reads.delete(ctx), r.reject(new NodeStoppedError('the node is shutting down')));
     this.pending.clear();
     await this.o.transport.close();
     await this.wal.close();
+  }
+
+  private stoppedError(): NodeStoppedError | null {
+    if (this.failure) return new NodeStoppedError(`the Raft node stopped after a failure: ${this.failure.message}`, this.failure);
+    if (this.closed) return new NodeStoppedError('the node is shutting down');
+    return null;
   }
 
   // --- the loop ---
@@ -384,7 +406,7 @@ export class RaftNode {
       // A failed fsync leaves the disk in an unknown state: stop taking part (etcd panics).
       this.failure = e instanceof Error ? e : new Error(String(e));
       this.o.onWarning?.(`raft stopped: ${this.failure.message}`);
-      for (const p of this.pending.values()) p.reject(this.failure);
+      for (const p of this.pending.values()) p.reject(this.stoppedError()!);
       this.pending.clear();
     }
   }

@@ -17,7 +17,8 @@ import {
   type Priority,
   type TransferProgress,
 } from '../../src/images/index.js';
-import { ReplicatedDoc, StatusView, StatusWriter, downloadBlob, shareFile, startIroh, type DocEvent } from '../../src/p2p/index.js';
+import { ReplicatedDoc, downloadBlob, shareFile, startIroh, type DocEvent } from '../../src/p2p/index.js';
+import { StatusView, StatusWriter } from '../../src/sync/index.js';
 
 // One node's image machinery in its own process, on a real persistent Iroh node, for the
 // multi-process tests and the benchmark: the image store, the holdings publisher and a

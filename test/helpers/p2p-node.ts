@@ -7,16 +7,12 @@ import { Registry } from 'prom-client';
 import { blake3File } from '../../src/images/hash.js'; // only this: the child loads as little as it needs
 import {
   ALPN,
-  ClusterDocPublisher,
-  ClusterDocView,
   FrameWriter,
   IrohRaftTransport,
   P2PMetrics,
   PeerManager,
   ProtocolRouter,
   ReplicatedDoc,
-  StatusView,
-  StatusWriter,
   connectWithTimeout,
   downloadBlob,
   readFrames,
@@ -28,6 +24,7 @@ import {
   type DocEvent,
   type PeerAddress,
 } from '../../src/p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView, StatusView, StatusWriter } from '../../src/sync/index.js';
 
 // One Blixard P2P node in its own process, for multi-process tests and benchmarks: a persistent
 // Iroh node (fixed secret key and UDP port on 127.0.0.1, so a restarted node keeps its id and is

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterDocPublisher, ClusterDocView, ReplicatedDoc, StatusView, StatusWriter, type DocEvent } from '../../src/p2p/index.js';
+import { ReplicatedDoc, type DocEvent } from '../../src/p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView, StatusView, StatusWriter } from '../../src/sync/index.js';
 import { startTestNode, waitFor, type TestNode } from '../helpers/iroh.js';
 
 // The cluster and status documents between three real Iroh nodes on loopback.

@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterDocPublisher, ClusterDocView, NoProviderError, P2PMetrics, PeerManager, ReplicatedDoc, RpcClient, StatusView, StatusWriter, downloadBlob, serveRpc, shareFile, type DocEvent } from '../../src/p2p/index.js';
+import { NoProviderError, P2PMetrics, PeerManager, ReplicatedDoc, RpcClient, downloadBlob, serveRpc, shareFile, type DocEvent } from '../../src/p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView, StatusView, StatusWriter } from '../../src/sync/index.js';
 import { freeUdpPort, startTestNode, waitFor, type TestNode } from '../helpers/iroh.js';
 
 // The P2P metrics move where the work happens: peer manager (connected, RTT, bytes), document

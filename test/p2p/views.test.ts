@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterDocPublisher, ClusterDocView, ReplicatedDoc, type DocEvent } from '../../src/p2p/index.js';
+import { ReplicatedDoc, type DocEvent } from '../../src/p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView } from '../../src/sync/index.js';
 import { startTestNode, waitFor, type TestNode } from '../helpers/iroh.js';
 
 // A node joining a big cluster document. Iroh reports every entry twice (insert, then

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MergedMap, asRecord } from './batched-map.js';
+import { MergedMap, asRecord } from '../p2p/index.js';
 import { StatusWriter, statusKey } from './status-doc.js';
 
 // The status writer against a document whose writes take as long as the test says: one write in

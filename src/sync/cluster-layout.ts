@@ -1,4 +1,4 @@
-import type { ClusterDocView } from '../p2p/index.js';
+import type { ClusterDocView } from './cluster-doc.js';
 import type { DesiredStateStore, DesiredView, Kind, NodeRecord, PlacementRecord, StoreChanges, StoredResource } from '../state/index.js';
 
 // The cluster document's layout, both ways: what the leader publishes from its store, and the

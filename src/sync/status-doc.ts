@@ -1,7 +1,4 @@
-import { MapWriter, MergedMap, isRecordKey } from './batched-map.js';
-import type { DocEvent, ReplicatedDoc } from './doc.js';
-import { RecordFeed } from './record-feed.js';
-import type { ViewOptions } from './refresher.js';
+import { MapWriter, MergedMap, RecordFeed, isRecordKey, type DocEvent, type ReplicatedDoc, type ViewOptions } from '../p2p/index.js';
 
 // The status document: every node writes what it observes (SPEC section 1, step 7) as one map per
 // node (sub-key -> value, e.g. vm/web -> its report), carried as batches and snapshots

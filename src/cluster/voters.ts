@@ -55,3 +55,14 @@ export function leadershipTarget(conf: ConfState, want: Set<string>, self: strin
   }
   return null;
 }
+
+/** What the leader does next about the Raft configuration, if anything. */
+export type MembershipStep = { kind: 'transfer'; to: string } | { kind: 'change'; cc: ConfChange } | null;
+
+/** The leader's membership duty: hand leadership over when it is no longer wanted, else the next change. */
+export function membershipStep(conf: ConfState, want: Set<string>, self: string, view: ProgressView): MembershipStep {
+  const heir = leadershipTarget(conf, want, self, view);
+  if (heir) return { kind: 'transfer', to: heir };
+  const cc = nextConfChange(conf, want, self, view);
+  return cc ? { kind: 'change', cc } : null;
+}

@@ -1,18 +1,20 @@
-import type { ConfChange, ConfState, Role } from '../raft/index.js';
-import { NotLeaderError } from '../raft/index.js';
+import { NotLeaderError, type ClusterLog, type ConfState, type Role } from '../raft/index.js';
 
 // A worker takes no part in Raft: it follows the cluster through the cluster document. This is the
 // face it shows where a voter shows its Raft node: never the leader, the leader the document
-// names, the voters the document lists, and a "log position" that is the document's freshness.
+// names, the voters the document lists, a "log position" that is the document's freshness, and
+// contact with the cluster as its connections to the voters say.
 
 export interface ClusterFollowing {
   leader(): string | null;
   voters(): string[];
   rev(): number;
   loaded(): Promise<void>;
+  /** When a voter was last heard from (ms since the epoch; 0: never). */
+  lastVoterContact(): number;
 }
 
-export class WorkerLog {
+export class WorkerLog implements ClusterLog {
   readonly isLeader = false;
   readonly currentRole: Role | 'none' = 'none';
   readonly term = 0;
@@ -31,7 +33,10 @@ export class WorkerLog {
   get appliedIndex(): number {
     return this.f.rev();
   }
-  status(): { commit: number; progress?: undefined } {
+  get lastClusterContact(): number {
+    return this.f.lastVoterContact();
+  }
+  status(): { commit: number } {
     return { commit: this.f.rev() };
   }
   recovered(): Promise<void> {
@@ -40,9 +45,14 @@ export class WorkerLog {
   propose(): Promise<never> {
     return Promise.reject(new NotLeaderError(this.f.leader()));
   }
-  proposeConfChange(_cc: ConfChange): Promise<never> {
+  proposeConfChange(): Promise<never> {
+    return Promise.reject(new NotLeaderError(this.f.leader()));
+  }
+  /** Reads on a worker are served from its replica; only the leader confirms them. */
+  readBarrier(): Promise<void> {
     return Promise.reject(new NotLeaderError(this.f.leader()));
   }
   campaign(): void {}
+  transferLeadership(): void {}
   async close(): Promise<void> {}
 }

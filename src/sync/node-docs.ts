@@ -1,5 +1,7 @@
 import type { Iroh, NodeAddr } from '@number0/iroh';
-import { ClusterDocPublisher, ClusterDocView, nodeOfKey, ReplicatedDoc, StatusView, StatusWriter, type DocEvent, type P2PMetrics } from '../p2p/index.js';
+import { ReplicatedDoc, type DocEvent, type P2PMetrics } from '../p2p/index.js';
+import { ClusterDocPublisher, ClusterDocView } from './cluster-doc.js';
+import { nodeOfKey, StatusView, StatusWriter } from './status-doc.js';
 import type { ClusterDocs } from '../state/index.js';
 
 // A node's two documents (SPEC section 1, steps 6-7): the cluster document (the leader publishes

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DesiredStateStore, type Command, type NodeRecord } from '../state/index.js';
-import { clusterDocChanges, clusterDocEntries } from './cluster-publish.js';
+import { clusterDocChanges, clusterDocEntries } from './cluster-layout.js';
 
 // The leader publishes only what the store says changed since its last pass. Whatever the
 // commands, a document kept up to date that way must say exactly what a full pass would.

@@ -1,7 +1,4 @@
-import { MapWriter, MergedMap, isRecordKey } from './batched-map.js';
-import type { DocEvent, ReplicatedDoc } from './doc.js';
-import { RecordFeed } from './record-feed.js';
-import type { ViewOptions } from './refresher.js';
+import { MapWriter, MergedMap, RecordFeed, isRecordKey, type DocEvent, type ReplicatedDoc, type ViewOptions } from '../p2p/index.js';
 
 // The cluster document: the leader publishes committed desired state and placements into it, and
 // every node (voter or worker) live-syncs it (SPEC section 1, step 6). Only voters hold its write

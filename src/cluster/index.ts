@@ -1,0 +1,10 @@
+export { Liveness, schedulingView } from './liveness.js';
+export type { LivenessOptions, Heartbeat } from './liveness.js';
+export { Fence, deadMansSwitchSeconds, WORKER_CONFIRM_GAP_MS } from './fencing.js';
+export type { FenceFacts, FenceOptions, FenceRole, Gate, GateCheck } from './fencing.js';
+export { desiredVoters, nextConfChange, leadershipTarget, membershipStep } from './voters.js';
+export type { MembershipStep, ProgressView } from './voters.js';
+export { Directory } from './directory.js';
+export type { DirectoryOptions, PeerAddr } from './directory.js';
+export { encodeTicket, decodeTicket } from './ticket.js';
+export type { JoinTicket } from './ticket.js';

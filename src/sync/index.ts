@@ -1,0 +1,16 @@
+export { ClusterDocPublisher, ClusterDocView } from './cluster-doc.js';
+export { StatusWriter, StatusView, statusKey, nodeOfKey, STATUS_PREFIX } from './status-doc.js';
+export { NodeDocs } from './node-docs.js';
+export type { NodeDocsOptions } from './node-docs.js';
+export { clusterDocEntries, clusterDocChanges, DocDesiredView } from './cluster-layout.js';
+export { Documents } from './documents.js';
+export type { DocumentsOptions } from './documents.js';
+export { ClusterPublisher } from './publisher.js';
+export type { PublisherOptions } from './publisher.js';
+export { WorkerMirror } from './mirror.js';
+export { WorkerLog } from './worker-log.js';
+export type { ClusterFollowing } from './worker-log.js';
+export { AntiEntropy, DOC_RESYNC_MS, CONTENT_REPAIR_AFTER_MS, CONTENT_REPAIR_EVERY_MS } from './anti-entropy.js';
+export type { AntiEntropyOptions } from './anti-entropy.js';
+export { heartbeat, heartbeatEveryMs, heartbeatsIn } from './heartbeat.js';
+export type { HeartbeatValue } from './heartbeat.js';
