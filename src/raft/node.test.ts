@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { decodeRecord } from './codec.js';
 import { MemNetwork, type MemNetworkOptions } from './mem-transport.js';
 import { NotLeaderError, RaftNode } from './node.js';
-import type { StateMachine } from './single-node.js';
+import type { StateMachine } from './state-machine.js';
 import { Wal } from './wal.js';
 
 // The Raft node as a daemon runs it: real WAL and snapshot files, real timers, an in-memory
