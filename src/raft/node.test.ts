@@ -10,6 +10,7 @@ import { MemNetwork, type MemNetworkOptions } from './mem-transport.js';
 import { NotLeaderError, RaftNode } from './node.js';
 import type { StateMachine } from './state-machine.js';
 import { Wal } from './wal.js';
+import { until } from '../../test/helpers/until.js';
 
 // The Raft node as a daemon runs it: real WAL and snapshot files, real timers, an in-memory
 // network. (Safety under faults is the simulator's job, test/raft-sim; this is the shell.)
@@ -82,17 +83,11 @@ async function cluster(n: number, opts: { snapshotEvery?: number; keepBehind?: n
   return { net, members };
 }
 
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+// In-process: conditions change within milliseconds, so ask often.
+const WAIT_MS = 10_000;
+const POLL_MS = 10;
 
-const leaderOf = (ms: Member[]) => until('a leader', () => ms.find((m) => m.node.isLeader));
+const leaderOf = (ms: Member[]) => until('a leader', () => ms.find((m) => m.node.isLeader), WAIT_MS, POLL_MS);
 
 describe('RaftNode', () => {
   it('elects a leader and applies every acknowledged proposal on every member, in order', async () => {
@@ -100,7 +95,7 @@ describe('RaftNode', () => {
     const leader = await leaderOf(members);
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.node.propose(Buffer.from(`op-${i}`))));
     expect(new Set(results.map((r) => r.index)).size).toBe(200);
-    await until('all applied everywhere', () => members.every((m) => m.sm.items.length === 200));
+    await until('all applied everywhere', () => members.every((m) => m.sm.items.length === 200), WAIT_MS, POLL_MS);
     for (const m of members) expect(m.sm.items).toEqual(leader.sm.items);
     const follower = members.find((m) => m !== leader)!;
     await expect(follower.node.propose(Buffer.from('x'))).rejects.toBeInstanceOf(NotLeaderError);
@@ -114,11 +109,11 @@ describe('RaftNode', () => {
     await old.node.propose(Buffer.from('before'));
     net.isolate(old.id);
     const rest = members.filter((m) => m !== old);
-    const next = await until('a new leader', () => rest.find((m) => m.node.isLeader));
+    const next = await until('a new leader', () => rest.find((m) => m.node.isLeader), WAIT_MS, POLL_MS);
     await next.node.propose(Buffer.from('after'));
-    await until('the old leader to step down (check quorum)', () => !old.node.isLeader);
+    await until('the old leader to step down (check quorum)', () => !old.node.isLeader, WAIT_MS, POLL_MS);
     net.heal(old.id);
-    await until('the old leader to catch up', () => old.sm.items.includes('after'));
+    await until('the old leader to catch up', () => old.sm.items.includes('after'), WAIT_MS, POLL_MS);
     expect(old.sm.items).toEqual(next.sm.items);
   });
 
@@ -131,7 +126,7 @@ describe('RaftNode', () => {
     // Right after the cut it still believes it leads; a read must not be served from its state.
     expect(old.node.isLeader).toBe(true);
     await expect(old.node.readBarrier(500)).rejects.toBeInstanceOf(NotLeaderError);
-    const next = await until('a new leader', () => members.filter((m) => m !== old).find((m) => m.node.isLeader));
+    const next = await until('a new leader', () => members.filter((m) => m !== old).find((m) => m.node.isLeader), WAIT_MS, POLL_MS);
     await next.node.propose(Buffer.from('after'));
     // A follower's barrier asks the leader, and returns once the follower applied what it said.
     const follower = members.find((m) => m !== old && m !== next)!;
@@ -145,13 +140,13 @@ describe('RaftNode', () => {
     const leader = await leaderOf(members);
     for (let i = 0; i < 300; i++) await leader.node.propose(Buffer.from(`op-${i}`));
     const f = members.find((m) => m !== leader)!;
-    await until('the follower to apply everything', () => f.sm.items.length === 300);
+    await until('the follower to apply everything', () => f.sm.items.length === 300, WAIT_MS, POLL_MS);
     expect((await readdir(path.join(f.dir, 'snap'))).filter((x) => x.endsWith('.snap')).length).toBeGreaterThan(0);
     await f.node.close();
     nodes = nodes.filter((n) => n !== f.node);
     for (let i = 300; i < 320; i++) await leader.node.propose(Buffer.from(`op-${i}`));
     const again = await member(net, f.id, f.dir, { snapshotEvery: 50, keepBehind: 10 });
-    await until('the restarted follower to catch up', () => again.sm.items.length === 320);
+    await until('the restarted follower to catch up', () => again.sm.items.length === 320, WAIT_MS, POLL_MS);
     expect(again.sm.items).toEqual(leader.sm.items);
   });
 
@@ -192,11 +187,11 @@ describe('RaftNode', () => {
     dirs.push(dir);
     const n4 = await member(net, 'n4', dir, { snapshotEvery: 20, keepBehind: 0 });
     await leader.node.proposeConfChange({ changes: [{ type: 'addLearner', node: 'n4' }] });
-    await until('the learner to catch up', () => n4.sm.items.length === 60);
+    await until('the learner to catch up', () => n4.sm.items.length === 60, WAIT_MS, POLL_MS);
     await leader.node.proposeConfChange({ changes: [{ type: 'addNode', node: 'n4' }] });
-    await until('n4 to be a voter everywhere', () => members.every((m) => m.node.membership.voters.includes('n4')));
+    await until('n4 to be a voter everywhere', () => members.every((m) => m.node.membership.voters.includes('n4')), WAIT_MS, POLL_MS);
     await leader.node.propose(Buffer.from('with-four'));
-    await until('n4 to apply it', () => n4.sm.items.at(-1) === 'with-four');
+    await until('n4 to apply it', () => n4.sm.items.at(-1) === 'with-four', WAIT_MS, POLL_MS);
   });
 
   it('catches a lagging follower up with a snapshot sent in many chunks', async () => {
@@ -208,7 +203,7 @@ describe('RaftNode', () => {
     for (let w = 0; w < 10; w++) await Promise.all(Array.from({ length: 10 }, (_, i) => leader.node.propose(Buffer.from(big(w * 10 + i)))));
     expect(leader.node.status().firstIndex).toBeGreaterThan(lag.node.status().lastIndex + 1); // only a snapshot can help
     net.heal(lag.id);
-    await until('the follower to catch up', () => lag.sm.items.length === 100);
+    await until('the follower to catch up', () => lag.sm.items.length === 100, WAIT_MS, POLL_MS);
     expect(lag.sm.items).toEqual(leader.sm.items);
     const size = lag.sm.restores.at(-1)!;
     expect(size).toBeGreaterThan(10 * chunk);
@@ -236,7 +231,7 @@ describe('RaftNode', () => {
     net.isolate(lag.id);
     for (let w = 0; w < 10; w++) await Promise.all(Array.from({ length: 10 }, (_, i) => leader.node.propose(Buffer.from(big(w * 10 + i)))));
     net.heal(lag.id);
-    await until('the follower to catch up', () => lag.sm.items.length === 100);
+    await until('the follower to catch up', () => lag.sm.items.length === 100, WAIT_MS, POLL_MS);
     expect(lag.sm.items).toEqual(leader.sm.items);
     expect(broken).toEqual([1, 2]);
     expect(net.snapshots.failed).toBe(2);
@@ -250,7 +245,7 @@ describe('RaftNode', () => {
     const leader = await leaderOf(members);
     const followers = members.filter((m) => m !== leader);
     await leader.node.propose(Buffer.from('warm-up'));
-    await until('the followers to hold it', () => followers.every((f) => f.node.persistedIndex >= leader.node.persistedIndex));
+    await until('the followers to hold it', () => followers.every((f) => f.node.persistedIndex >= leader.node.persistedIndex), WAIT_MS, POLL_MS);
     const before = new Map(members.map((m) => [m.id, m.node.walStats]));
     const acked: { index: number; data: string }[] = [];
     const notDurable: string[] = [];
@@ -272,7 +267,7 @@ describe('RaftNode', () => {
     }
     await Promise.all(all);
     expect(notDurable).toEqual([]);
-    await until('the followers to persist everything', () => followers.every((f) => f.node.persistedIndex >= leader.node.persistedIndex));
+    await until('the followers to persist everything', () => followers.every((f) => f.node.persistedIndex >= leader.node.persistedIndex), WAIT_MS, POLL_MS);
     const perFsync: Record<string, string> = {};
     for (const m of members) {
       const a = m.node.walStats;
