@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { blake3File } from '../src/images/index.js';
-import { connect, randomFile, startImagesNode, until, workDir, type ImagesNode } from '../test/helpers/images-cluster.js';
+import { connect, randomFile, startImagesNode, workDir, type ImagesNode } from '../test/helpers/images-cluster.js';
+import { until } from '../test/helpers/until.js';
 import { printTable, type Row } from './table.js';
 
 // Issue 6's numbers, on real Iroh nodes in separate processes on loopback, for a 200 MB image in
@@ -14,6 +15,7 @@ import { printTable, type Row } from './table.js';
 // Every node is a process; on a machine with few cores they share them, so absolute rates are
 // the machine's (raw is measured the same way, in the same run, for comparison).
 
+const POLL_MS = 50;
 const MB = 1e6;
 const SIZE = 200 * MB;
 
@@ -63,7 +65,7 @@ export async function imagesBench(): Promise<Row[]> {
 
     // Two providers: B fetches it first, then C from A and B.
     await B.call('pull', { hash });
-    await until(async () => (await C.call<{ holdings: { have: unknown }[] }>('holdings', { hash })).holdings.filter((h) => h.have === 'all').length === 2, 10_000, 'C to see A and B');
+    await until('C to see A and B', async () => (await C.call<{ holdings: { have: unknown }[] }>('holdings', { hash })).holdings.filter((h) => h.have === 'all').length === 2, 10_000, POLL_MS);
     const twoMs: number[] = [];
     let two: Pulled | undefined;
     for (let round = 0; round < 2; round++) {
@@ -78,7 +80,7 @@ export async function imagesBench(): Promise<Row[]> {
 
     // N downloaders at once, A the only holder: time to all, and what A sent.
     await B.call('forget', { hash });
-    await until(async () => (await C.call<{ holdings: unknown[] }>('holdings', { hash })).holdings.length === 1, 10_000, 'only A to hold the image');
+    await until('only A to hold the image', async () => (await C.call<{ holdings: unknown[] }>('holdings', { hash })).holdings.length === 1, 10_000, POLL_MS);
     const downloaders = [B, C, D, E];
     let timeForOne = 0;
     for (const n of [1, 2, 4]) {
@@ -93,7 +95,7 @@ export async function imagesBench(): Promise<Row[]> {
       rows.push({ name: `to ${n} node(s): bytes the first provider sent / image size`, value: fromA / SIZE, unit: 'x', target: '<= 1.5x' });
       if (n > 1) rows.push({ name: `to ${n} node(s): bytes received from each other / all received`, value: (100 * (received - fromA)) / received, unit: '%', target: '' });
       await Promise.all(group.map((d) => d.call('forget', { hash })));
-      await until(async () => (await A.call<{ holdings: unknown[] }>('holdings', { hash })).holdings.length === 1, 10_000, 'the downloaders to withdraw');
+      await until('the downloaders to withdraw', async () => (await A.call<{ holdings: unknown[] }>('holdings', { hash })).holdings.length === 1, 10_000, POLL_MS);
     }
 
     // Rate limit: C fetches from A at a configured rate.

@@ -6,6 +6,7 @@ import { blake3File } from '../src/images/index.js';
 import { ALPN, RpcClient } from '../src/p2p/index.js';
 import { startTestNode } from './helpers/iroh.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 // Three daemons on loopback form a Raft cluster over Iroh: one bootstraps, two join with
 // tickets, writes go through any node, and the cluster survives its leader being killed.
@@ -14,20 +15,7 @@ let work: string;
 const nodes: Daemon[] = [];
 const configHome = () => path.join(work, 'config');
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const WAIT_MS = 30_000;
 
 async function listenOf(d: Daemon): Promise<string[]> {
   const { readFile } = await import('node:fs/promises');
@@ -58,7 +46,7 @@ describe('a three-voter cluster on loopback', () => {
     const statuses = await until('three voters everywhere', async () => {
       const all = await Promise.all(nodes.map((d) => d.client.status()));
       return all.every((s) => s.raft.members.filter((m) => m.role === 'voter').length === 3 && s.raft.leader) ? all : undefined;
-    });
+    }, WAIT_MS);
     const leaders = new Set(statuses.map((s) => s.raft.leader));
     expect(leaders.size).toBe(1);
     expect(statuses.filter((s) => s.raft.role === 'leader')).toHaveLength(1);
@@ -70,7 +58,7 @@ describe('a three-voter cluster on loopback', () => {
     await until('peers connected with an RTT', async () => {
       const s = await nodes[0]!.client.status();
       return s.peers.length === 2 && s.peers.every((p) => p.connected && p.rttMs !== null);
-    });
+    }, WAIT_MS);
     const table = cli(['--server', nodes[0]!.api, '--token', nodes[0]!.token, 'get', 'peers'], { configHome: configHome() }).stdout;
     expect(table).toMatch(/^n2\s+\S+\s+voter\s+True\s+True\s+[\d.]+ms/m);
   });
@@ -99,7 +87,7 @@ describe('a three-voter cluster on loopback', () => {
     const follower = await until('a follower', async () => {
       for (const d of nodes) if ((await d.client.status()).raft.role === 'follower') return d;
       return undefined;
-    });
+    }, WAIT_MS);
     const res = await follower.client.apply({
       desired: [{ kind: 'Image', name: 'img', labels: {}, spec: { blob: `blake3:${'d'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'d'.repeat(64)}`, size: null } }],
       applyset: 'x',
@@ -110,7 +98,7 @@ describe('a three-voter cluster on loopback', () => {
     expect(res.results).toEqual([{ kind: 'Image', name: 'img', action: 'created' }]);
     // Each node's own replica of the store holds it, not just the leader's.
     for (const d of nodes) {
-      await until(`${d.dataDir} to apply it`, async () => (await d.client.status()).raft.appliedIndex >= res.index!);
+      await until(`${d.dataDir} to apply it`, async () => (await d.client.status()).raft.appliedIndex >= res.index!, WAIT_MS);
     }
     const r = cli(['--server', nodes[2]!.api, '--token', nodes[2]!.token, 'get', 'image', 'img', '-o', 'json'], { configHome: configHome() });
     expect(JSON.parse(r.stdout).status.hash).toBe(`blake3:${'d'.repeat(64)}`);
@@ -148,14 +136,14 @@ describe('a three-voter cluster on loopback', () => {
     const next = await until('a new leader', async () => {
       const st = await Promise.all(rest.map((d) => d.client.status().catch(() => undefined)));
       return st.find((x): x is StatusJson => !!x && x.raft.role === 'leader' && x.raft.leader !== leader.nodeId);
-    }).catch(async (e: unknown) => {
+    }, WAIT_MS).catch(async (e: unknown) => {
       if (process.env.DEBUG_CLUSTER) for (const d of rest) console.log('DEBUG', JSON.stringify((await d.client.status().catch((x: unknown) => ({ raft: String(x) }))).raft), d.stderr().split('\n').filter((l) => /"level":(40|50)|raft role/.test(l)).slice(-8).join('\n'));
       throw e;
     });
     console.log(`new leader after ${Date.now() - t0} ms`);
     expect(next.raft.leader).not.toBe(leader.nodeId);
     const survivor = rest[0]!;
-    await until('every survivor to know the new leader', async () => (await Promise.all(rest.map((d) => d.client.status()))).every((x) => x.raft.leader === next.raft.leader));
+    await until('every survivor to know the new leader', async () => (await Promise.all(rest.map((d) => d.client.status()))).every((x) => x.raft.leader === next.raft.leader), WAIT_MS);
     const after = await survivor.client.apply({
       desired: [{ kind: 'Image', name: 'img2', labels: {}, spec: { blob: hash, format: 'raw' }, source: { hash, size: null } }],
       applyset: 'y',
@@ -169,7 +157,7 @@ describe('a three-voter cluster on loopback', () => {
     const idx = nodes.indexOf(leader);
     nodes[idx] = await startDaemon({ dataDir: leader.dataDir, configHome: configHome(), args: [] });
     const back = nodes[idx]!;
-    await until('the old leader to catch up', async () => (await back.client.status()).raft.appliedIndex >= after.index!);
+    await until('the old leader to catch up', async () => (await back.client.status()).raft.appliedIndex >= after.index!, WAIT_MS);
     const again = new ApiClient({ server: back.api, token: back.token });
     expect((await again.list('Image')).map((i) => i.metadata.name).sort()).toEqual(['img', 'img2']);
     again.close();

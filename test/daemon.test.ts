@@ -8,6 +8,7 @@ import { blake3File } from '../src/images/index.js';
 import { nodeCheck } from '../src/cli/manifests.js';
 import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/reconciler/index.js';
 import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 // One real daemon (real process, Iroh node, loopback API) and the compiled CLI against it.
 
@@ -374,15 +375,17 @@ describe('get, describe, delete', () => {
     const events: WatchEvent[] = [];
     const stop = new AbortController();
     const watching = d.client.watch('VirtualMachine', { selector: 'app=watched', signal: stop.signal }, (e) => events.push(e));
-    const until = async (what: string, f: () => boolean) => {
-      for (const end = Date.now() + 30_000; !f(); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(events.map((e) => (e.type === 'SYNCED' ? e.type : [e.type, (e.object.status as VmStatus).phase])))}`);
-    };
-    await until('SYNCED', () => events.length > 0);
+    // until(), and on a timeout the events seen so far.
+    const untilEvents = (what: string, f: () => boolean) =>
+      until(what, f, 30_000, 20).catch((err: Error) => {
+        throw new Error(`${err.message}: ${JSON.stringify(events.map((e) => (e.type === 'SYNCED' ? e.type : [e.type, (e.object.status as VmStatus).phase])))}`);
+      });
+    await untilEvents('SYNCED', () => events.length > 0);
     expect(events).toEqual([{ type: 'SYNCED' }]); // nothing selected yet
     const dir = await writeSet('watched', { 'app.sh': '#!/bin/sh\necho ready\nexec sleep 100000\n', 'set.yaml': docs(image('app'), vm('watch-1').replace('app: demo', 'app: watched'), vm('watch-2')) });
     expect(run(['apply', '-f', dir]).code).toBe(0);
     const of = (name: string) => events.flatMap((e) => (e.type !== 'SYNCED' && e.object.metadata.name === name ? [e] : []));
-    await until('watch-1 Running', () => of('watch-1').some((e) => (e.object.status as VmStatus).phase === 'Running'));
+    await untilEvents('watch-1 Running', () => of('watch-1').some((e) => (e.object.status as VmStatus).phase === 'Running'));
     expect(of('watch-1')[0]!.type).toBe('ADDED');
     expect(of('watch-1').slice(1).every((e) => e.type === 'MODIFIED')).toBe(true);
     expect(of('watch-2')).toEqual([]); // not selected
@@ -390,7 +393,7 @@ describe('get, describe, delete', () => {
     const forms = of('watch-1').map((e) => JSON.stringify(e.object));
     expect(new Set(forms).size).toBe(forms.length);
     expect(run(['delete', 'vm', 'watch-1']).code).toBe(0);
-    await until('watch-1 DELETED', () => of('watch-1').some((e) => e.type === 'DELETED'));
+    await untilEvents('watch-1 DELETED', () => of('watch-1').some((e) => e.type === 'DELETED'));
     stop.abort();
     await watching;
     await expect(d.client.watch('VirtualMachine', { selector: 'app==(', signal: new AbortController().signal }, () => {})).rejects.toMatchObject({ code: 'invalid' });
@@ -407,7 +410,7 @@ describe('get, describe, delete', () => {
     const table = watchCli([]);
     await new Promise((r) => setTimeout(r, 1500)); // both have listed (nothing selected) and wait
     expect(run(['apply', '-f', dir]).code).toBe(0); // watch-1 again
-    await until('the CLI watches to see watch-1 Running', () => / Running /.test(table.out()) && names.out().includes('MODIFIED VirtualMachine/watch-1'));
+    await untilEvents('the CLI watches to see watch-1 Running', () => / Running /.test(table.out()) && names.out().includes('MODIFIED VirtualMachine/watch-1'));
     expect(names.out().split('\n')[0]).toBe('ADDED VirtualMachine/watch-1');
     expect(table.out().split('\n')[0]).toMatch(/^NAME\s+PHASE\s+NODE/);
     expect(table.out().match(/^NAME/gm)).toHaveLength(1); // one header, then rows

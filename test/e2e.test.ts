@@ -7,6 +7,7 @@ import type { VmSpec } from '../src/state/index.js';
 import { ProcessDriver, QemuDriver, driverRoot, type VmObservation } from '../src/vm/index.js';
 import { BIN, ROOT, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
 import { createLab, type Lab, type LabNode } from './helpers/netns.js';
+import { until } from './helpers/until.js';
 
 // The walkthrough of examples/README.md, for real (issue 7): three processes, each in its own
 // network namespace on one bridge: two voters (one bootstraps, one joins by ticket) and a worker
@@ -26,20 +27,7 @@ const configHome = () => path.join(work, 'config');
 const dataDir = (n: string) => path.join(work, n);
 let watcher: ChildProcess | undefined;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const WAIT_MS = 60_000;
 
 async function start(name: 'v1' | 'v2' | 'w1', args: string[]): Promise<Daemon> {
   const n = labNode[name]!;
@@ -129,7 +117,7 @@ beforeAll(async () => {
   await until('two voters and three ready nodes', async () => {
     const s = await nodes.v1.client.status();
     return s.raft.members.filter((m) => m.role === 'voter').length === 2 && s.nodes.length === 3 && s.nodes.every((n) => n.ready);
-  });
+  }, WAIT_MS);
 }, 400_000);
 
 afterAll(async () => {
@@ -169,14 +157,14 @@ describe('the three-node walkthrough', () => {
     const again = await until('the first restart', async () => {
       const o = await drv.inspect('spread-1');
       return running(o) && o.pid && o.pid !== first ? o : undefined;
-    });
+    }, WAIT_MS);
     process.kill(again.pid!, 'SIGKILL');
     const drift = await until('diff --actual to report it', async () => {
       const d = cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'diff', '--actual'], { configHome: configHome() });
       return d.code === 1 && d.stdout.includes('VirtualMachine/spread-1') ? d : undefined;
     }, 15_000);
     expect(drift.stdout).toMatch(/VirtualMachine\/spread-1: desired Running, observed \w+/);
-    await until('healed', async () => cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'diff', '--actual'], { configHome: configHome() }).code === 0);
+    await until('healed', async () => cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'diff', '--actual'], { configHome: configHome() }).code === 0, WAIT_MS);
 
     // A VM gone from its node behind Blixard's back (its process and folder removed by hand): the
     // node notices within about a second (it polls its running VMs' processes) and creates it again.
@@ -195,13 +183,13 @@ describe('the three-node walkthrough', () => {
     watcher = spawn(process.execPath, [BIN, 'watch', '-f', manifestsDir(), '--debounce', '200ms', '--server', nodes.v2.api, '--token', nodes.v2.token], { env: testEnv(configHome()), stdio: ['ignore', 'pipe', 'pipe'] });
     watcher.stdout!.on('data', (c: Buffer) => (said += c.toString()));
     watcher.stderr!.on('data', (c: Buffer) => (said += c.toString()));
-    await until('watch to start', async () => said.includes('applied'));
+    await until('watch to start', async () => said.includes('applied'), WAIT_MS);
     const memoryOf = async (vm: string) => ((await (await anyClient()).get('VirtualMachine', vm)).spec as VmSpec).memoryMiB;
     await writeManifests('---\napiVersion: blixard.dev/v1\nkind: VirtualMachine\nmetadata: { name: added }\nspec: { image: app, memoryMiB: 16 }\n');
-    await until('the edit to be applied', async () => (await vms()).some((v) => v.metadata.name === 'added'));
+    await until('the edit to be applied', async () => (await vms()).some((v) => v.metadata.name === 'added'), WAIT_MS);
     said = '';
     await writeManifests('---\napiVersion: blixard.dev/v1\nkind: VirtualMachine\nmetadata: { name: added }\nspec: { image: app, memoryMiB: sixteen }\n');
-    await until('the bad edit to be refused', async () => said.includes('not applied'));
+    await until('the bad edit to be refused', async () => said.includes('not applied'), WAIT_MS);
     expect(await memoryOf('added')).toBe(16);
     watcher.kill('SIGTERM');
     watcher = undefined;
@@ -216,7 +204,7 @@ describe('the three-node walkthrough', () => {
     // pinned-b may only run on zone b: with v2 cordoned it waits, and says why.
     expect((await vms()).find((v) => v.metadata.name === 'pinned-b')?.status.phase).toBe('Pending');
     expect(cli(['--server', nodes.v1.api, '--token', nodes.v1.token, 'node', 'uncordon', 'v2'], { configHome: configHome() }).code).toBe(0);
-    await until('pinned-b back on v2', async () => (await vms()).find((v) => v.metadata.name === 'pinned-b' && v.status.phase === 'Running' && v.status.nodeId === nodes.v2.nodeId));
+    await until('pinned-b back on v2', async () => (await vms()).find((v) => v.metadata.name === 'pinned-b' && v.status.phase === 'Running' && v.status.nodeId === nodes.v2.nodeId), WAIT_MS);
   });
 
   it('a node that is only cut off fences itself before its VMs run elsewhere', async () => {
@@ -237,7 +225,7 @@ describe('the three-node walkthrough', () => {
       }, 60_000);
       expect(movedAt).toBeGreaterThanOrEqual(fencedAt);
       lab.heal(labNode.w1!);
-      await until('the worker to be ready again', async () => (await nodes.v1.client.nodes()).find((n) => n.nodeId === nodes.w1.nodeId)?.ready);
+      await until('the worker to be ready again', async () => (await nodes.v1.client.nodes()).find((n) => n.nodeId === nodes.w1.nodeId)?.ready, WAIT_MS);
     });
     // Back in touch, it runs none of the VMs that moved away.
     for (const vm of onWorker) expect(running(await workerDrv.inspect(vm))).toBe(false);
@@ -248,7 +236,7 @@ describe('the three-node walkthrough', () => {
     // worker ("kill a node, watch VMs move"). First give it VMs again: they moved off it earlier.
     const victim = nodes.w1;
     await (await anyClient()).apply({ desired: [1, 2].map((i) => ({ kind: 'VirtualMachine' as const, name: `on-w1-${i}`, labels: {}, spec: { image: 'app', memoryMiB: 8, placement: { nodeSelector: { zone: 'c' } } } })), applyset: 'on-w1', prune: false, maxPrune: 0, dryRun: false });
-    await until('VMs on the worker', async () => (await vms()).filter((v) => v.metadata.name.startsWith('on-w1') && v.status.phase === 'Running').length === 2);
+    await until('VMs on the worker', async () => (await vms()).filter((v) => v.metadata.name.startsWith('on-w1') && v.status.phase === 'Running').length === 2, WAIT_MS);
     // Then lift the pin so they may move: only the node's death moves them now.
     await (await anyClient()).apply({ desired: [1, 2].map((i) => ({ kind: 'VirtualMachine' as const, name: `on-w1-${i}`, labels: {}, spec: { image: 'app', memoryMiB: 8 } })), applyset: 'on-w1', prune: false, maxPrune: 0, dryRun: false });
     const victimVms = ['on-w1-1', 'on-w1-2'];
@@ -276,7 +264,7 @@ describe('the three-node walkthrough', () => {
     expect(unknownAt - t0).toBeGreaterThanOrEqual(1_000);
     console.log(`from the node's death to its VMs Running elsewhere: ${Date.now() - t0} ms (node timeout ${NODE_TIMEOUT} + fence ${FENCE_AFTER})`);
     // The QEMU guest may only run on zone c: it waits for its node, and says so.
-    await until('the guest to show its node is gone', async () => ['Unknown', 'Pending'].includes((await vms()).find((v) => v.metadata.name === 'guest')!.status.phase));
+    await until('the guest to show its node is gone', async () => ['Unknown', 'Pending'].includes((await vms()).find((v) => v.metadata.name === 'guest')!.status.phase), WAIT_MS);
   });
 
   it('loses no acknowledged apply when the leader is killed, and placements continue under the new leader', async () => {
@@ -296,7 +284,7 @@ describe('the three-node walkthrough', () => {
     // Two voters: the cluster needs both to commit; the killed one comes back from its data dir.
     nodes[leaderName] = await start(leaderName as 'v1' | 'v2', []);
     step('restarted');
-    await until('a leader again', async () => (await follower.client.status()).raft.leader);
+    await until('a leader again', async () => (await follower.client.status()).raft.leader, WAIT_MS);
     step('leader');
     const leaderAt = Date.now();
     const names = new Set((await vms()).map((v) => v.metadata.name));
@@ -307,7 +295,7 @@ describe('the three-node walkthrough', () => {
     // timeout, ~20 s here, was what it used to cost).
     expect(Date.now() - leaderAt).toBeLessThan(15_000);
     try {
-      await until('the new VM placed and Running', async () => (await vms()).find((v) => v.metadata.name === 'after-failover' && v.status.phase === 'Running'));
+      await until('the new VM placed and Running', async () => (await vms()).find((v) => v.metadata.name === 'after-failover' && v.status.phase === 'Running'), WAIT_MS);
     } catch (e) {
       console.log(JSON.stringify((await vms()).find((v) => v.metadata.name === 'after-failover')?.status));
       throw e;

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceJson, VmStatus } from '../src/api/index.js';
 import { ProcessDriver, driverRoot } from '../src/vm/index.js';
 import { BIN, cli, removeDir, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 // VMs run for real through the node reconciler and the process driver: real processes, started
 // detached, observed (never assumed), recreated, stopped, restarted, adopted, deleted.
@@ -46,20 +47,7 @@ async function writeSet(text: string): Promise<string> {
   return dir;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const WAIT_MS = 20_000;
 
 const vmStatus = async (name: string) => (await d.client.get('VirtualMachine', name)) as ResourceJson & { status: VmStatus };
 const phaseIs = (name: string, phase: string, gen?: number) => async () => {
@@ -117,9 +105,9 @@ describe('process VMs through the reconciler', () => {
     follower.stdout.on('data', (c: Buffer) => (out += c.toString()));
     const exited = new Promise<number | null>((resolve) => follower.once('exit', (code) => resolve(code)));
     const ticks = () => [...out.matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1]));
-    await until('some ticks', async () => ticks().length >= 2);
+    await until('some ticks', async () => ticks().length >= 2, WAIT_MS);
     const first = Math.max(...ticks());
-    await until('ticks printed later', async () => Math.max(...ticks()) >= first + 5);
+    await until('ticks printed later', async () => Math.max(...ticks()) >= first + 5, WAIT_MS);
     follower.kill('SIGINT');
     expect(await exited).toBe(0);
     expect(run(['delete', 'vm', 'ticker']).code).toBe(0);
@@ -138,9 +126,9 @@ describe('process VMs through the reconciler', () => {
     const restarted = await until('the killed VM to come back', async () => {
       const o = await driver().inspect('web');
       return o.state === 'running' && o.pid !== after.pid ? o : undefined;
-    });
+    }, WAIT_MS);
     expect(alive(restarted.pid!)).toBe(true);
-    await until('Running again', phaseIs('web', 'Running', 2));
+    await until('Running again', phaseIs('web', 'Running', 2), WAIT_MS);
 
     await writeSet(manifest('web', '\n  state: Stopped').replace('memoryMiB: 64', 'memoryMiB: 96'));
     expect(run(['apply', '-f', dir, '--wait', '--timeout', '30s']).code).toBe(0);
@@ -158,13 +146,13 @@ describe('process VMs through the reconciler', () => {
     expect(await d.stop()).toBe(0);
     expect(alive(o.pid!)).toBe(true);
     d = await startDaemon({ dataDir: dataDir(), configHome: configHome(), args: ['--hypervisor', 'process'] });
-    await until('Running after adoption', phaseIs('web', 'Running'));
+    await until('Running after adoption', phaseIs('web', 'Running'), WAIT_MS);
     expect((await driver().inspect('web')).pid).toBe(o.pid);
 
     await d.kill();
     expect(alive(o.pid!)).toBe(true);
     d = await startDaemon({ dataDir: dataDir(), configHome: configHome(), args: ['--hypervisor', 'process'] });
-    await until('Running after adoption', phaseIs('web', 'Running'));
+    await until('Running after adoption', phaseIs('web', 'Running'), WAIT_MS);
     const again = await driver().list();
     expect(again.filter((x) => x.state === 'running').map((x) => [x.name, x.pid])).toEqual([['web', o.pid]]);
   });
@@ -179,7 +167,7 @@ describe('process VMs through the reconciler', () => {
     );
     const r = run(['apply', '-f', dir, '--wait', '--timeout', '30s']);
     expect(r.code).toBe(1);
-    const st = await until('Failed', phaseIs('crasher', 'Failed'));
+    const st = await until('Failed', phaseIs('crasher', 'Failed'), WAIT_MS);
     expect(st.status.message).toBe('exited (exit code 3); restartPolicy Never');
   });
 
@@ -187,7 +175,7 @@ describe('process VMs through the reconciler', () => {
     const o = await driver().inspect('web');
     expect(run(['delete', 'vm', 'web']).code).toBe(0);
     expect(run(['delete', 'vm', 'crasher']).code).toBe(0);
-    await until('the VMs to be removed', async () => (await driver().list()).length === 0);
+    await until('the VMs to be removed', async () => (await driver().list()).length === 0, WAIT_MS);
     expect(alive(o.pid!)).toBe(false);
     expect(existsSync(path.join(driverRoot(dataDir(), 'process'), 'web'))).toBe(false);
   });

@@ -7,6 +7,7 @@ import type { EventJson, ResourceJson, VmStatus } from '../src/api/index.js';
 import { QemuDriver, driverRoot } from '../src/vm/index.js';
 import { pidExists } from '../src/vm/proc.js';
 import { cli, removeDir, removeVms, ROOT, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 // Real QEMU VMs through the daemon (issue 5): the tiny Linux guest of SPEC section 6 boots to its
 // ready line, is recreated on a memory change, powers down through ACPI, is restarted with
@@ -45,20 +46,8 @@ spec:
   return dir;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const WAIT_MS = 60_000;
+const POLL_MS = 200;
 
 const vm = async () => (await d.client.get('VirtualMachine', 'guest')) as ResourceJson & { status: VmStatus };
 const events = (): Promise<EventJson[]> => d.client.events('VirtualMachine', 'guest');
@@ -86,7 +75,7 @@ describe('QEMU VMs through the reconciler', () => {
     expect(run(['logs', 'vm', 'guest']).stdout).toContain('BLIXARD-GUEST-READY');
     const o = await driver().inspect('guest');
     expect(o.state).toBe('running');
-    const page = await until('the guest web server', async () => (await fetch(`http://127.0.0.1:${PORT}/`)).ok, 30_000);
+    const page = await until('the guest web server', async () => (await fetch(`http://127.0.0.1:${PORT}/`)).ok, 30_000, POLL_MS);
     expect(page).toBe(true);
   });
 
@@ -98,7 +87,7 @@ describe('QEMU VMs through the reconciler', () => {
     const st = await until('the failed start reported', async () => {
       const s = ((await d.client.get('VirtualMachine', 'clash')) as ResourceJson & { status: VmStatus }).status;
       return s.message?.includes('QEMU exited during start-up:') ? s : undefined;
-    }, 60_000);
+    }, 60_000, POLL_MS);
     expect(st.message).toMatch(/host forwarding rule/i);
     expect(run(['delete', 'vm', 'clash']).code).toBe(0);
     expect((await vm()).status.phase).toBe('Running');
@@ -133,11 +122,11 @@ describe('QEMU VMs through the reconciler', () => {
     const second = await until('a restart after the kill', async () => {
       const o = await driver().inspect('guest');
       return o.state === 'running' && o.pid !== first.pid ? o : undefined;
-    });
+    }, WAIT_MS, POLL_MS);
     // Killed again soon after it started: a crash loop; the next start waits (BackOff).
     process.kill(second.pid!, 'SIGKILL');
-    await until('a BackOff event', async () => (await events()).find((e) => e.reason === 'BackOff'), 30_000);
-    await until('Running again after the backoff', async () => (await vm()).status.phase === 'Running', 120_000);
+    await until('a BackOff event', async () => (await events()).find((e) => e.reason === 'BackOff'), 30_000, POLL_MS);
+    await until('Running again after the backoff', async () => (await vm()).status.phase === 'Running', 120_000, POLL_MS);
   });
 
   it('is adopted, not duplicated, by a daemon restarted after SIGKILL', async () => {
@@ -145,7 +134,7 @@ describe('QEMU VMs through the reconciler', () => {
     await d.kill();
     expect(alive(o.pid!)).toBe(true);
     d = await startDaemon({ dataDir: dataDir(), configHome: configHome(), args: [] });
-    await until('Running after adoption', async () => (await vm()).status.phase === 'Running');
+    await until('Running after adoption', async () => (await vm()).status.phase === 'Running', WAIT_MS, POLL_MS);
     const all = await driver().list();
     expect(all.map((x) => [x.name, x.state, x.pid])).toEqual([['guest', 'running', o.pid]]);
   });
@@ -153,7 +142,7 @@ describe('QEMU VMs through the reconciler', () => {
   it('leaves nothing behind when deleted: no process, no socket, no overlay, no folder', async () => {
     const o = await driver().inspect('guest');
     expect(run(['delete', 'vm', 'guest']).code).toBe(0);
-    await until('the VM to be gone', async () => (await driver().list()).length === 0);
+    await until('the VM to be gone', async () => (await driver().list()).length === 0, WAIT_MS, POLL_MS);
     expect(alive(o.pid!)).toBe(false);
     expect(existsSync(path.join(driverRoot(dataDir(), 'qemu'), 'guest'))).toBe(false);
   });

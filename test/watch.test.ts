@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VmSpec } from '../src/state/index.js';
 import { BIN, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 // Watch mode: a git checkout is applied on every change; a bad edit is reported and changes
 // nothing; --git pulls new commits and records which commit was applied.
@@ -25,13 +26,12 @@ metadata: { name: watched }
 spec: { image: app, memoryMiB: ${mem}${extra} }
 `;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; watch said:\n${output}`);
-    await new Promise((r) => setTimeout(r, 50));
+/** until(), and on a timeout what `blixard watch` printed. */
+async function untilWatched<T>(what: string, fn: () => Promise<T | undefined | false>): Promise<T> {
+  try {
+    return await until(what, fn, 20_000, 50);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; watch said:\n${output}`);
   }
 }
 const memory = async () => ((await d.client.get('VirtualMachine', 'watched')).spec as VmSpec).memoryMiB;
@@ -67,7 +67,7 @@ afterAll(async () => {
 
 describe('blixard watch', () => {
   it('applies the checkout at start and records its commit', async () => {
-    await until('the first apply', async () => (await memory()) === 64);
+    await untilWatched('the first apply', async () => (await memory()) === 64);
     const sha = git(path.join(work, 'checkout'), 'rev-parse', '--short=12', 'HEAD');
     const s = await d.client.status();
     expect(s.applysets.find((a) => a.name === 'watch')?.revision).toBe(sha);
@@ -76,7 +76,7 @@ describe('blixard watch', () => {
   it('applies an edit within moments, and records that the tree was dirty', async () => {
     const t0 = Date.now();
     await writeFile(path.join(work, 'checkout', 'vm.yaml'), manifest(96));
-    await until('the edit to be applied', async () => (await memory()) === 96);
+    await untilWatched('the edit to be applied', async () => (await memory()) === 96);
     console.log(`watch: edit to applied in ${Date.now() - t0} ms (target < 2 s)`);
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect((await d.client.status()).applysets.find((a) => a.name === 'watch')?.revision).toMatch(/-dirty$/);
@@ -85,7 +85,7 @@ describe('blixard watch', () => {
   it('reports a bad edit and changes nothing', async () => {
     output = '';
     await writeFile(path.join(work, 'checkout', 'vm.yaml'), manifest(128, ', vcpus: lots'));
-    await until('the refusal', async () => output.includes('not applied'));
+    await untilWatched('the refusal', async () => output.includes('not applied'));
     expect(output).toMatch(/vm\.yaml:9:\d+ VirtualMachine\/watched spec\.vcpus: expected a positive integer, got "lots"/);
     expect(await memory()).toBe(96);
   });
@@ -98,8 +98,8 @@ describe('blixard watch', () => {
     git(author, 'commit', '-q', '-am', 'more memory');
     git(author, 'push', '-q', 'origin', 'main');
     const sha = git(author, 'rev-parse', '--short=12', 'HEAD');
-    await until('the pulled commit to be applied', async () => (await memory()) === 160);
-    await until('the revision to be recorded', async () => (await d.client.status()).applysets.find((a) => a.name === 'watch')?.revision === sha);
+    await untilWatched('the pulled commit to be applied', async () => (await memory()) === 160);
+    await untilWatched('the revision to be recorded', async () => (await d.client.status()).applysets.find((a) => a.name === 'watch')?.revision === sha);
   });
 
   it('prunes what left the folder with --prune, and refuses (changing nothing) past --max-prune', async () => {
@@ -114,22 +114,22 @@ describe('blixard watch', () => {
     w.stderr!.on('data', (c: Buffer) => (said += c.toString()));
     const names = async () => (await d.client.list('VirtualMachine')).map((v) => v.metadata.name).filter((n) => n.startsWith('p-')).sort();
     try {
-      await until('the four VMs', async () => (await names()).length === 4);
+      await untilWatched('the four VMs', async () => (await names()).length === 4);
       // One file gone: one VM pruned.
       await rm(path.join(dir, 'p-c.yaml'));
-      await until('p-c pruned', async () => JSON.stringify(await names()) === JSON.stringify(['p-a', 'p-b', 'p-keep']));
-      await until('the watcher to say so', async () => /VirtualMachine\/p-c pruned/.test(said));
+      await untilWatched('p-c pruned', async () => JSON.stringify(await names()) === JSON.stringify(['p-a', 'p-b', 'p-keep']));
+      await untilWatched('the watcher to say so', async () => /VirtualMachine\/p-c pruned/.test(said));
       // Two gone at once: more than --max-prune 1, so nothing is deleted, and it says why.
       said = '';
       await rm(path.join(dir, 'p-a.yaml'));
       await rm(path.join(dir, 'p-b.yaml'));
-      await until('the refusal', async () => said.includes('not applied'));
+      await untilWatched('the refusal', async () => said.includes('not applied'));
       expect(said).toMatch(/would delete 2 resources, more than --max-prune 1/);
       expect(await names()).toEqual(['p-a', 'p-b', 'p-keep']);
       // A folder left with no manifests at all is refused too (never read as "delete everything").
       said = '';
       await rm(path.join(dir, 'p-keep.yaml'));
-      await until('the refusal of an empty folder', async () => said.includes('holds no manifest files'));
+      await untilWatched('the refusal of an empty folder', async () => said.includes('holds no manifest files'));
       expect(await names()).toEqual(['p-a', 'p-b', 'p-keep']);
     } catch (e) {
       console.log(said);

@@ -5,6 +5,7 @@ import type { VmStatus } from '../src/api/index.js';
 import { MergedMap, type MapRecord } from '../src/p2p/index.js';
 import { ProcessDriver, driverRoot } from '../src/vm/index.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 // A worker takes no part in Raft: it joins with a ticket, follows the cluster document, runs the
 // VMs placed on it, and reports them through the status document under its own author.
@@ -14,20 +15,7 @@ let voter: Daemon;
 let worker: Daemon;
 const configHome = () => path.join(work, 'config');
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const WAIT_MS = 30_000;
 
 beforeAll(async () => {
   work = await tempDir();
@@ -51,7 +39,7 @@ describe('a worker node', () => {
     expect(ws.raft.role).toBe('none');
     const vs = await voter.client.status();
     expect(vs.raft.members.map((m) => m.nodeId)).toEqual([voter.nodeId]);
-    await until('the worker to be ready on the leader', async () => (await voter.client.nodes()).find((n) => n.nodeId === worker.nodeId && n.ready));
+    await until('the worker to be ready on the leader', async () => (await voter.client.nodes()).find((n) => n.nodeId === worker.nodeId && n.ready), WAIT_MS);
     expect((await voter.client.list('Peer')).map((p) => p.metadata.name)).toEqual(['w1']);
   });
 

@@ -1,24 +1,10 @@
-import type { Entry, EntryType, HardState, Message, MessageType, Snapshot } from './core/types.js';
+import { MESSAGE_TYPES, type Entry, type EntryType, type HardState, type Message, type Snapshot } from './core/index.js';
 
 // Binary encodings of what Raft persists and sends: entries and hard state for the WAL, messages
 // for the transport. Fixed little-endian fields; indices and terms as 48-bit integers (enough for
 // 2.8e14 entries, and exact in a JS number).
 
-const MESSAGE_TYPES: MessageType[] = [
-  'MsgApp',
-  'MsgAppResp',
-  'MsgVote',
-  'MsgVoteResp',
-  'MsgPreVote',
-  'MsgPreVoteResp',
-  'MsgHeartbeat',
-  'MsgHeartbeatResp',
-  'MsgSnap',
-  'MsgTimeoutNow',
-  'MsgReadIndex',
-  'MsgReadIndexResp',
-  'MsgTransferLeader',
-];
+// A message type's code on the wire is its position in the core's MESSAGE_TYPES.
 const TYPE_CODE = new Map(MESSAGE_TYPES.map((t, i) => [t, i]));
 
 class Writer {

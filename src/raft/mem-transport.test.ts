@@ -1,15 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { MemNetwork } from './mem-transport.js';
+import { until } from '../../test/helpers/until.js';
 
 // The in-memory transport carries snapshots as the Iroh one does: chunked, beside other messages.
 
-const until = async (what: string, fn: () => boolean, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-};
+// Deliveries happen on setImmediate: look again on every turn (interval 0), or a whole snapshot
+// may arrive between two looks.
+const WAIT_MS = 5000;
 
 describe('MemTransport snapshots', () => {
   it('delivers a snapshot in chunks, whole, while other messages pass it', async () => {
@@ -21,7 +18,7 @@ describe('MemTransport snapshots', () => {
     b.onReceive((_from, m) => got.push(m.length === snap.length ? 'snapshot' : Buffer.from(m).toString()));
     const done = a.sendSnapshot('b', snap);
     a.send('b', [Buffer.from('heartbeat')]);
-    await until('the heartbeat', () => got.length > 0);
+    await until('the heartbeat', () => got.length > 0, WAIT_MS, 0);
     expect(got).toEqual(['heartbeat']); // the snapshot is still on its way
     expect(await done).toBe(true);
     expect(got).toEqual(['heartbeat', 'snapshot']);
@@ -52,7 +49,7 @@ describe('MemTransport snapshots', () => {
     a.onUnreachable((p) => unreachable.push(p));
     net.isolate('b');
     a.send('b', [Buffer.from('x')]);
-    await until('the report', () => unreachable.length > 0);
+    await until('the report', () => unreachable.length > 0, WAIT_MS, 0);
     expect(unreachable).toEqual(['b']);
   });
 });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { MemoryStorage, RaftError, RawNode, type ConfChange, type ConfState, type Entry, type Message, type Ready, type Role } from './core/index.js';
 import { decodeMessage, decodeRecord, encodeMessage, encodeRecord } from './codec.js';
-import type { StateMachine } from './single-node.js';
+import type { StateMachine } from './state-machine.js';
 import { readLatestSnapshot, writeSnapshot } from './snapshot.js';
 import type { ClusterLog } from './cluster-log.js';
 import type { Transport } from './transport.js';

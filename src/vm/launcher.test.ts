@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Launcher } from './launcher.js';
+import { until } from '../../test/helpers/until.js';
 
 // The launcher: programs exec'd from a fork of one long-lived Perl, and Perl scripts (the shim)
 // run in the fork itself, as `perl SCRIPT ARGS` would run them.
@@ -18,15 +19,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function until<T>(what: string, f: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + 10_000;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const WAIT_MS = 10_000;
+const POLL_MS = 20;
 
 const output = (name: string) => readFile(path.join(dir, name), 'utf8').catch(() => '');
 
@@ -34,7 +28,7 @@ describe('Launcher', () => {
   it('runs a Perl script in its own fork, with the arguments, environment, folder and output asked for', async () => {
     await writeFile(path.join(dir, 'hello.pl'), 'use strict;\nopen(my $fh, "<", "/proc/$$/cmdline"); my $c = <$fh>; $c =~ s/\\0/ /g;\nprint "args=@ARGV env=$ENV{GREETING} cwd=", (-e "hello.pl" ? "ok" : "wrong"), " pid=$$ cmd=$c\\n";\nexit 3;\n');
     const pid = await launcher.launch({ cwd: dir, output: path.join(dir, 'hello.out'), argv: ['hello.pl', 'a', 'b c'], env: { GREETING: 'hi', PATH: '/usr/bin:/bin' }, perlScript: true });
-    const out = await until('the script to print', async () => ((await output('hello.out')).includes('\n') ? output('hello.out') : undefined));
+    const out = await until('the script to print', async () => ((await output('hello.out')).includes('\n') ? output('hello.out') : undefined), WAIT_MS, POLL_MS);
     expect(out).toContain('args=a b c env=hi cwd=ok');
     expect(out).toContain(`pid=${pid} `);
     expect(out).toMatch(/cmd=perl hello\.pl a b c/); // what `ps` shows: as if started by hand
@@ -45,20 +39,20 @@ describe('Launcher', () => {
     await expect(launcher.launch({ cwd: path.join(dir, 'gone'), output: path.join(dir, 'x.out'), argv: ['x.pl'], env: {}, perlScript: true })).rejects.toThrow(/chdir .*gone/);
     await writeFile(path.join(dir, 'dies.pl'), 'use strict;\ndie "blixard-shim: nothing to do\\n";\n');
     await launcher.launch({ cwd: dir, output: path.join(dir, 'dies.out'), argv: ['dies.pl'], env: {}, perlScript: true });
-    expect(await until('the message', async () => ((await output('dies.out')) || undefined))).toBe('blixard-shim: nothing to do\n');
+    expect(await until('the message', async () => ((await output('dies.out')) || undefined), WAIT_MS, POLL_MS)).toBe('blixard-shim: nothing to do\n');
   });
 
   it('runs a defined script compiled once, from no file, and says why one does not compile', async () => {
     const script = path.join(dir, 'defined', 'greet.pl'); // no such file: the definition is what runs
     launcher.define(script, 'use strict;\nmy $n = 0;\nsub twice { return 2 * $_[0] }\nprint "defined args=@ARGV twice=", twice(21), " file=", (-e $0 ? "yes" : "no"), "\\n";\n');
     await launcher.launch({ cwd: dir, output: path.join(dir, 'greet.out'), argv: [script, 'x', 'y'], env: {}, perlScript: true });
-    expect(await until('the defined script', async () => ((await output('greet.out')) || undefined))).toBe('defined args=x y twice=42 file=no\n');
+    expect(await until('the defined script', async () => ((await output('greet.out')) || undefined), WAIT_MS, POLL_MS)).toBe('defined args=x y twice=42 file=no\n');
 
     // A path is a name, never code: a newline in it does not end the compiled line.
     const odd = path.join(dir, 'odd\n"print "injected\\n";\n#.pl');
     launcher.define(odd, 'print "odd ran\\n";\n');
     await launcher.launch({ cwd: dir, output: path.join(dir, 'odd.out'), argv: [odd], env: {}, perlScript: true });
-    expect(await until('the odd one', async () => ((await output('odd.out')) || undefined))).toBe('odd ran\n');
+    expect(await until('the odd one', async () => ((await output('odd.out')) || undefined), WAIT_MS, POLL_MS)).toBe('odd ran\n');
 
     launcher.define(path.join(dir, 'broken.pl'), 'use strict;\nprint $undeclared;\n');
     await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'broken.out'), argv: [path.join(dir, 'broken.pl')], env: {}, perlScript: true })).rejects.toThrow(/compiling .*broken\.pl: Global symbol "\$undeclared"/);
@@ -75,10 +69,10 @@ describe('Launcher', () => {
       await own.launch({ cwd: dir, output: path.join(dir, 'again.out'), argv: [script, '1'], env: {}, perlScript: true });
       const first = (own as unknown as { proc: { pid: number } }).proc.pid;
       process.kill(first, 'SIGKILL');
-      await until('the launcher to be gone', async () => ((own as unknown as { proc?: unknown }).proc === undefined ? true : undefined));
+      await until('the launcher to be gone', async () => ((own as unknown as { proc?: unknown }).proc === undefined ? true : undefined), WAIT_MS, POLL_MS);
       await own.launch({ cwd: dir, output: path.join(dir, 'again.out'), argv: [script, '2'], env: {}, perlScript: true });
       expect((own as unknown as { proc: { pid: number } }).proc.pid).not.toBe(first);
-      expect(await until('both runs', async () => ((await output('again.out')).split('\n').length > 2 ? output('again.out') : undefined))).toBe('run 1\nrun 2\n');
+      expect(await until('both runs', async () => ((await output('again.out')).split('\n').length > 2 ? output('again.out') : undefined), WAIT_MS, POLL_MS)).toBe('run 1\nrun 2\n');
     } finally {
       own.close();
     }
@@ -98,7 +92,7 @@ describe('Launcher', () => {
     const reader = await open(fifo, 'r'); // lets the slow child open its output and exec
     try {
       expect(await slow).toBeGreaterThan(0);
-      expect(await until('the slow one to print', async () => ((await reader.read(Buffer.alloc(64), 0, 64)).bytesRead > 0 ? true : undefined))).toBe(true);
+      expect(await until('the slow one to print', async () => ((await reader.read(Buffer.alloc(64), 0, 64)).bytesRead > 0 ? true : undefined), WAIT_MS, POLL_MS)).toBe(true);
     } finally {
       await reader.close();
     }
@@ -106,7 +100,7 @@ describe('Launcher', () => {
 
   it('still execs programs, and says why one cannot be run', async () => {
     await launcher.launch({ cwd: dir, output: path.join(dir, 'echo.out'), argv: ['/bin/echo', 'exec works'], env: {} });
-    expect(await until('echo', async () => ((await output('echo.out')) || undefined))).toBe('exec works\n');
+    expect(await until('echo', async () => ((await output('echo.out')) || undefined), WAIT_MS, POLL_MS)).toBe('exec works\n');
     await expect(launcher.launch({ cwd: dir, output: path.join(dir, 'nope.out'), argv: ['/nonexistent/prog'], env: {} })).rejects.toThrow(/exec \/nonexistent\/prog/);
   });
 });

@@ -1,7 +1,7 @@
 import { constants as fsc } from 'node:fs';
 import { chmod, copyFile, rename } from 'node:fs/promises';
 import { VmDriverError, type ImageFormat, type VmSpecForDriver } from './driver.js';
-import { findExecutable } from './files.js';
+import { HostTools, requireExecutable } from './host-tools.js';
 import { killSessionLeftovers, SAFE_PATH, signalProgram, type LaunchPlan } from './supervise.js';
 import { SupervisedDriver } from './supervised-driver.js';
 import { FILES, type RunRecord, type VmFolder } from './vm-folder.js';
@@ -93,7 +93,10 @@ interface Tools {
 export class ProcessDriver extends SupervisedDriver {
   readonly name = 'process' as const;
   readonly formats: readonly ImageFormat[] = ['executable'];
-  private tools: Promise<Tools> | null = null;
+  protected readonly tools = new HostTools<Tools>(async () => ({
+    perl: await requireExecutable(this.opts.perl ?? 'perl', 'perl-base'),
+    prlimit: this.rlimitSyscall === undefined ? await requireExecutable(this.opts.prlimit ?? 'prlimit', 'util-linux') : null,
+  }));
 
   /** The prlimit64 system call number here, unless told to use prlimit(1) (an explicit `prlimit`). */
   private readonly rlimitSyscall: number | undefined;
@@ -101,29 +104,6 @@ export class ProcessDriver extends SupervisedDriver {
   constructor(private readonly opts: ProcessDriverOptions) {
     super(opts.root);
     this.rlimitSyscall = opts.prlimit === undefined ? prlimitSyscall() : undefined;
-  }
-
-  async available(): Promise<{ ok: boolean; why?: string }> {
-    try {
-      await this.resolveTools();
-      return { ok: true };
-    } catch (err) {
-      this.tools = null;
-      return { ok: false, why: (err as Error).message };
-    }
-  }
-
-  private resolveTools(): Promise<Tools> {
-    this.tools ??= (async () => {
-      const need = async (cmd: string, pkg: string): Promise<string> => {
-        const p = await findExecutable(cmd);
-        if (!p) throw new Error(`${cmd} not found on PATH (Debian package: ${pkg})`);
-        return p;
-      };
-      const perl = await need(this.opts.perl ?? 'perl', 'perl-base');
-      return { perl, prlimit: this.rlimitSyscall === undefined ? await need(this.opts.prlimit ?? 'prlimit', 'util-linux') : null };
-    })();
-    return this.tools;
   }
 
   protected async prepare(folder: VmFolder, spec: VmSpecForDriver): Promise<void> {
@@ -140,7 +120,7 @@ export class ProcessDriver extends SupervisedDriver {
   }
 
   protected async plan(folder: VmFolder, spec: VmSpecForDriver): Promise<LaunchPlan> {
-    const { perl, prlimit } = await this.resolveTools();
+    const { perl, prlimit } = await this.tools.get();
     return {
       perl,
       ...limitedProgram(`./${spec.name}`, spec.memoryMiB, prlimit === null ? { syscall: this.rlimitSyscall! } : { prlimit }),

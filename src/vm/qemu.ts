@@ -3,7 +3,8 @@ import { constants as fsc } from 'node:fs';
 import { access, rename, rm, stat } from 'node:fs/promises';
 import { CPU_MODEL, kvmUsable, type Accel } from './accel.js';
 import { VmDriverError, type ImageFormat, type VmSpecForDriver } from './driver.js';
-import { exists, findExecutable, pollUntil, textTail } from './files.js';
+import { exists, pollUntil, textTail } from './files.js';
+import { HostTools, requireExecutable } from './host-tools.js';
 import { KeyedLock } from './keyed-lock.js';
 import { isAlive } from './proc.js';
 import { QmpClient, withQmp } from './qmp.js';
@@ -81,44 +82,22 @@ export class QemuDriver extends SupervisedDriver {
   readonly name = 'qemu' as const;
   readonly formats: readonly ImageFormat[] = ['kernel', 'raw', 'qcow2'];
   private readonly qmpLock = new KeyedLock(); // QEMU serves one QMP client at a time
-  private tools: Promise<Tools> | null = null;
+  protected readonly tools = new HostTools<Tools>(async () => ({
+    qemu: await requireExecutable(this.opts.qemu ?? 'qemu-system-x86_64', 'qemu-system-x86'),
+    qemuImg: await requireExecutable(this.opts.qemuImg ?? 'qemu-img', 'qemu-utils'),
+    perl: await requireExecutable(this.opts.perl ?? 'perl', 'perl-base'),
+  }));
 
   constructor(private readonly opts: QemuDriverOptions) {
     super(opts.root);
   }
 
-  async available(): Promise<{ ok: boolean; why?: string }> {
-    try {
-      await this.resolveTools();
-      return { ok: true };
-    } catch (err) {
-      this.tools = null;
-      return { ok: false, why: (err as Error).message };
-    }
-  }
-
   /** Which accelerator VMs get, and why. */
   async accelerator(): Promise<{ accel: Accel; why: string }> {
-    const { qemu } = await this.resolveTools();
+    const { qemu } = await this.tools.get();
     if (this.opts.accel === 'kvm' || this.opts.accel === 'tcg') return { accel: this.opts.accel, why: 'configured' };
     const kvm = await kvmUsable(qemu);
     return { accel: kvm.ok ? 'kvm' : 'tcg', why: kvm.why };
-  }
-
-  private resolveTools(): Promise<Tools> {
-    this.tools ??= (async () => {
-      const need = async (cmd: string, pkg: string): Promise<string> => {
-        const p = await findExecutable(cmd);
-        if (!p) throw new Error(`${cmd} not found on PATH (Debian package: ${pkg})`);
-        return p;
-      };
-      return {
-        qemu: await need(this.opts.qemu ?? 'qemu-system-x86_64', 'qemu-system-x86'),
-        qemuImg: await need(this.opts.qemuImg ?? 'qemu-img', 'qemu-utils'),
-        perl: await need(this.opts.perl ?? 'perl', 'perl-base'),
-      };
-    })();
-    return this.tools;
   }
 
   protected async prepare(folder: VmFolder, spec: VmSpecForDriver, previous: VmSpecForDriver | null, running: boolean): Promise<void> {
@@ -134,7 +113,7 @@ export class QemuDriver extends SupervisedDriver {
       await rm(overlay, { force: true });
       return;
     }
-    const { qemuImg } = await this.resolveTools();
+    const { qemuImg } = await this.tools.get();
     const tmp = folder.file(`${OVERLAY}.tmp`);
     const argv = ['create', '-q', '-f', 'qcow2', '-F', spec.image.format, '-b', spec.image.path, tmp];
     await run(qemuImg, argv).catch((err: Error) => {
@@ -144,7 +123,7 @@ export class QemuDriver extends SupervisedDriver {
   }
 
   protected async plan(folder: VmFolder, spec: VmSpecForDriver): Promise<LaunchPlan> {
-    const { qemu, perl } = await this.resolveTools();
+    const { qemu, perl } = await this.tools.get();
     const { accel } = await this.accelerator();
     return {
       perl,

@@ -13,6 +13,7 @@ import {
   type VmSpecForDriver,
 } from './driver.js';
 import { followFile, readTail } from './files.js';
+import type { HostTools } from './host-tools.js';
 import { KeyedLock } from './keyed-lock.js';
 import { signalName } from './proc.js';
 import {
@@ -44,7 +45,12 @@ export abstract class SupervisedDriver implements Driver {
 
   constructor(readonly root: string) {}
 
-  abstract available(): Promise<{ ok: boolean; why?: string }>;
+  /** The programs this driver needs on the machine: what available() checks. */
+  protected abstract readonly tools: HostTools<unknown>;
+
+  available(): Promise<{ ok: boolean; why?: string }> {
+    return this.tools.available();
+  }
 
   /** Driver-specific preparation of the folder at create (overlay, copy of the executable).
    * `running`: the current launch is alive, so files it uses must not be replaced. */

@@ -1,12 +1,14 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, randomFile, startImagesNode, until, workDir, type ImagesNode } from '../helpers/images-cluster.js';
+import { connect, randomFile, startImagesNode, workDir, type ImagesNode } from '../helpers/images-cluster.js';
+import { until } from '../helpers/until.js';
 
 // The image cache on a real node in its own process: past --image-cache-size, images no VM on the
 // node needs go, least recently used first, with their pieces, collection and file, and the node
 // stops publishing them; an image in use never goes, even when the cache stays over its limit; the
 // file written out for hypervisors goes as soon as no VM needs it (the image stays cached).
 
+const POLL_MS = 50;
 const MiB = 1024 * 1024;
 const PIECE = 1 * MiB;
 
@@ -47,7 +49,7 @@ describe('image cache', () => {
     const [img0, img1, img2] = imgs as [string, string, string];
     await N.call('path', { hash: img0 }); // a VM here runs img0: its file is written out
     const pieces1 = (await N.call<{ manifest: { pieces: string[]; collection: string } }>('manifest', { hash: img1 })).manifest;
-    await until(async () => (await W.call<{ holdings: unknown[] }>('holdings', { hash: img1 })).holdings.length === 1, 10_000, 'W to see img1');
+    await until('W to see img1', async () => (await W.call<{ holdings: unknown[] }>('holdings', { hash: img1 })).holdings.length === 1, 10_000, POLL_MS);
 
     // 24 MiB of pieces + 8 MiB file of img0 (in use) = 32 MiB; limit 26 MiB: img1 (oldest unused) goes.
     const gc = await N.call<Gc>('gc', { limit: 26 * MiB, inUse: [img0] });
@@ -60,7 +62,7 @@ describe('image cache', () => {
     // Its blobs are gone from the store, and the node no longer says it holds it.
     const st = await N.call<{ complete: boolean[] }>('blobs', { hexes: [pieces1.collection, ...pieces1.pieces] });
     expect(st.complete.every((c) => !c)).toBe(true);
-    await until(async () => (await W.call<{ holdings: unknown[] }>('holdings', { hash: img1 })).holdings.length === 0, 10_000, 'W to see img1 withdrawn');
+    await until('W to see img1 withdrawn', async () => (await W.call<{ holdings: unknown[] }>('holdings', { hash: img1 })).holdings.length === 0, 10_000, POLL_MS);
   });
 
   it('never removes an image in use, even over the limit', async () => {

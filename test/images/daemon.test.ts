@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageStatus, ResourceJson, StatusJson, VmStatus } from '../../src/api/index.js';
 import { blake3File } from '../../src/images/index.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
+import { until } from '../helpers/until.js';
 
 // Images through real daemons (issue 6): `image push` on one node; VMs placed on two others make
 // those nodes fetch the image (pieces from every node that has some) before the VMs start; `image
@@ -16,20 +17,8 @@ const configHome = () => path.join(work, 'config');
 const run = (d: Daemon, args: string[]) => cli(['--server', d.api, '--token', d.token, ...args], { configHome: configHome(), cwd: work });
 const MiB = 1024 * 1024;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const WAIT_MS = 60_000;
+const POLL_MS = 200;
 
 /** An executable image of `mb` MiB: a script that prints its ready line, then a long comment. */
 async function scriptImage(file: string, mb: number, tag: string): Promise<void> {
@@ -52,7 +41,7 @@ beforeAll(async () => {
     const t = (await nodes.a.client.ticket({ role: 'worker', ttlSeconds: 600 })).ticket;
     nodes[n] = await startDaemon({ dataDir: path.join(work, n), configHome: configHome(), args: ['--join', t, '--name', n, '--labels', `zone=${n}`, '--hypervisor', 'process', ...extra] });
   }
-  await until('three ready nodes', async () => (await nodes.a.client.nodes()).filter((n) => n.ready).length === 3);
+  await until('three ready nodes', async () => (await nodes.a.client.nodes()).filter((n) => n.ready).length === 3, WAIT_MS, POLL_MS);
 }, 120_000);
 
 afterAll(async () => {
@@ -79,7 +68,7 @@ describe('images through the daemons', () => {
       const st = await until(`${name} Running`, async () => {
         const v = await vmStatus(nodes.a, name);
         return v.status.phase === 'Running' ? v : undefined;
-      });
+      }, WAIT_MS, POLL_MS);
       expect(st.status.nodeId).toBe(node.nodeId);
       expect(st.status.conditions.find((c) => c.type === 'ImageReady')?.status).toBe('True');
     }
@@ -88,7 +77,7 @@ describe('images through the daemons', () => {
       const r = run(nodes.a, ['image', 'ls', '-o', 'json']);
       const item = (JSON.parse(r.stdout) as { items: { name: string; hash: string; holders: string[] }[] }).items.find((i) => i.name === 'app');
       return item && item.holders.length === 3 ? item : undefined;
-    });
+    }, WAIT_MS, POLL_MS);
     expect(ls.hash).toBe(pushed.hash);
     expect(ls.holders.sort()).toEqual(['a', 'b', 'c']);
     expect(run(nodes.a, ['image', 'ls']).stdout).toMatch(/^app\s+executable\s+blake3:[0-9a-f]{12}\.\.\s+24\.0MiB\s+[abc],[abc],[abc]$/m);
@@ -103,7 +92,7 @@ describe('images through the daemons', () => {
     await until('c to drop the image', async () => {
       const img = (await nodes.a.client.get('Image', 'app')).status as ImageStatus;
       return !img.holders.includes(nodes.c.nodeId);
-    });
+    }, WAIT_MS, POLL_MS);
     // b still runs a VM of it, and keeps it; a pushed it and keeps it (no limit there).
     const holders = ((await nodes.a.client.get('Image', 'app')).status as ImageStatus).holders;
     expect(holders.sort()).toEqual([nodes.a.nodeId, nodes.b.nodeId].sort());
@@ -137,7 +126,7 @@ describe('images through the daemons', () => {
     const st = await until('the VM to say why it waits', async () => {
       const v = await vmStatus(nodes.a, 'bad-1');
       return /failed/i.test(v.status.message) ? v : undefined;
-    }, 40_000).catch((e: unknown) => {
+    }, 40_000, POLL_MS).catch((e: unknown) => {
       if (process.env.DEBUG_IMAGES) console.log(nodes.b.stderr().split('\n').filter((l) => /piece|image|stall/.test(l)).slice(-30).join('\n'));
       throw e;
     });

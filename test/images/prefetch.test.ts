@@ -1,13 +1,15 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blake3File } from '../../src/images/index.js';
-import { addNode, connect, randomFile, startImagesNode, until, workDir, type ImagesNode, type StatusDoc } from '../helpers/images-cluster.js';
+import { addNode, connect, randomFile, startImagesNode, workDir, type ImagesNode, type StatusDoc } from '../helpers/images-cluster.js';
+import { until } from '../helpers/until.js';
 
 // Images over Iroh blobs between real nodes, each in its own process (issue 6): an image pushed
 // on A is prefetched by B, then by C from A and B at once; a provider killed in the middle of a
 // transfer leaves the downloader finishing from the other, keeping what it got; a downloader
 // killed in the middle resumes without fetching again what it has; the rate limit holds.
 
+const POLL_MS = 50;
 const MiB = 1024 * 1024;
 const PIECE = 4 * MiB;
 const engine = { stallMs: 1500, suspectMs: 3000 };
@@ -63,7 +65,7 @@ describe('prefetch between nodes', () => {
 
     // C learns from the status document that A and B hold it whole, and takes pieces from both.
     const holders = async () => (await C.call<{ holdings: { nodeId: string; have: string | number }[] }>('holdings', { hash: image.hash })).holdings.filter((h) => h.have === 'all').map((h) => h.nodeId).sort();
-    await until(async () => (await holders()).length === 2, 10_000, 'C to see B hold the image');
+    await until('C to see B hold the image', async () => (await holders()).length === 2, 10_000, POLL_MS);
     expect(await holders()).toEqual([A.nodeId, B.nodeId].sort());
     const c = await C.call<Pulled>('pull', { hash: image.hash });
     const per = c.stats!.perProvider;
@@ -86,7 +88,7 @@ describe('prefetch between nodes', () => {
     // view learns of B late, B gets fewer than the 3 pieces that trigger the kill, and the test
     // tests nothing (seen once in CI).
     const holders = async () => (await D.call<{ holdings: { nodeId: string; have: string | number }[] }>('holdings', { hash: image.hash })).holdings.filter((h) => h.have === 'all').length;
-    await until(async () => (await holders()) === 3, 10_000, 'D to see A, B and C hold the image');
+    await until('D to see A, B and C hold the image', async () => (await holders()) === 3, 10_000, POLL_MS);
     let killedAt: number | null = null;
     let killing: Promise<void> | null = null;
     const pulling = D.call<Pulled>('pull', { hash: image.hash }, (p) => {

@@ -1,13 +1,15 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blake3File } from '../../src/images/index.js';
-import { connect, randomFile, startImagesNode, until, workDir, type ImagesNode } from '../helpers/images-cluster.js';
+import { connect, randomFile, startImagesNode, workDir, type ImagesNode } from '../helpers/images-cluster.js';
+import { until } from '../helpers/until.js';
 
 // An image whose bytes do not match its hash is never used (SPEC section 7), between real nodes
 // in their own processes: a push whose `hash:` pin does not match stores nothing; pieces a node
 // publishes under an image's hash that do not make that image are refused and removed; bytes
 // damaged on a provider's disk are refused piece by piece and fetched from another provider.
 
+const POLL_MS = 50;
 const MiB = 1024 * 1024;
 const PIECE = 1 * MiB;
 const engine = { stallMs: 1500, suspectMs: 1000, unavailableTimeoutMs: 4000 };
@@ -59,7 +61,7 @@ describe('images that do not match their hash are refused', () => {
   it('pieces a node publishes under a hash they do not make are refused, and nothing is kept', async () => {
     // L says it holds `good`, but its collection is the pieces of `other`.
     await L.call('forge', { file: other.file, claim: good.hash });
-    await until(async () => (await D.call<{ holdings: unknown[] }>('holdings', { hash: good.hash })).holdings.length === 1, 10_000, 'D to see the forged record');
+    await until('D to see the forged record', async () => (await D.call<{ holdings: unknown[] }>('holdings', { hash: good.hash })).holdings.length === 1, 10_000, POLL_MS);
     const r = await D.send('pull', { hash: good.hash });
     expect(r.ok).toBe(false);
     expect(r.name).toBe('ImageRefusedError');
@@ -68,7 +70,7 @@ describe('images that do not match their hash are refused', () => {
     expect(has).toMatchObject({ has: false, state: null, pieces: 0 });
     expect((await D.call<{ images: unknown[] }>('list')).images).toEqual([]);
     // D no longer says it fetches the image.
-    await until(async () => (await A.call<{ holdings: { nodeId: string }[] }>('holdings', { hash: good.hash })).holdings.every((h) => h.nodeId !== D.nodeId), 5_000, 'D to withdraw its record');
+    await until('D to withdraw its record', async () => (await A.call<{ holdings: { nodeId: string }[] }>('holdings', { hash: good.hash })).holdings.every((h) => h.nodeId !== D.nodeId), 5_000, POLL_MS);
   });
 
   it('bytes damaged on a provider are refused; the piece comes from another provider', async () => {
@@ -80,7 +82,7 @@ describe('images that do not match their hash are refused', () => {
     expect((await D.call<Has>('has', { hash: good.hash })).has).toBe(false);
     // B gets a good copy (from the same bytes), and D finishes from it, keeping what it had.
     await B.call('import', { file: good.file });
-    await until(async () => (await D.call<{ holdings: { nodeId: string; have: unknown }[] }>('holdings', { hash: good.hash })).holdings.some((h) => h.nodeId === B.nodeId && h.have === 'all'), 10_000, 'D to see B');
+    await until('D to see B', async () => (await D.call<{ holdings: { nodeId: string; have: unknown }[] }>('holdings', { hash: good.hash })).holdings.some((h) => h.nodeId === B.nodeId && h.have === 'all'), 10_000, POLL_MS);
     const ok = await D.call<{ stats: { perProvider: Record<string, { pieces: number }>; piecesLocal: number }; file: string }>('pull', { hash: good.hash });
     expect(ok.stats.perProvider[B.nodeId]!.pieces).toBeGreaterThanOrEqual(1);
     expect((await blake3File(ok.file)).hash).toBe(good.hash);

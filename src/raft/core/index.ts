@@ -6,7 +6,7 @@ export type { ProgressState } from './progress.js';
 export { MemoryStorage, StorageError } from './storage.js';
 export type { Storage, StorageErrorKind } from './storage.js';
 export { encodeConfChange, decodeConfChange } from './confchange.js';
-export { RaftError, message, entrySize } from './types.js';
+export { MESSAGE_TYPES, RaftError, message, entrySize } from './types.js';
 export type {
   Bugs,
   ConfChange,

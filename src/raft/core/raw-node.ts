@@ -2,6 +2,7 @@ import { Raft } from './raft.js';
 import type { ProgressState } from './progress.js';
 import type { Storage } from './storage.js';
 import {
+  MESSAGE_TYPES,
   type ConfChange,
   type ConfState,
   type Config,
@@ -61,21 +62,8 @@ export interface LogView {
   readonly applied: number;
 }
 
-const NETWORK_MESSAGES: ReadonlySet<MessageType> = new Set<MessageType>([
-  'MsgApp',
-  'MsgAppResp',
-  'MsgVote',
-  'MsgVoteResp',
-  'MsgPreVote',
-  'MsgPreVoteResp',
-  'MsgHeartbeat',
-  'MsgHeartbeatResp',
-  'MsgSnap',
-  'MsgTimeoutNow',
-  'MsgReadIndex',
-  'MsgReadIndexResp',
-  'MsgTransferLeader',
-]);
+// Every message type is one peers send each other (local requests are method calls here).
+const NETWORK_MESSAGES: ReadonlySet<MessageType> = new Set<MessageType>(MESSAGE_TYPES);
 
 const RESPONSES: ReadonlySet<MessageType> = new Set<MessageType>(['MsgAppResp', 'MsgHeartbeatResp']);
 

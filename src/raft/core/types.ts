@@ -46,20 +46,28 @@ export interface Snapshot {
   data: Uint8Array;
 }
 
-export type MessageType =
-  | 'MsgApp'
-  | 'MsgAppResp'
-  | 'MsgVote'
-  | 'MsgVoteResp'
-  | 'MsgPreVote'
-  | 'MsgPreVoteResp'
-  | 'MsgHeartbeat'
-  | 'MsgHeartbeatResp'
-  | 'MsgSnap'
-  | 'MsgTimeoutNow'
-  | 'MsgReadIndex'
-  | 'MsgReadIndexResp'
-  | 'MsgTransferLeader';
+/**
+ * Every message type, the one list: the type, RawNode's check of what a peer may send, and the
+ * wire codes all come from it. A type's wire code (codec.ts) is its position here, so a new type
+ * goes at the end, and none is removed or moved.
+ */
+export const MESSAGE_TYPES = [
+  'MsgApp',
+  'MsgAppResp',
+  'MsgVote',
+  'MsgVoteResp',
+  'MsgPreVote',
+  'MsgPreVoteResp',
+  'MsgHeartbeat',
+  'MsgHeartbeatResp',
+  'MsgSnap',
+  'MsgTimeoutNow',
+  'MsgReadIndex',
+  'MsgReadIndexResp',
+  'MsgTransferLeader',
+] as const;
+
+export type MessageType = (typeof MESSAGE_TYPES)[number];
 
 /**
  * One flat shape for every message, as in etcd's raftpb.Message, so that a transport encodes a
