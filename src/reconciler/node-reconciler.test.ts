@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemDriver, MemView, memReconciler } from '../../test/helpers/mem-vms.js';
+import { until } from '../../test/helpers/until.js';
 import type { NodeReconciler } from './node-reconciler.js';
 
 // The node reconciler's loop against an in-memory driver: what it does on its own (resync),
@@ -17,13 +18,6 @@ function reconciler(view: MemView, drv: MemDriver, o: Parameters<typeof memRecon
   return made;
 }
 
-async function until(what: string, fn: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 10));
-  }
-}
 
 describe('NodeReconciler', () => {
   it('creates and starts what is placed here, and reports it Running', async () => {
