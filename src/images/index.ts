@@ -24,3 +24,5 @@ export type { ImageCacheOptions, CollectResult } from './cache-gc.js';
 export { ImageMetrics } from './metrics.js';
 export { irohPieceBlobs } from './iroh-blobs.js';
 export type { PieceBlobs } from './iroh-blobs.js';
+export { NodeImages } from './node-images.js';
+export type { NodeImagesOptions } from './node-images.js';

@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { ApiError, createApiServer, removeRecord, writeRecord } from '../api/index.js';
 import { deadMansSwitchSeconds, Directory, Fence, Liveness, schedulingView } from '../cluster/index.js';
-import { HoldingsPublisher, ImageMetrics, ImageStore, holdersOf } from '../images/index.js';
+import { ImageMetrics, ImageStore, holdersOf } from '../images/index.js';
 import { Coalescer, Signal, every } from '../lifecycle/index.js';
-import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh, type PeerHealth } from '../p2p/index.js';
+import { ALPN, P2PMetrics, P2PNetwork, serveRpc } from '../p2p/index.js';
 import type { ClusterLog } from '../raft/index.js';
 import type { ReportedVm } from '../reconciler/index.js';
 import { BackgroundErrors, Changes, Events, NodeService, nodeRequest } from '../service/index.js';
@@ -107,34 +107,27 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   const store = new DesiredStateStore();
   const directory = new Directory({ self, store, trusted: () => [...membership.trusted, ...(ticket ? [ticket.leader] : [])], awaitingPeer: !ticket && !opts.bootstrap });
   const p2pOff = settings.p2p === 'off';
-  const peerDialled = new Signal<[string]>();
-  const router = new ProtocolRouter((id, alpn) => !p2pOff && (alpn === ALPN.api || directory.admitted(id)), {
-    accepted: (alpn, remote) => {
-      p2pMetrics.connections.inc({ protocol: alpn, result: 'accepted' });
-      peerDialled.emit(remote);
-    },
-    refused: (alpn, remote, why) => {
-      p2pMetrics.connections.inc({ protocol: alpn, result: 'refused' });
-      log.debug({ alpn, remote, why }, 'connection refused');
-    },
-    error: (alpn, remote, err) => log.debug({ alpn, remote, err: (err as Error)?.message }, 'protocol handler ended'),
+  const net = await P2PNetwork.start({
+    dir: paths.iroh,
+    secretKey,
+    listen: settings.listen,
+    discovery: settings.discovery,
+    admit: (id, alpn) => !p2pOff && (alpn === ALPN.api || directory.admitted(id)),
+    metrics: p2pMetrics,
+    debug: (o, msg) => log.debug(o, msg),
+    // A peer that is down is news only while it lasts: logged at debug, counted (the peers
+    // table of `status` shows the last error per peer).
+    onPeerError: (_id, err) => bgError('peer-connection', 'debug')(err),
   });
-  const iroh = await startIroh({ dir: paths.iroh, secretKey, listen: settings.listen, discovery: settings.discovery, protocols: router.irohProtocols() });
-  manager.adopt('iroh', () => iroh.node.shutdown());
-  await keepBoundPort(paths.root, settings, (await iroh.net.nodeAddr()).addresses ?? []);
-  const endpoint = () => iroh.node.endpoint();
-  const addresses = async () => (await iroh.net.nodeAddr()).addresses ?? [];
+  manager.adopt('p2p network', () => net.stop());
+  const { iroh, rpc, peers, transport } = net;
+  await keepBoundPort(paths.root, settings, await net.addresses());
+  const addresses = () => net.addresses();
   const author = (await iroh.authors.default()).toString();
-  // A peer that dials us afresh may be a restarted process: cached RPC connections to it go.
-  const rpc = new RpcClient(endpoint, { metrics: p2pMetrics });
-  manager.adopt('rpc client', () => rpc.close());
-  peerDialled.connect((id) => rpc.forgetPeer(id));
 
   // Images: pieces in Iroh's blob store (what peers fetch), files for hypervisors, an index.
   const images = await ImageStore.open({ dir: path.join(paths.root, 'images'), iroh, log });
   const imageMetrics = await ImageMetrics.create(registry);
-  const holdings = new HoldingsPublisher({ onError: bgError('publish-image-holdings') });
-  manager.adopt('image holdings', () => holdings.stop());
 
   // The hypervisor drivers this machine can run; the formats they run are what the node offers.
   const enabled = await enabledDrivers(paths.root, settings.hypervisor);
@@ -158,10 +151,6 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   const confChanged = new Signal();
   const docs = new Documents({ iroh, self, authorOf: (id) => store.node(id)?.author, peers: () => directory.reachable(), metrics: p2pMetrics, onError: (doc, err) => bgError(`document-${doc}`)(err), log });
   manager.adopt('documents', () => docs.close());
-  const peerChanged = new Signal<[PeerHealth]>();
-  const peers = new PeerManager({ endpoint, router, metrics: p2pMetrics, onError: (_id, err) => bgError('peer-connection', 'debug')(err), onChange: (h) => peerChanged.emit(h) });
-  manager.adopt('peer connections', () => peers.stop());
-  const transport = new IrohRaftTransport(endpoint, router, { metrics: p2pMetrics });
   const clusterLog: ClusterLog =
     role === 'worker'
       ? new WorkerLog({
@@ -187,12 +176,9 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   manager.adopt('worker mirror', () => mirror.cancel());
   const publisher = new ClusterPublisher({ self, store, log: clusterLog, docs: () => docs.current, stopping: () => manager.stopping, onError: bgError('publish-cluster-document') });
   const antiEntropy = new AntiEntropy({ docs: () => docs.current, peers: () => directory.reachable(), onSyncError: bgError('document-sync', 'debug'), onRepairError: bgError('document-content'), onRepaired: (n) => log.info({ entries: n }, 'fetched document content Iroh had left missing') });
-  peerChanged.connect((h) => {
-    // A session that dropped says the peer may be gone or restarted: so may the RPC connection;
-    // one that came back syncs the documents now rather than wait for someone to write.
-    if (!h.connected) rpc.forgetPeer(h.nodeId);
-    else antiEntropy.syncWith([{ nodeId: h.nodeId, addresses: directory.addressesOf(h.nodeId) }]);
-  });
+  // A session that came back (either side restarted, or a partition healed): the documents sync
+  // with that peer now rather than wait for someone to write.
+  net.onPeerChange((h) => h.connected && antiEntropy.syncWith([{ nodeId: h.nodeId, addresses: directory.addressesOf(h.nodeId) }]));
 
   // The cluster's rules, fed from this node's view.
   const liveness = new Liveness({ self, nodeTimeoutMs, fenceAfterMs, now: Date.now, heartbeats: () => heartbeatsIn(docs.current?.statusView) });
@@ -200,14 +186,13 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   const fencing = new NodeFencing({ fence: new Fence({ role: role === 'worker' ? 'worker' : 'voter', startedAt: Date.now(), nodeTimeoutMs, fenceAfterMs, now: Date.now }), role: role === 'worker' ? 'worker' : 'voter', log: clusterLog, store, docs, directory, nodeTimeoutMs, onError: bgError('document-sync'), logger: log });
 
   // The parts that run VMs here, and the images they need.
-  const { prefetcher, reconciler, cache, warmCache } = buildVmStage({
+  const { images: nodeImages, reconciler, warmCache } = buildVmStage({
     self,
     dataDir: paths.root,
     settings,
     store,
     images,
     imageMetrics,
-    holdings,
     docs,
     directory,
     drivers: enabled.drivers,
@@ -221,9 +206,11 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
       events.record('VirtualMachine', name, e.type, e.reason, e.message);
       if (e.reason === 'Failed') bgError(`reconcile VirtualMachine/${name}`)(new Error(e.message));
     },
+    onError: bgError('publish-image-holdings'),
     log,
   });
-  manager.adopt('prefetcher', () => prefetcher.stop());
+  manager.adopt('images', () => nodeImages.stop());
+  const { prefetcher, cache } = nodeImages;
   fencing.changed.connect(() => reconciler.kick());
 
   // What the API calls, served here or passed on to the leader.
@@ -253,7 +240,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
     errors,
     changes,
   });
-  serveRpc(router, (req, remote) => service.serveNode(req, remote), { metrics: p2pMetrics });
+  serveRpc(net.router, (req, remote) => service.serveNode(req, remote), { metrics: p2pMetrics });
   const scheduling = new SchedulingLoop(store, schedulingView(liveness, (id) => peers.get(id)?.connected ?? false, (id, vm) => docs.current?.statusView.get(id, `vm/${vm}`) === undefined), (cmd) => service.propose(cmd), () => service.isLeader, log);
 
   // Everything that follows a change of the desired state, coalesced: at thousands of writes per
@@ -288,8 +275,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   });
   docs.onOpen((d) => {
     if (role === 'worker') mirror.kick();
-    holdings.attach(d.writer);
-    void prefetcher.publishHoldings().catch(bgError('publish-image-holdings'));
+    void nodeImages.attach(d.writer);
     warmCache();
     void publisher.publish();
   });

@@ -2,7 +2,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Directory } from '../cluster/index.js';
-import { ImageCache, Prefetcher, TransferLimiter, type HoldingsPublisher, type ImageMetrics, type ImageStore } from '../images/index.js';
+import { NodeImages, type ImageMetrics, type ImageStore } from '../images/index.js';
 import { NodeReconciler, type LaunchedVm, type NodeReconcilerDeps } from '../reconciler/index.js';
 import { parseBytes, parseRate, type DesiredStateStore } from '../state/index.js';
 import { writeFileAtomic } from '../storage/atomic-file.js';
@@ -10,9 +10,8 @@ import type { Documents } from '../sync/index.js';
 import type { Driver } from '../vm/index.js';
 import type { NodeSettings } from './settings.js';
 
-// The parts that run VMs here: the prefetcher (images placed VMs need come from every node that
-// has pieces of them), the reconciler (the per-node loop over the drivers), and the image cache
-// (which drops what no VM here needs).
+// The parts that run VMs here: the node's images (holdings, prefetch from every node that has
+// pieces, the cache) and the reconciler (the per-node loop over the drivers).
 
 export interface VmStageOptions {
   self: string;
@@ -21,7 +20,6 @@ export interface VmStageOptions {
   store: DesiredStateStore;
   images: ImageStore;
   imageMetrics: ImageMetrics;
-  holdings: HoldingsPublisher;
   docs: Documents;
   directory: Directory;
   drivers: Driver[];
@@ -29,34 +27,38 @@ export interface VmStageOptions {
   gate: NodeReconcilerDeps['gate'];
   report: NodeReconcilerDeps['report'];
   event: NodeReconcilerDeps['event'];
+  onError: (err: unknown) => void;
   log: Logger;
 }
 
 export interface VmStage {
-  prefetcher: Prefetcher;
+  images: NodeImages;
   reconciler: NodeReconciler;
-  cache: ImageCache;
   /** --prefetch all: every image of the cluster, in the background, behind what VMs wait for. */
   warmCache(): void;
 }
 
 export function buildVmStage(o: VmStageOptions): VmStage {
-  const { self, settings, store, images, log } = o;
-  const prefetcher = new Prefetcher({
-    self,
-    store: images,
-    status: () => o.docs.current?.statusView,
-    publisher: o.holdings,
-    addressOf: (id) => o.directory.addrOf(id),
-    limiter: new TransferLimiter({ bytesPerSec: settings.maxTransferRate ? parseRate(settings.maxTransferRate) : null, burstBytes: images.pieceSize }),
-    metrics: o.imageMetrics,
-    log,
-  });
+  const { self, settings, store, log } = o;
   const hashesOf = (imageNames: string[]) =>
     imageNames.flatMap((n) => {
       const img = store.get('Image', n);
       return [img?.source?.hash, img?.source?.initrdHash].filter((h): h is string => !!h);
     });
+  const images: NodeImages = new NodeImages({
+    self,
+    store: o.images,
+    status: () => o.docs.current?.statusView,
+    addressOf: (id) => o.directory.addrOf(id),
+    bytesPerSec: settings.maxTransferRate ? parseRate(settings.maxTransferRate) : null,
+    cacheBytes: settings.imageCacheSize ? parseBytes(settings.imageCacheSize) : null,
+    // The images of every VM placed on this node or still on its drivers.
+    inUse: () => hashesOf(store.list('VirtualMachine').filter((v) => store.placement(v.metadata.name)?.nodeId === self || reconciler.report(v.metadata.name)).map((v) => (v.spec as { image: string }).image)),
+    metrics: o.imageMetrics,
+    onError: o.onError,
+    log,
+  });
+  const { prefetcher, cache } = images;
   const reconciler: NodeReconciler = new NodeReconciler({
     nodeId: self,
     nodeName: settings.name,
@@ -75,19 +77,10 @@ export function buildVmStage(o: VmStageOptions): VmStage {
     event: o.event,
     log,
   });
-  const cache: ImageCache = new ImageCache({
-    store: images,
-    limitBytes: settings.imageCacheSize ? parseBytes(settings.imageCacheSize) : null,
-    // The images of every VM placed on this node or still on its drivers.
-    inUse: () => hashesOf(store.list('VirtualMachine').filter((v) => store.placement(v.metadata.name)?.nodeId === self || reconciler.report(v.metadata.name)).map((v) => (v.spec as { image: string }).image)),
-    fetching: (h) => prefetcher.fetching(h),
-    metrics: o.imageMetrics,
-    log,
-  });
   const warmCache = () => {
     if (settings.prefetch === 'all' && o.docs.current) prefetcher.warm(hashesOf(store.list('Image').map((i) => i.metadata.name)));
   };
-  return { prefetcher, reconciler, cache, warmCache };
+  return { images, reconciler, warmCache };
 }
 
 /** What this node launched, kept across daemon restarts (durable: fsync of the file and folder). */

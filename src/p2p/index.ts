@@ -17,3 +17,5 @@ export { P2PMetrics } from './metrics.js';
 export { IrohRaftTransport } from './raft-transport.js';
 export { serveRpc, RpcClient, RpcError } from './rpc.js';
 export type { RpcRequest, RpcResponse, RpcHandler } from './rpc.js';
+export { P2PNetwork } from './network.js';
+export type { NetworkOptions } from './network.js';

@@ -7,11 +7,8 @@ import { pathToFileURL } from 'node:url';
 import type { Iroh, LogLevel, NodeAddr } from '@number0/iroh';
 import {
   Bitmap,
-  HoldingsPublisher,
-  ImageCache,
   ImageStore,
-  Prefetcher,
-  TransferLimiter,
+  NodeImages,
   holdingsOf,
   type EngineConfig,
   type Priority,
@@ -92,24 +89,25 @@ export async function runImagesNode(cfg: ImagesNodeConfig): Promise<void> {
 
   const log_ = { info: (o: object, m?: string) => log(m ?? '', o as Record<string, unknown>), warn: (o: object, m?: string) => log(m ?? '', { level: 'warn', ...(o as Record<string, unknown>) }), debug: (o: object, m?: string) => (process.env.IMAGES_NODE_DEBUG ? log(m ?? '', { level: 'debug', ...(o as Record<string, unknown>) }) : undefined) };
   const store = await ImageStore.open({ dir: path.join(cfg.dir, 'images'), iroh, ...(cfg.pieceSize ? { pieceSize: cfg.pieceSize } : {}), log: log_ });
-  const publisher = new HoldingsPublisher({ onError: (e) => log('holdings write failed', { err: (e as Error).message }) });
-  const limiter = new TransferLimiter({ bytesPerSec: cfg.rate ?? null, burstBytes: store.pieceSize });
   let view: StatusView | undefined;
   let doc: ReplicatedDoc | undefined;
   const addrOf = new Map<string, NodeAddr>(state.peers.map((p) => [p.nodeId, p]));
-  const prefetcher = new Prefetcher({
+  let inUse: string[] = [];
+  // The daemon's own image machinery (holdings, prefetcher under the limiter, cache).
+  const images = new NodeImages({
     self,
     store,
     status: () => view,
-    publisher,
     addressOf: (id) => addrOf.get(id),
-    limiter,
+    bytesPerSec: cfg.rate ?? null,
+    cacheBytes: null,
+    inUse: () => inUse,
     ...(cfg.engine ? { engine: cfg.engine } : {}),
     ...(cfg.findTimeoutMs ? { findTimeoutMs: cfg.findTimeoutMs } : {}),
+    onError: (e) => log('holdings write failed', { err: (e as Error).message }),
     log: log_,
   });
-  let inUse: string[] = [];
-  const cache = new ImageCache({ store, limitBytes: null, inUse: () => inUse, fetching: (h) => prefetcher.fetching(h), log: log_ });
+  const { holdings: publisher, limiter, prefetcher, cache } = images;
 
   async function openDoc(how: { create: true } | { id: string; ticket: string }): Promise<void> {
     let v: StatusView | undefined;
@@ -122,8 +120,7 @@ export async function runImagesNode(cfg: ImagesNodeConfig): Promise<void> {
     await v.load();
     doc = d;
     view = v;
-    publisher.attach(new StatusWriter(d, self));
-    await prefetcher.publishHoldings();
+    await images.attach(new StatusWriter(d, self));
   }
   if (state.doc) await openDoc(state.doc);
 

@@ -2,23 +2,20 @@ import { readFile, rename, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import type { Connection, Iroh, NodeAddr } from '@number0/iroh';
+import type { Connection, NodeAddr } from '@number0/iroh';
 import { Registry } from 'prom-client';
 import { blake3File } from '../../src/images/hash.js'; // only this: the child loads as little as it needs
 import {
   ALPN,
   FrameWriter,
-  IrohRaftTransport,
   P2PMetrics,
-  PeerManager,
-  ProtocolRouter,
+  P2PNetwork,
   ReplicatedDoc,
   connectWithTimeout,
   downloadBlob,
   readFrames,
   serveRpc,
   shareFile,
-  startIroh,
   withTimeout,
   type Alpn,
   type DocEvent,
@@ -106,32 +103,33 @@ export async function runP2PNode(cfg: P2PNodeConfig): Promise<void> {
   const metrics = new P2PMetrics(registry);
   const allow = new Set(state.allow);
   const refused: { alpn: Alpn; remote: string; why: string }[] = [];
-  const router = new ProtocolRouter((id) => allow.has(id), {
-    refused: (alpn, remote, why) => {
-      refused.push({ alpn, remote, why });
-      metrics.connections.inc({ protocol: alpn, result: 'refused' });
+  // The daemon's own P2P network (router and admission, peer health, Raft transport, RPC client),
+  // with an allowlist the test sets instead of the cluster's admission.
+  const net = await P2PNetwork.start({
+    dir: path.join(cfg.dir, 'iroh'),
+    secretKey: Buffer.from(cfg.secretKey, 'hex'),
+    listen: `127.0.0.1:${cfg.port}`,
+    discovery: 'none',
+    admit: (id) => allow.has(id),
+    metrics,
+    peers: {
+      pingIntervalMs: cfg.pingIntervalMs ?? 250,
+      deadAfterMs: cfg.deadAfterMs ?? 1500,
+      connectTimeoutMs: cfg.connectTimeoutMs ?? 1000,
+      backoff: cfg.backoff ?? { baseMs: 100, maxMs: 1000 },
     },
-    accepted: (alpn) => metrics.connections.inc({ protocol: alpn, result: 'accepted' }),
+    raft: { connectTimeoutMs: 1000 },
   });
-  const iroh: Iroh = await startIroh({ dir: path.join(cfg.dir, 'iroh'), secretKey: Buffer.from(cfg.secretKey, 'hex'), listen: `127.0.0.1:${cfg.port}`, discovery: 'none', protocols: router.irohProtocols() });
-  const endpoint = () => iroh.node.endpoint();
+  net.onRefused((alpn, remote, why) => refused.push({ alpn, remote, why }));
+  const { iroh, peers, router } = net;
+  const endpoint = () => net.endpoint();
   const self = await iroh.net.nodeId();
   const author = (await iroh.authors.default()).toString();
-
-  const peers = new PeerManager({
-    endpoint,
-    router,
-    metrics,
-    pingIntervalMs: cfg.pingIntervalMs ?? 250,
-    deadAfterMs: cfg.deadAfterMs ?? 1500,
-    connectTimeoutMs: cfg.connectTimeoutMs ?? 1000,
-    backoff: cfg.backoff ?? { baseMs: 100, maxMs: 1000 },
-  });
   peers.setPeers(state.peers);
 
   // The real Raft transport on blixard/raft/1; a probe message is answered over it.
   const raftFrom: Record<string, number> = {};
-  const raft = new IrohRaftTransport(endpoint, router, { metrics, connectTimeoutMs: 1000 });
+  const raft = net.transport;
   raft.onReceive((from, msg) => {
     raftFrom[from] = (raftFrom[from] ?? 0) + 1;
     const text = Buffer.from(msg).toString('utf8');
@@ -402,10 +400,9 @@ export async function runP2PNode(cfg: P2PNodeConfig): Promise<void> {
   async function stop(code: number): Promise<void> {
     if (stopping) return;
     stopping = true;
-    peers.stop();
     await raft.close().catch(() => {});
     await saving.catch(() => {});
-    await withTimeout(iroh.node.shutdown(), 5000, 'iroh shutdown').catch(() => {});
+    await withTimeout(net.stop(), 5000, 'network stop').catch(() => {});
     process.exit(code);
   }
 
