@@ -2,22 +2,37 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { StartupError } from './startup-error.js';
 
-// The node's HTTP API on its --api address (port 0: the OS chooses): listening, and closed on stop.
+// The node's HTTP API on its --api address (port 0: the OS chooses). Its URL is known once it
+// listens; parts built before then (the service names it in status and tickets) read it later.
 
-export async function listen(server: Server, api: string): Promise<string> {
-  const [host, port] = splitHostPort(api);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new StartupError(`--api ${api} is in use (another node? choose another with --api HOST:PORT)`) : e));
-    server.listen(Number(port), host, () => resolve());
-  });
-  return `http://${host.includes(':') ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
-}
+export class ApiListener {
+  private server: Server | undefined;
+  private address = '';
 
-export function close(server: Server): Promise<void> {
-  return new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
+  constructor(private readonly api: string) {}
+
+  get url(): string {
+    return this.address;
+  }
+
+  async listen(server: Server): Promise<string> {
+    const [host, port] = splitHostPort(this.api);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new StartupError(`--api ${this.api} is in use (another node? choose another with --api HOST:PORT)`) : e));
+      server.listen(Number(port), host, () => resolve());
+    });
+    this.server = server;
+    this.address = `http://${host.includes(':') ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
+    return this.address;
+  }
+
+  close(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (!this.server) return resolve();
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
 }
 
 function splitHostPort(hp: string): [string, string] {

@@ -13,7 +13,7 @@ import { BackgroundErrors, Changes, Events, NodeService, nodeRequest } from '../
 import { DesiredStateStore, parseDuration } from '../state/index.js';
 import { AntiEntropy, ClusterPublisher, Documents, heartbeat, heartbeatEveryMs, heartbeatsIn, WorkerLog, WorkerMirror } from '../sync/index.js';
 import { enabledDrivers, fenceFile } from '../vm/index.js';
-import { close, listen } from './api-listener.js';
+import { ApiListener } from './api-listener.js';
 import { takePart } from './bootstrap.js';
 import { dataPaths, loadOrCreateIdentity, loadOrCreateToken, lockDataDir } from './datadir.js';
 import { deadMansSwitch } from './dead-mans-switch.js';
@@ -214,6 +214,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   fencing.changed.connect(() => reconciler.kick());
 
   // What the API calls, served here or passed on to the leader.
+  const api = new ApiListener(settings.api);
   const service = new NodeService({
     self,
     name: settings.name,
@@ -282,10 +283,8 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   refreshPeers();
 
   // The API opens only once everything is built: whoever gets an answer may rely on the node.
-  const api = { url: '' };
-  const server = createApiServer({ token, backend: service, metrics: () => registry.metrics(), debugDocument: (doc, prefix) => debugDocument(docs, doc, prefix), onError: (err, req) => log.error({ err, ...req }, 'API request failed') });
-  api.url = await listen(server, settings.api);
-  manager.adopt('api server', () => close(server));
+  await api.listen(createApiServer({ token, backend: service, metrics: () => registry.metrics(), debugDocument: (doc, prefix) => debugDocument(docs, doc, prefix), onError: (err, req) => log.error({ err, ...req }, 'API request failed') }));
+  manager.adopt('api server', () => api.close());
   if (role === 'worker') void docs.open(membership.current!.docs!, false).catch(bgError('open-documents'));
   await takePart({ bootstrap: !!opts.bootstrap, self, iroh, log: clusterLog, store, membership, record, apiUrl: api.url, propose: (cmd) => service.propose(cmd), logger: log });
 
