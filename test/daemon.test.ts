@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type ApplyResponse, type ImageStatus, type VmStatus, type WatchEvent } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
 import { nodeCheck } from '../src/cli/manifests.js';
-import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/reconciler/index.js';
+import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/manifest/index.js';
 import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
 
 // One real daemon (real process, Iroh node, loopback API) and the compiled CLI against it.

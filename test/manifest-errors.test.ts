@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { blake3 } from 'hash-wasm';
-import { ManifestSetError, MAX_MANIFEST_BYTES, formatError, loadManifests, sortErrors, type LoadedSet } from '../src/reconciler/index.js';
+import { ManifestSetError, MAX_MANIFEST_BYTES, formatError, loadManifests, sortErrors, type LoadedSet } from '../src/manifest/index.js';
 
 // The corpus of bad manifests (test/fixtures/bad). Each fixture is NAME.expected plus its input:
 // NAME.yaml (or .yml / .json), or, when there is no such file, the folder NAME/ (read with -R).

@@ -20,7 +20,7 @@ import type {
   VersionJson,
   WatchEvent,
 } from './types.js';
-import type { Finding, Plan } from '../reconciler/index.js';
+import type { Finding, Plan } from '../manifest/index.js';
 
 // The node's HTTP API: loopback, bearer token, JSON bodies up to 8 MiB, blob uploads streamed.
 // It only translates HTTP to calls on a backend the node composes; it holds no state.

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ApiError } from '../api/errors.js';
 import type { ApplyResponse } from '../api/types.js';
-import type { Plan } from '../reconciler/index.js';
+import type { Plan } from '../manifest/index.js';
 import { parseDuration } from '../state/units.js';
 import { connect } from './connection.js';
 import { loadAgainst, uploadFiles } from './manifests.js';

@@ -1,8 +1,8 @@
 import type { ApiClient } from '../api/index.js';
-import { ManifestSetError, formatError } from '../reconciler/errors.js';
-import { loadManifests, type LoadedSet } from '../reconciler/load.js';
-import type { SchemaCheck } from '../reconciler/schema-check.js';
-import type { ImageFile } from '../reconciler/validate.js';
+import { ManifestSetError, formatError } from '../manifest/errors.js';
+import { loadManifests, type LoadedSet } from '../manifest/load.js';
+import type { SchemaCheck } from '../manifest/schema-check.js';
+import type { ImageFile } from '../manifest/validate.js';
 import { paint, type Out, UsageError } from './output.js';
 import { transferBar } from './progress.js';
 
@@ -32,7 +32,7 @@ export function nodeCheck(client: ApiClient): SchemaCheck {
   return async (docs) => {
     const here = docs.map((d) => !jsonExact(d.value));
     if (!here.includes(true)) return client.validate(docs);
-    const { checkDocuments } = await import('../reconciler/schema-check.js');
+    const { checkDocuments } = await import('../manifest/schema-check.js');
     const remote = await client.validate(docs.filter((_, i) => !here[i]));
     const local = checkDocuments(docs.filter((_, i) => here[i]));
     let l = 0;

@@ -1,4 +1,4 @@
-import { jsonSchema } from '../reconciler/index.js';
+import { jsonSchema } from '../manifest/index.js';
 
 // `blixard schema`: the JSON Schema of every kind, for editors (yaml-language-server and others).
 

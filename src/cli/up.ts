@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { ApiClient, type VmStatus } from '../api/index.js';
 import { StartupError, readSettings, startNode, type RunningNode } from '../node/index.js';
-import { loadManifests, formatError, type LoadedSet } from '../reconciler/index.js';
+import { loadManifests, formatError, type LoadedSet } from '../manifest/index.js';
 import type { DesiredResource, ImageSpec } from '../state/index.js';
 import { uploadFiles } from './manifests.js';
 import { stopOnSignal } from './node-start.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { ManifestSetError, formatError, loadManifests } from '../reconciler/index.js';
+import { ManifestSetError, formatError, loadManifests } from '../manifest/index.js';
 import { paint, terminal } from './output.js';
 
 // `blixard validate`: parse and check a set without a server. Exit 0 or 2.

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { ApiError, type ApiClient } from '../api/index.js';
-import { ManifestSetError, formatError, loadManifests } from '../reconciler/index.js';
+import { ManifestSetError, formatError, loadManifests } from '../manifest/index.js';
 import { parseDuration } from '../state/index.js';
 import { connect } from './connection.js';
 import { uploadFiles } from './manifests.js';

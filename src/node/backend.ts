@@ -25,7 +25,7 @@ import type {
 import { HashMismatchError, type TransferStatus } from '../images/index.js';
 import type { ReportedVm } from '../reconciler/index.js';
 import type { ConsoleLogOptions } from '../vm/index.js';
-import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, schemaDocsFrom, type Finding, type Plan } from '../reconciler/index.js';
+import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, schemaDocsFrom, type Finding, type Plan } from '../manifest/index.js';
 import {
   API_VERSION,
   encodeCommand,

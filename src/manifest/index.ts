@@ -1,0 +1,16 @@
+export { loadManifests } from './load.js';
+export type { LoadedSet, LoadOptions } from './load.js';
+export { readSources, MAX_MANIFEST_BYTES } from './sources.js';
+export type { Source, ReadOptions } from './sources.js';
+export { parseSources, MAX_ALIAS_COUNT } from './parse.js';
+export type { Manifest } from './parse.js';
+export { checkSet } from './validate.js';
+export { checkDesired, checkDocuments, checkLocally, schemaDocsFrom } from './schema-check.js';
+export type { Finding, SchemaCheck, SchemaDoc } from './schema-check.js';
+export type { ImageFile, SetOptions } from './validate.js';
+export { formatError, sortErrors, formatPath, show, ManifestSetError } from './errors.js';
+export type { ManifestError, Severity } from './errors.js';
+export { jsonSchema } from './schema.js';
+export { closest } from './suggest.js';
+export { buildPlan, planChanges, planCounts, ACTION_WORD } from './plan.js';
+export type { Plan, PlannedChange, PlanAction, PlanInput } from './plan.js';
