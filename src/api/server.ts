@@ -40,7 +40,7 @@ export interface ApiBackend {
   nodes(): NodeJson[];
   drift(): Promise<DriftJson[]>;
   /** The schema check of documents parsed by the caller (POST /v1/validate): plain findings. */
-  validate(body: unknown): { results: Finding[][] };
+  validate(body: unknown): Promise<{ results: Finding[][] }>;
   plan(req: PlanRequest): Promise<Plan>;
   apply(req: ApplyRequest): Promise<ApplyResponse>;
   delete(req: DeleteRequest): Promise<DeleteResponse>;

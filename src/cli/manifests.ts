@@ -1,7 +1,7 @@
 import type { ApiClient } from '../api/index.js';
 import { ManifestSetError, formatError } from '../manifest/errors.js';
 import { loadManifests, type LoadedSet } from '../manifest/load.js';
-import type { SchemaCheck } from '../manifest/schema-check.js';
+import { checkDocuments, type SchemaCheck } from '../manifest/index.js';
 import type { ImageFile } from '../manifest/validate.js';
 import { paint, type Out, UsageError } from './output.js';
 import { transferBar } from './progress.js';
@@ -32,9 +32,8 @@ export function nodeCheck(client: ApiClient): SchemaCheck {
   return async (docs) => {
     const here = docs.map((d) => !jsonExact(d.value));
     if (!here.includes(true)) return client.validate(docs);
-    const { checkDocuments } = await import('../manifest/schema-check.js');
     const remote = await client.validate(docs.filter((_, i) => !here[i]));
-    const local = checkDocuments(docs.filter((_, i) => here[i]));
+    const local = await checkDocuments(docs.filter((_, i) => here[i]));
     let l = 0;
     let r = 0;
     return here.map((h) => (h ? local[l++]! : remote[r++]!));

@@ -313,16 +313,16 @@ export class NodeBackend implements ApiBackend {
     return this.recent.get(resourceKey(kind, name)) ?? [];
   }
 
-  validate(body: unknown): { results: Finding[][] } {
+  async validate(body: unknown): Promise<{ results: Finding[][] }> {
     const docs = schemaDocsFrom(body);
     if (typeof docs === 'string') throw new ApiError('invalid', docs);
-    return { results: checkDocuments(docs) };
+    return { results: await checkDocuments(docs) };
   }
 
   async plan(req: PlanRequest): Promise<Plan> {
     if (!this.isLeader) return (await this.d.forward('POST', '/v1/plan', req)) as Plan;
     this.requireLeader();
-    const problems = checkDesired(req.desired);
+    const problems = await checkDesired(req.desired);
     const { store } = this.d;
     const inSet = new Set(req.desired.filter((d) => d.kind === 'Image').map((d) => d.name));
     for (const d of req.desired) {
@@ -357,7 +357,7 @@ export class NodeBackend implements ApiBackend {
       plan = req.plan;
       if (plan.kind !== 'Plan' || !Array.isArray(plan.changes) || typeof plan.id !== 'string') throw new ApiError('invalid', 'expected a saved plan (from `blixard diff --out FILE`)');
       if (plan.clusterId !== this.d.store.clusterId) throw new ApiError('invalid', `the plan was made for cluster ${plan.clusterId}, this is cluster ${this.d.store.clusterId}`);
-      const problems = checkDesired(plan.changes.filter((c) => c.desired).map((c) => ({ kind: c.kind, name: c.name, labels: c.desired!.labels, spec: c.desired!.spec })));
+      const problems = await checkDesired(plan.changes.filter((c) => c.desired).map((c) => ({ kind: c.kind, name: c.name, labels: c.desired!.labels, spec: c.desired!.spec })));
       if (problems.length > 0) throw new ApiError('invalid', problems.join('\n'), { problems });
     } else {
       plan = await this.plan(req);
