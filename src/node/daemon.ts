@@ -8,7 +8,7 @@ import { ApiError, createApiServer, dispatch, removeRecord, writeRecord } from '
 import { HoldingsPublisher, ImageCache, ImageMetrics, ImageStore, Prefetcher, TransferLimiter, holdersOf as imageHolders } from '../images/index.js';
 import { ALPN, IrohRaftTransport, P2PMetrics, PeerManager, ProtocolRouter, RpcClient, serveRpc, startIroh } from '../p2p/index.js';
 import { RaftNode } from '../raft/index.js';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 import { NodeReconciler, type LaunchedVm, type ReportedVm } from '../reconciler/index.js';
 import { DesiredStateStore, parseBytes, parseDuration, parseRate, type ClusterDocs, type NodeRecord, type PeerSpec, type PlacementRecord } from '../state/index.js';
 import { clusterDocChanges, clusterDocEntries, DocDesiredView } from './cluster-publish.js';

@@ -5,7 +5,7 @@ import { CPU_MODEL, kvmUsable, type Accel } from './accel.js';
 import { VmDriverError, type ImageFormat, type VmSpecForDriver } from './driver.js';
 import { exists, findExecutable, pollUntil, textTail } from './files.js';
 import { KeyedLock } from './keyed-lock.js';
-import { isAlive } from './proc.js';
+import { isAlive } from '../host/index.js';
 import { QmpClient, withQmp } from './qmp.js';
 import { programOf, SAFE_PATH, type LaunchPlan } from './supervise.js';
 import { SupervisedDriver } from './supervised-driver.js';

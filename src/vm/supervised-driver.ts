@@ -14,7 +14,7 @@ import {
 } from './driver.js';
 import { followFile, readTail } from './files.js';
 import { KeyedLock } from './keyed-lock.js';
-import { signalName } from './proc.js';
+import { signalName } from '../host/index.js';
 import {
   exitTime,
   killShim,
