@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { API_VERSION, KINDS, type DesiredResource } from '../state/types.js';
+import { API_VERSION, KINDS, type DesiredResource } from '../state/index.js';
 import { formatPath, show } from './errors.js';
 import { BLAKE3_REF } from './patterns.js';
 import { SCHEMAS, knownKeys } from './schema.js';

@@ -1,4 +1,4 @@
-import { KINDS, type Kind } from '../state/types.js';
+import { KINDS, type Kind } from '../state/index.js';
 import { show } from './errors.js';
 
 // What a schema check takes and gives, as plain data (no zod here): documents in, findings (field

@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { DesiredResource, ImageSource } from '../state/types.js';
+import type { DesiredResource, ImageSource } from '../state/index.js';
 import { formatPath, show, type ManifestError } from './errors.js';
 import type { DocRef, Manifest } from './parse.js';
 import { BLAKE3_REF } from './patterns.js';
