@@ -2,7 +2,7 @@ import type { ApiClient } from '../api/index.js';
 import { ManifestSetError, formatError } from '../manifest/errors.js';
 import { loadManifests, type LoadedSet } from '../manifest/load.js';
 import { checkDocuments, type SchemaCheck } from '../manifest/index.js';
-import type { ImageFile } from '../manifest/validate.js';
+import type { ImageFile, ImageHashing } from '../manifest/validate.js';
 import { paint, type Out, UsageError } from './output.js';
 import { transferBar } from './progress.js';
 
@@ -15,6 +15,7 @@ export async function loadAgainst(client: ApiClient, paths: string[] | undefined
     recursive,
     stdin: process.stdin,
     hashFiles: true,
+    hashing: imageHashing,
     schemaCheck: nodeCheck(client),
     clusterImages: async () => new Set((await client.list('Image')).map((r) => r.metadata.name)),
   });
@@ -22,6 +23,12 @@ export async function loadAgainst(client: ApiClient, paths: string[] | undefined
   if (set.errors.length > 0) throw new ManifestSetError(set.errors);
   return set;
 }
+
+/** Image files and blob tickets are hashed by images/, loaded only for a set that names one. */
+export const imageHashing: ImageHashing = {
+  file: async (abs) => (await import('../images/index.js')).blake3File(abs),
+  ticket: async (ticket) => (await import('../images/index.js')).hashOfTicket(ticket),
+};
 
 /**
  * The node checks the schemas: it has zod loaded, this short-lived process would pay ~60 ms to

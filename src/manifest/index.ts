@@ -7,7 +7,7 @@ export type { Source, ReadOptions } from './sources.js';
 export { parseSources, MAX_ALIAS_COUNT } from './parse.js';
 export type { Manifest } from './parse.js';
 export { checkSet } from './validate.js';
-export type { ImageFile, SetOptions } from './validate.js';
+export type { ImageFile, ImageHashing, SetOptions } from './validate.js';
 export { schemaDocsFrom } from './schema-docs.js';
 export type { Finding, SchemaCheck, SchemaDoc } from './schema-docs.js';
 export { formatError, sortErrors, formatPath, show, ManifestSetError } from './errors.js';
