@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from './lazy-crypto.js';
 import type { Readable } from 'node:stream';
 import type { Kind } from '../state/index.js';
 import { ApiError } from './errors.js';
