@@ -1,10 +1,6 @@
 import type { ApiClient } from '../api/index.js';
-import { ManifestSetError, formatError } from '../manifest/errors.js';
-import { loadManifests, type LoadedSet } from '../manifest/load.js';
-import { checkDocuments, type SchemaCheck } from '../manifest/index.js';
-import type { ImageFile, ImageHashing } from '../manifest/validate.js';
+import { ManifestSetError, checkDocuments, formatError, loadManifests, type ImageFile, type ImageHashing, type LoadedSet, type SchemaCheck } from '../manifest/index.js';
 import { paint, type Out, UsageError } from './output.js';
-import { transferBar } from './progress.js';
 
 // What apply and diff share: load a set against a server (asking it for Images only when a VM
 // names one outside the set), and upload the image files the server does not hold yet.
@@ -59,7 +55,7 @@ function jsonExact(v: unknown): boolean {
 export async function uploadFiles(client: ApiClient, files: ImageFile[]): Promise<void> {
   for (const f of files) {
     if (await client.hasBlob(f.hash)) continue;
-    const bar = await transferBar(`upload ${f.ref} ${f.role}`, f.size);
+    const bar = await (await import('./progress.js')).transferBar(`upload ${f.ref} ${f.role}`, f.size);
     try {
       await client.putBlob(f.hash, f.abs, (sent) => bar.update(sent));
     } finally {

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { formatDuration } from '../state/units.js';
+import { formatDuration } from '../state/index.js';
 
 // How the CLI prints: colour only on a TTY and never with NO_COLOR; tables like kubectl's.
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { ApiError } from '../api/errors.js';
-import { API_VERSION } from '../state/types.js';
+import { ApiError } from '../api/index.js';
+import { API_VERSION } from '../state/index.js';
 import { VERSION } from '../version.js';
 import { connect } from './connection.js';
 import { toJson } from './output.js';
