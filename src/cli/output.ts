@@ -1,5 +1,8 @@
 import { createRequire } from 'node:module';
 import { formatDuration } from '../state/index.js';
+import { UsageError } from './exit.js';
+
+export { ExitStatus, UsageError } from './exit.js';
 
 // How the CLI prints: colour only on a TTY and never with NO_COLOR; tables like kubectl's.
 
@@ -57,20 +60,4 @@ export function outputFormat(o: string | undefined, allowed: OutputFormat[]): Ou
   const f = (o ?? 'table') as OutputFormat;
   if (!allowed.includes(f)) throw new UsageError(`-o: expected one of ${allowed.filter((a) => a !== 'table').join(', ')}, got ${JSON.stringify(o)}`);
   return f;
-}
-
-/** Bad flags or arguments: exit 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
-
-/** A command that ran fine but whose answer is "no" (differences found, not found): exit with `code`. */
-export class ExitStatus extends Error {
-  constructor(readonly code: number, message = '') {
-    super(message);
-    this.name = 'ExitStatus';
-  }
 }
