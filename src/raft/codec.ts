@@ -1,4 +1,4 @@
-import type { Entry, EntryType, HardState, Message, MessageType, Snapshot } from './core/types.js';
+import type { Entry, EntryType, HardState, Message, MessageType, Snapshot } from './core/index.js';
 
 // Binary encodings of what Raft persists and sends: entries and hard state for the WAL, messages
 // for the transport. Fixed little-endian fields; indices and terms as 48-bit integers (enough for
