@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module';
-import { formatDuration } from '../state/index.js';
 import { UsageError } from './exit.js';
 
 export { ExitStatus, UsageError } from './exit.js';
@@ -34,11 +33,6 @@ export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('   ').trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
-}
-
-export function age(iso: string | null | undefined, now = Date.now()): string {
-  if (!iso) return '<none>';
-  return formatDuration(Math.max(0, now - Date.parse(iso)));
 }
 
 // yaml is loaded when something is printed as YAML: every command pays Node's module loading
