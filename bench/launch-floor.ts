@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Launcher } from '../src/vm/launcher.js';
-import { pidExists } from '../src/vm/proc.js';
+import { pidExists } from '../src/host/index.js';
 import { limitedProgram, prlimitSyscall } from '../src/vm/process.js';
 import { rlimitOptions } from '../src/vm/supervise.js';
 import { SHIM_SOURCE } from '../src/vm/shim.js';

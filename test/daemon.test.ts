@@ -5,8 +5,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type ApplyResponse, type ImageStatus, type VmStatus, type WatchEvent } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
-import { nodeCheck } from '../src/cli/manifests.js';
-import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/reconciler/index.js';
+import { imageHashing, nodeCheck } from '../src/cli/manifests.js';
+import { ManifestSetError, formatError, loadManifests, type LoadedSet } from '../src/manifest/index.js';
 import { BIN, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
 import { until } from './helpers/until.js';
 
@@ -460,7 +460,7 @@ describe('API and CLI surface', () => {
     const printed = (s: LoadedSet) => [...s.warnings, ...(s.errors.length ? new ManifestSetError(s.errors).errors : [])].map(formatError);
     let compared = 0;
     for (const f of inputs) {
-      const opts = { recursive: true, clusterImages: null, hashFiles: true, cwd: fixtures };
+      const opts = { recursive: true, clusterImages: null, hashFiles: true, hashing: imageHashing, cwd: fixtures };
       const local = printed(await loadManifests([f], opts));
       const remote = printed(await loadManifests([f], { ...opts, schemaCheck: nodeCheck(d.client) }));
       expect(remote, f).toEqual(local);
@@ -468,7 +468,7 @@ describe('API and CLI surface', () => {
     }
     expect(compared).toBeGreaterThan(25);
     // Documents JSON cannot carry (.inf, .nan) are checked in the CLI's process instead.
-    const odd = await loadManifests(['number-not-finite.yaml'], { recursive: true, clusterImages: null, hashFiles: true, cwd: fixtures, schemaCheck: nodeCheck(d.client) });
+    const odd = await loadManifests(['number-not-finite.yaml'], { recursive: true, clusterImages: null, hashFiles: true, hashing: imageHashing, cwd: fixtures, schemaCheck: nodeCheck(d.client) });
     expect(printed(odd)).toEqual(['number-not-finite.yaml:11:14 VirtualMachine/web spec.memoryMiB: expected a positive integer (MiB), got .inf', 'number-not-finite.yaml:12:10 VirtualMachine/web spec.vcpus: expected a positive integer, got .nan']);
     await expect(d.client.json('POST', '/v1/validate', { documents: [{ kind: 'Flavour', value: {} }] })).rejects.toMatchObject({ code: 'invalid', message: expect.stringContaining('documents[0].kind') });
   });

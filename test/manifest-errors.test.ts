@@ -5,7 +5,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { blake3 } from 'hash-wasm';
-import { ManifestSetError, MAX_MANIFEST_BYTES, formatError, loadManifests, sortErrors, type LoadedSet } from '../src/reconciler/index.js';
+import { imageHashing } from '../src/cli/manifests.js';
+import { ManifestSetError, MAX_MANIFEST_BYTES, formatError, loadManifests, sortErrors, type LoadedSet } from '../src/manifest/index.js';
 
 // The corpus of bad manifests (test/fixtures/bad). Each fixture is NAME.expected plus its input:
 // NAME.yaml (or .yml / .json), or, when there is no such file, the folder NAME/ (read with -R).
@@ -50,7 +51,7 @@ function printed(set: LoadedSet): string[] {
 }
 
 function load(paths: string[], cwd = FIXTURES): Promise<LoadedSet> {
-  return loadManifests(paths, { recursive: true, clusterImages: null, hashFiles: true, cwd });
+  return loadManifests(paths, { recursive: true, clusterImages: null, hashFiles: true, hashing: imageHashing, cwd });
 }
 
 function cli(args: string[], cwd: string) {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventJson, ResourceJson, VmStatus } from '../src/api/index.js';
 import { QemuDriver, driverRoot } from '../src/vm/index.js';
-import { pidExists } from '../src/vm/proc.js';
+import { pidExists } from '../src/host/index.js';
 import { cli, removeDir, removeVms, ROOT, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 import { until } from './helpers/until.js';
 

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Agent, request, type IncomingMessage } from 'node:http';
-import type { Finding, Plan, SchemaDoc } from '../reconciler/index.js';
+import type { Finding, Plan, SchemaDoc } from '../manifest/index.js';
 import type { Kind } from '../state/index.js';
 import { ApiError, codeForStatus, type ErrorCode } from './errors.js';
 import { kindPlural } from './kinds.js';

@@ -1,8 +1,8 @@
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic } from '../storage/atomic-file.js';
-import { pidExists } from '../vm/proc.js';
+import { writeFileAtomic } from '../storage/index.js';
+import { pidExists } from '../host/index.js';
 
 // The per-server record `node start` leaves under $XDG_CONFIG_HOME/blixard/servers/, so that a
 // CLI with no --server, --token or --data-dir finds the local node and its token (kubeconfig's

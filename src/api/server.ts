@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from './lazy-crypto.js';
 import type { Readable } from 'node:stream';
 import type { Kind } from '../state/index.js';
 import { ApiError } from './errors.js';
@@ -20,7 +20,7 @@ import type {
   VersionJson,
   WatchEvent,
 } from './types.js';
-import type { Finding, Plan } from '../reconciler/index.js';
+import type { Finding, Plan } from '../manifest/index.js';
 
 // The node's HTTP API: loopback, bearer token, JSON bodies up to 8 MiB, blob uploads streamed.
 // It only translates HTTP to calls on a backend the node composes; it holds no state.
@@ -40,7 +40,7 @@ export interface ApiBackend {
   nodes(): NodeJson[];
   drift(): Promise<DriftJson[]>;
   /** The schema check of documents parsed by the caller (POST /v1/validate): plain findings. */
-  validate(body: unknown): { results: Finding[][] };
+  validate(body: unknown): Promise<{ results: Finding[][] }>;
   plan(req: PlanRequest): Promise<Plan>;
   apply(req: ApplyRequest): Promise<ApplyResponse>;
   delete(req: DeleteRequest): Promise<DeleteResponse>;

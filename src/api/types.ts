@@ -1,4 +1,4 @@
-import type { Plan } from '../reconciler/index.js';
+import type { Plan } from '../manifest/index.js';
 import type { DesiredResource, Kind, Labels, StoredMetadata, Spec } from '../state/index.js';
 
 // The JSON shapes of the node API (SPEC sections 3 and 4). The CLI prints several of them as-is

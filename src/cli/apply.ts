@@ -1,13 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { ApiError } from '../api/errors.js';
-import type { ApplyResponse } from '../api/types.js';
-import type { Plan } from '../reconciler/index.js';
-import { parseDuration } from '../state/units.js';
+import { ApiError, type ApplyResponse } from '../api/index.js';
+import type { Plan } from '../manifest/index.js';
+import { parseDuration } from '../state/index.js';
 import { connect } from './connection.js';
 import { loadAgainst, uploadFiles } from './manifests.js';
 import { terminal, toJson, UsageError } from './output.js';
-import { waitForVms } from './wait.js';
 
 // `blixard apply`: the whole set in one request, committed as one entry, or nothing.
 
@@ -60,7 +58,8 @@ export default async function apply(opts: ApplyOptions, cmd: Command): Promise<v
     }
     if (opts.output === 'json') out.write(toJson({ results: res.results, ...(res.dryRun ? { dryRun: true } : {}) }));
     else for (const r of res.results) out.write(`${r.kind}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}\n`);
-    if (opts.wait && !res.dryRun) await waitForVms(client, vms, timeoutMs);
+    // Loaded only for --wait (every module a command imports is paid at start-up).
+    if (opts.wait && !res.dryRun) await (await import('./wait.js')).waitForVms(client, vms, timeoutMs);
   } finally {
     client.close();
   }

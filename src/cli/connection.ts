@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ApiClient } from '../api/client.js';
-import { liveRecords, readRecord } from '../api/records.js';
+import { ApiClient, liveRecords, readRecord } from '../api/index.js';
 
 // Which node the CLI talks to, and with what token (SPEC section 3): --server / BLIXARD_SERVER,
 // --token / BLIXARD_TOKEN, --data-dir / BLIXARD_DATA_DIR (token from D/token, API from D's

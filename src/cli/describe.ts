@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { resolveKind, KIND_WORDS, type Condition, type VmStatus } from '../api/index.js';
 import { connect } from './connection.js';
-import { age, table, toYaml, UsageError } from './output.js';
+import { age } from './age.js';
+import { table, toYaml, UsageError } from './output.js';
 
 // `blixard describe KIND NAME`: the resource, its conditions and its recent events, for people.
 

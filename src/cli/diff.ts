@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { createTwoFilesPatch } from 'diff';
 import type { ApiClient } from '../api/index.js';
-import type { Plan, PlannedChange } from '../reconciler/index.js';
+import type { Plan, PlannedChange } from '../manifest/index.js';
 import type { Comparable } from '../state/index.js';
 import { connect } from './connection.js';
 import { loadAgainst, uploadFiles } from './manifests.js';

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { ApiError, resolveKind, KIND_WORDS, type ApiClient, type ImageStatus, type NodeJson, type PeerStatus, type ResourceJson, type VmStatus } from '../api/index.js';
-import { formatBytes, withDefaults, type ImageSpec, type Kind, type PeerSpec, type VmSpec } from '../state/index.js';
-import { matchesSelector, parseSelector, SelectorError, type Selector } from '../state/selector.js';
+import { formatBytes, matchesSelector, parseSelector, SelectorError, withDefaults, type ImageSpec, type Kind, type PeerSpec, type Selector, type VmSpec } from '../state/index.js';
 import { connect } from './connection.js';
-import { age, outputFormat, table, toJson, toYaml, UsageError } from './output.js';
+import { age } from './age.js';
+import { outputFormat, table, toJson, toYaml, UsageError } from './output.js';
 
 // `blixard get KIND [NAME]`: a table, or -o json|yaml|name|wide (SPEC section 3 shapes).
 

@@ -1,6 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { ApiError } from '../api/errors.js';
-import { ExitStatus, UsageError } from './output.js';
+import { ExitStatus, UsageError } from './exit.js';
 
 // The `blixard` program. Commands are declared here (cheap) and loaded only when run, so a
 // one-shot command such as `apply` pays for its own code, not for the daemon's (changesets' way).
@@ -193,11 +192,12 @@ export async function main(argv: string[]): Promise<number> {
     await p.parseAsync(argv);
     return 0;
   } catch (e) {
-    return exitCodeOf(e);
+    return await exitCodeOf(e);
   }
 }
 
-function exitCodeOf(e: unknown): number {
+/** The exit code for what a command threw (SPEC section 3), after saying why on stderr. */
+export async function exitCodeOf(e: unknown): Promise<number> {
   const say = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
   if (e instanceof CommanderError) {
     // Commander printed its own message; help and version are not errors.
@@ -211,16 +211,20 @@ function exitCodeOf(e: unknown): number {
     say(`error: ${e.message}`);
     return 2;
   }
-  // Matched by name: importing the manifest code here would slow every command's start.
-  if ((e as Error)?.name === 'ManifestSetError') {
-    const n = (e as Error & { errors: unknown[] }).errors.length;
-    say((e as Error).message);
-    say(`error: ${n} problem${n === 1 ? '' : 's'} in the manifests; nothing was applied`);
-    return 2;
-  }
+  // The API's and the manifests' errors are matched by class, their folders imported only now:
+  // at start they would slow every command, even --help. A command that threw one of them has
+  // loaded its folder already, so the import costs nothing then.
+  const { ApiError } = await import('../api/index.js');
   if (e instanceof ApiError) {
     say(`error: ${e.message}`);
     return e.exitCode;
+  }
+  const { ManifestSetError } = await import('../manifest/index.js');
+  if (e instanceof ManifestSetError) {
+    const n = e.errors.length;
+    say(e.message);
+    say(`error: ${n} problem${n === 1 ? '' : 's'} in the manifests; nothing was applied`);
+    return 2;
   }
   const err = e as Error & { exitCode?: number };
   say(`error: ${err?.message ?? String(e)}`);

@@ -1,10 +1,6 @@
 import type { ApiClient } from '../api/index.js';
-import { ManifestSetError, formatError } from '../reconciler/errors.js';
-import { loadManifests, type LoadedSet } from '../reconciler/load.js';
-import type { SchemaCheck } from '../reconciler/schema-check.js';
-import type { ImageFile } from '../reconciler/validate.js';
+import { ManifestSetError, checkDocuments, formatError, loadManifests, type ImageFile, type ImageHashing, type LoadedSet, type SchemaCheck } from '../manifest/index.js';
 import { paint, type Out, UsageError } from './output.js';
-import { transferBar } from './progress.js';
 
 // What apply and diff share: load a set against a server (asking it for Images only when a VM
 // names one outside the set), and upload the image files the server does not hold yet.
@@ -15,6 +11,7 @@ export async function loadAgainst(client: ApiClient, paths: string[] | undefined
     recursive,
     stdin: process.stdin,
     hashFiles: true,
+    hashing: imageHashing,
     schemaCheck: nodeCheck(client),
     clusterImages: async () => new Set((await client.list('Image')).map((r) => r.metadata.name)),
   });
@@ -22,6 +19,12 @@ export async function loadAgainst(client: ApiClient, paths: string[] | undefined
   if (set.errors.length > 0) throw new ManifestSetError(set.errors);
   return set;
 }
+
+/** Image files and blob tickets are hashed by images/, loaded only for a set that names one. */
+export const imageHashing: ImageHashing = {
+  file: async (abs) => (await import('../images/index.js')).blake3File(abs),
+  ticket: async (ticket) => (await import('../images/index.js')).hashOfTicket(ticket),
+};
 
 /**
  * The node checks the schemas: it has zod loaded, this short-lived process would pay ~60 ms to
@@ -32,9 +35,8 @@ export function nodeCheck(client: ApiClient): SchemaCheck {
   return async (docs) => {
     const here = docs.map((d) => !jsonExact(d.value));
     if (!here.includes(true)) return client.validate(docs);
-    const { checkDocuments } = await import('../reconciler/schema-check.js');
     const remote = await client.validate(docs.filter((_, i) => !here[i]));
-    const local = checkDocuments(docs.filter((_, i) => here[i]));
+    const local = await checkDocuments(docs.filter((_, i) => here[i]));
     let l = 0;
     let r = 0;
     return here.map((h) => (h ? local[l++]! : remote[r++]!));
@@ -53,7 +55,7 @@ function jsonExact(v: unknown): boolean {
 export async function uploadFiles(client: ApiClient, files: ImageFile[]): Promise<void> {
   for (const f of files) {
     if (await client.hasBlob(f.hash)) continue;
-    const bar = await transferBar(`upload ${f.ref} ${f.role}`, f.size);
+    const bar = await (await import('./progress.js')).transferBar(`upload ${f.ref} ${f.role}`, f.size);
     try {
       await client.putBlob(f.hash, f.abs, (sent) => bar.update(sent));
     } finally {

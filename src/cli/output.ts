@@ -1,5 +1,7 @@
 import { createRequire } from 'node:module';
-import { formatDuration } from '../state/units.js';
+import { UsageError } from './exit.js';
+
+export { ExitStatus, UsageError } from './exit.js';
 
 // How the CLI prints: colour only on a TTY and never with NO_COLOR; tables like kubectl's.
 
@@ -33,11 +35,6 @@ export function table(headers: string[], rows: string[][]): string {
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
 }
 
-export function age(iso: string | null | undefined, now = Date.now()): string {
-  if (!iso) return '<none>';
-  return formatDuration(Math.max(0, now - Date.parse(iso)));
-}
-
 // yaml is loaded when something is printed as YAML: every command pays Node's module loading
 // for what it imports, and most never print YAML. (CommonJS: loads faster than its ESM build.)
 const require = createRequire(import.meta.url);
@@ -57,20 +54,4 @@ export function outputFormat(o: string | undefined, allowed: OutputFormat[]): Ou
   const f = (o ?? 'table') as OutputFormat;
   if (!allowed.includes(f)) throw new UsageError(`-o: expected one of ${allowed.filter((a) => a !== 'table').join(', ')}, got ${JSON.stringify(o)}`);
   return f;
-}
-
-/** Bad flags or arguments: exit 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
-
-/** A command that ran fine but whose answer is "no" (differences found, not found): exit with `code`. */
-export class ExitStatus extends Error {
-  constructor(readonly code: number, message = '') {
-    super(message);
-    this.name = 'ExitStatus';
-  }
 }

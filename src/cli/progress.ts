@@ -1,4 +1,4 @@
-import { formatBytes } from '../state/units.js';
+import { formatBytes } from '../state/index.js';
 
 // Progress of long operations: a bar on a TTY (stderr, so stdout stays machine-readable), and
 // nothing at all otherwise.

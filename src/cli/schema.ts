@@ -1,7 +1,7 @@
-import { jsonSchema } from '../reconciler/index.js';
+import { jsonSchema } from '../manifest/index.js';
 
 // `blixard schema`: the JSON Schema of every kind, for editors (yaml-language-server and others).
 
 export default async function schema(): Promise<void> {
-  process.stdout.write(JSON.stringify(jsonSchema(), null, 2) + '\n');
+  process.stdout.write(JSON.stringify(await jsonSchema(), null, 2) + '\n');
 }

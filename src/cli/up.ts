@@ -7,9 +7,9 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { ApiClient, type VmStatus } from '../api/index.js';
 import { StartupError, readSettings, startNode, type RunningNode } from '../node/index.js';
-import { loadManifests, formatError, type LoadedSet } from '../reconciler/index.js';
+import { loadManifests, formatError, type LoadedSet } from '../manifest/index.js';
 import type { DesiredResource, ImageSpec } from '../state/index.js';
-import { uploadFiles } from './manifests.js';
+import { imageHashing, uploadFiles } from './manifests.js';
 import { stopOnSignal } from './node-start.js';
 import { terminal, type Out } from './output.js';
 import { statusLine } from './progress.js';
@@ -91,7 +91,7 @@ async function loadExamples(dir: string, node: RunningNode, out: Out): Promise<{
   for (const b of bundles) {
     const name = path.relative(process.cwd(), b) || '.';
     const recursive = b !== dir;
-    let set = await loadManifests([b], { recursive, clusterImages: null, hashFiles: true });
+    let set = await loadManifests([b], { recursive, clusterImages: null, hashFiles: true, hashing: imageHashing });
     // A folder beside the examples that holds no manifests (a systemd unit, say) is not one.
     if (set.manifests.length === 0 && set.errors.every((e) => /holds no manifest files/.test(e.message))) continue;
     const formats = set.manifests.filter((m) => m.kind === 'Image').map((m) => (m.spec as ImageSpec).format);
@@ -110,7 +110,7 @@ async function loadExamples(dir: string, node: RunningNode, out: Out): Promise<{
         out.err(`skipped ${name}: its build.sh failed (see above)\n`);
         continue;
       }
-      set = await loadManifests([b], { recursive, clusterImages: null, hashFiles: true });
+      set = await loadManifests([b], { recursive, clusterImages: null, hashFiles: true, hashing: imageHashing });
     }
     if (set.errors.length > 0) {
       out.err(`skipped ${name}:\n${set.errors.map((e) => `  ${formatError(e)}`).join('\n')}\n`);

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { ApiError } from '../api/errors.js';
-import { API_VERSION } from '../state/types.js';
+import { ApiError } from '../api/index.js';
 import { VERSION } from '../version.js';
 import { connect } from './connection.js';
 import { toJson } from './output.js';
@@ -19,8 +18,11 @@ export default async function version(opts: { output?: string }, cmd: Command): 
   } finally {
     client.close();
   }
-  if (opts.output === 'json') process.stdout.write(toJson({ client: { version: VERSION, apiVersion: API_VERSION }, server }));
-  else {
+  if (opts.output === 'json') {
+    // state/ is loaded for -o json only: a plain `version` does not need it.
+    const { API_VERSION } = await import('../state/index.js');
+    process.stdout.write(toJson({ client: { version: VERSION, apiVersion: API_VERSION }, server }));
+  } else {
     process.stdout.write(`Client Version: ${VERSION}\n`);
     if (server) process.stdout.write(`Server Version: ${server.version} (node ${server.nodeId})\n`);
   }

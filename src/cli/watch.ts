@@ -3,10 +3,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { ApiError, type ApiClient } from '../api/index.js';
-import { ManifestSetError, formatError, loadManifests } from '../reconciler/index.js';
+import { ManifestSetError, formatError, loadManifests } from '../manifest/index.js';
 import { parseDuration } from '../state/index.js';
 import { connect } from './connection.js';
-import { uploadFiles } from './manifests.js';
+import { imageHashing, uploadFiles } from './manifests.js';
 import { paint, terminal, UsageError, type Out } from './output.js';
 
 // `blixard watch -f DIR`: GitOps in one process (Flux's job, by hand). Every change under DIR is
@@ -98,6 +98,7 @@ async function applyOnce(client: ApiClient, dir: string, opts: WatchOptions, max
     const set = await loadManifests([dir], {
       recursive: true,
       hashFiles: true,
+      hashing: imageHashing,
       clusterImages: async () => new Set((await client.list('Image')).map((r) => r.metadata.name)),
     });
     for (const w of set.warnings) out.err(paint(out, 'yellow', formatError(w)) + '\n');

@@ -4,7 +4,7 @@ import { chmod, mkdir, readFile, readdir, rename, stat, unlink } from 'node:fs/p
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Iroh } from '@number0/iroh';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 import { HashMismatchError } from './blobs.js';
 import { Bitmap } from './bitmap.js';
 import { hexOf } from './hash.js';

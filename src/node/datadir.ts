@@ -1,8 +1,8 @@
 import { createPublicKey, createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileAtomic } from '../storage/atomic-file.js';
-import { pidExists } from '../vm/proc.js';
+import { writeFileAtomic } from '../storage/index.js';
+import { pidExists } from '../host/index.js';
 
 // A node's data dir: identity, token, settings, the desired-state log, the Iroh store and the
 // lock that keeps a second daemon out.

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { every, type Runnable } from '../lifecycle/index.js';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 
 // The dead man's switch of this node's VMs (vm/supervise.ts): a file refreshed every second with
 // the seconds each VM's shim waits without a refresh before it stops its VM (should this daemon

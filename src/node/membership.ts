@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ClusterDocs } from '../state/index.js';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 
 // What a data dir knows of the cluster it belongs to, kept beside the Raft state: which cluster,
 // in which role, the document tickets a worker needs (voters have them in the Raft state), and

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseBytes, parseDuration, parseRate, type Labels } from '../state/index.js';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 import { dataPaths } from './datadir.js';
 
 // A node's settings live in its data dir, so `node start --data-dir D` alone restarts it as it was

@@ -5,7 +5,7 @@ import type { Directory } from '../cluster/index.js';
 import { NodeImages, type ImageMetrics, type ImageStore } from '../images/index.js';
 import { NodeReconciler, type LaunchedVm, type NodeReconcilerDeps } from '../reconciler/index.js';
 import { parseBytes, parseRate, type DesiredStateStore } from '../state/index.js';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 import type { Documents } from '../sync/index.js';
 import type { Driver } from '../vm/index.js';
 import type { NodeSettings } from './settings.js';

@@ -1,6 +1,6 @@
 import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDir } from '../storage/atomic-file.js';
+import { fsyncDir } from '../storage/index.js';
 import { ensureDir, loadCrc32c } from './wal.js';
 
 // Snapshot files, written atomically (temp file, fsync, rename, fsync dir) in the style of etcd's

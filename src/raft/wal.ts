@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { createCRC32, type IHasher } from 'hash-wasm';
-import { fsyncDir } from '../storage/atomic-file.js';
+import { fsyncDir } from '../storage/index.js';
 
 // A write-ahead log of opaque records in numbered segment files, in the style of etcd's wal
 // package. A record is acknowledged only once it is on disk (written and fsynced); appends that

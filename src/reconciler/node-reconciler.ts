@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DesiredView } from '../state/index.js';
 import type { ConsoleLogOptions, Driver, VmObservation, VmSpecForDriver } from '../vm/index.js';
-import { pidExists } from '../vm/proc.js';
+import { pidExists } from '../host/index.js';
 import { desiredVmsFor } from './desired.js';
 import { WorkQueue } from './queue.js';
 import { planVm, type DesiredVm, type LaunchedVm, type ObservedVm, type VmAction } from './vm-plan.js';

@@ -2,7 +2,8 @@ import type { Readable } from 'node:stream';
 import { ApiError, type ApiBackend, type ApplyRequest, type ApplyResponse, type BlobJson, type DeleteRequest, type DeleteResponse, type DriftJson, type EventJson, type NodeJson, type PeerHealthJson, type PlanRequest, type ResourceJson, type StatusJson, type TicketRequest, type VersionJson, type WatchEvent } from '../api/index.js';
 import { HashMismatchError, type TransferStatus } from '../images/index.js';
 import type { ClusterLog } from '../raft/index.js';
-import type { Finding, Plan, ReportedVm } from '../reconciler/index.js';
+import type { Finding, Plan } from '../manifest/index.js';
+import type { ReportedVm } from '../reconciler/index.js';
 import { API_VERSION, type Command, type CommandOutcome, type DesiredStateStore, type Kind, type NodeRecord } from '../state/index.js';
 import type { ConsoleLogOptions } from '../vm/index.js';
 import { VERSION } from '../version.js';
@@ -134,7 +135,7 @@ export class NodeService implements ApiBackend {
     return this.resources.watch(kind, selector, emit, signal);
   }
 
-  validate(body: unknown): { results: Finding[][] } {
+  validate(body: unknown): Promise<{ results: Finding[][] }> {
     return this.resources.validate(body);
   }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ApiError } from '../api/index.js';
 import type { ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, PlanRequest, ResourceJson, WatchEvent } from '../api/index.js';
 import { Coalescer } from '../lifecycle/index.js';
-import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, schemaDocsFrom, type Finding, type Plan } from '../reconciler/index.js';
+import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, schemaDocsFrom, type Finding, type Plan } from '../manifest/index.js';
 import { API_VERSION, matchesSelector, parseSelector, SelectorError, type ApplyOutcome, type DeleteOutcome, type DesiredStateStore, type Kind, type Selector, type StoredResource } from '../state/index.js';
 import type { Changes } from './changes.js';
 import type { Events } from './events.js';
@@ -97,14 +97,14 @@ export class Resources {
     }
   }
 
-  validate(body: unknown): { results: Finding[][] } {
+  async validate(body: unknown): Promise<{ results: Finding[][] }> {
     const docs = schemaDocsFrom(body);
     if (typeof docs === 'string') throw new ApiError('invalid', docs);
-    return { results: checkDocuments(docs) };
+    return { results: await checkDocuments(docs) };
   }
 
   async plan(req: PlanRequest): Promise<Plan> {
-    const problems = checkDesired(req.desired);
+    const problems = await checkDesired(req.desired);
     const { store } = this.o;
     const inSet = new Set(req.desired.filter((d) => d.kind === 'Image').map((d) => d.name));
     for (const d of req.desired) {
@@ -138,7 +138,7 @@ export class Resources {
       plan = req.plan;
       if (plan.kind !== 'Plan' || !Array.isArray(plan.changes) || typeof plan.id !== 'string') throw new ApiError('invalid', 'expected a saved plan (from `blixard diff --out FILE`)');
       if (plan.clusterId !== store.clusterId) throw new ApiError('invalid', `the plan was made for cluster ${plan.clusterId}, this is cluster ${store.clusterId}`);
-      const problems = checkDesired(plan.changes.filter((c) => c.desired).map((c) => ({ kind: c.kind, name: c.name, labels: c.desired!.labels, spec: c.desired!.spec })));
+      const problems = await checkDesired(plan.changes.filter((c) => c.desired).map((c) => ({ kind: c.kind, name: c.name, labels: c.desired!.labels, spec: c.desired!.spec })));
       if (problems.length > 0) throw new ApiError('invalid', problems.join('\n'), { problems });
     } else {
       plan = await this.plan(req);

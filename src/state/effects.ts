@@ -1,4 +1,4 @@
-import jsonpatch from 'fast-json-patch';
+import { createRequire } from 'node:module';
 import type { Operation } from 'fast-json-patch';
 import { withDefaults } from './defaults.js';
 import type { Effect, ImageSource, Kind, Labels, Spec } from './types.js';
@@ -6,6 +6,13 @@ import type { Effect, ImageSource, Kind, Labels, Spec } from './types.js';
 // The one place that decides what a change does to a running VM. The planner labels diffs and
 // saved plans with it, and the node reconciler uses the same answer to decide between updating in
 // place, restarting the guest, or recreating it (Terraform's "forces replacement", per field).
+
+// fast-json-patch (CommonJS, four files) is required on the first comparison, not when this folder
+// is imported: CLI commands that only need its types, units or kinds do not pay for it at start.
+let patchModule: typeof import('fast-json-patch') | undefined;
+function jsonPatch(): typeof import('fast-json-patch') {
+  return (patchModule ??= createRequire(import.meta.url)('fast-json-patch') as typeof import('fast-json-patch'));
+}
 
 /** The parts of a resource that an apply compares, with defaults applied. */
 export interface Comparable {
@@ -97,7 +104,7 @@ export interface ChangeEffects {
 
 /** What turns `before` into `after`, and what that does to a running VM. */
 export function changeEffects(kind: Kind, before: Comparable, after: Comparable): ChangeEffects {
-  const patch = jsonpatch.compare(before, after);
+  const patch = jsonPatch().compare(before, after);
   const format = (after.spec as { format?: string }).format ?? 'kernel';
   let effect: Effect = 'none';
   let specChanged = false;

@@ -13,4 +13,5 @@ export { placementCommand } from './placement.js';
 export type { NodeView } from './placement.js';
 export type { DesiredView } from './view.js';
 export { parseSelector, matchesSelector, SelectorError } from './selector.js';
+export { isLabelKey, isLabelValue, LABEL_KEY_WORDS, LABEL_VALUE, LABEL_VALUE_MAX } from './labels.js';
 export type { Selector, Requirement } from './selector.js';

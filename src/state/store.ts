@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { ApplyChange, ApplyOutcome, ClusterDocs, Command, CommandOutcome, Conflict, DeleteOutcome, DeleteTarget, NodeRecord } from './commands.js';
 import { decodeCommand } from './commands.js';
 import { changeEffects, comparable } from './effects.js';
@@ -442,7 +441,8 @@ export class DesiredStateStore {
 
 /** A uid every replica derives alike from the entry that created the resource. */
 export function uidFor(clusterId: string | null, index: number, key: string): string {
-  const h = createHash('sha256').update(`${clusterId ?? ''}/${index}/${key}`).digest('hex');
+  // node:crypto is loaded on first use, not with this folder (which CLI commands import).
+  const h = process.getBuiltinModule('node:crypto').createHash('sha256').update(`${clusterId ?? ''}/${index}/${key}`).digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 

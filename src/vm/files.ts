@@ -2,7 +2,7 @@ import { closeSync, constants as fsc, existsSync, fstatSync, openSync, read, rea
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { z } from 'zod';
-import { writeFileAtomic, type AtomicWriteOptions } from '../storage/atomic-file.js';
+import { writeFileAtomic, type AtomicWriteOptions } from '../storage/index.js';
 
 // Small file helpers for the VM folders: atomic records, bounded tails, polling waits.
 

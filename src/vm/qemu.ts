@@ -6,7 +6,7 @@ import { VmDriverError, type ImageFormat, type VmSpecForDriver } from './driver.
 import { exists, pollUntil, textTail } from './files.js';
 import { HostTools, requireExecutable } from './host-tools.js';
 import { KeyedLock } from './keyed-lock.js';
-import { isAlive } from './proc.js';
+import { isAlive } from '../host/index.js';
 import { QmpClient, withQmp } from './qmp.js';
 import { programOf, SAFE_PATH, type LaunchPlan } from './supervise.js';
 import { SupervisedDriver } from './supervised-driver.js';

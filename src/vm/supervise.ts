@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { VmDriverError } from './driver.js';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { writeFileAtomic } from '../storage/index.js';
 import { pollUntil, textTail } from './files.js';
 import { Launcher } from './launcher.js';
-import { freshProcStats, isAlive, pidExists, readProcStat, sendSignal, type ProcessIdentity, type ProcStat } from './proc.js';
+import { freshProcStats, isAlive, pidExists, readProcStat, sendSignal, type ProcessIdentity, type ProcStat } from '../host/index.js';
 import { SHIM_SOURCE } from './shim.js';
 import { FILES, type ExitRecord, type LaunchRecord, type RunRecord, type StopRecord, type VmFolder } from './vm-folder.js';
 

@@ -15,7 +15,7 @@ import {
 import { followFile, readTail } from './files.js';
 import type { HostTools } from './host-tools.js';
 import { KeyedLock } from './keyed-lock.js';
-import { signalName } from './proc.js';
+import { signalName } from '../host/index.js';
 import {
   exitTime,
   killShim,

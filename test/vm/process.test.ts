@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promi
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { enabledDrivers, ProcessDriver, VmDriverError, type VmSpecForDriver } from '../../src/vm/index.js';
-import { readProcStat } from '../../src/vm/proc.js';
+import { readProcStat } from '../../src/host/index.js';
 import { freshDistVm, prerequisites, PROCESS_COMMANDS, removeRoot, requireCommands, spec, tempRoot, waitFor } from './support.js';
 
 // The process driver with real processes: the shim, detached sessions, signals, /proc.

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { QemuDriver, withQmp, type VmSpecForDriver } from '../../src/vm/index.js';
 import { runProbeGuest } from '../../src/vm/accel.js';
-import { readProcStat } from '../../src/vm/proc.js';
+import { readProcStat } from '../../src/host/index.js';
 import { prerequisites, processesIn, removeRoot, spec, tempRoot, tinyLinux, waitFor } from './support.js';
 
 // The qemu driver with real QEMU (TCG here; KVM where usable) and the real tiny Linux guest of

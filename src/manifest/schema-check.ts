@@ -1,34 +1,15 @@
 import type { z } from 'zod';
-import { API_VERSION, KINDS, type DesiredResource, type Kind } from '../state/types.js';
+import { API_VERSION, KINDS, type DesiredResource } from '../state/index.js';
 import { formatPath, show } from './errors.js';
 import { BLAKE3_REF } from './patterns.js';
 import { SCHEMAS, knownKeys } from './schema.js';
+import type { Finding, SchemaCheck, SchemaDoc, Seg } from './schema-docs.js';
 import { closest } from './suggest.js';
 
 // The schema half of validation, apart from YAML: documents in, findings (field path, message and
 // where to point) out. Findings are plain data so the check can run where zod is already loaded:
 // in-process for `validate` and watch mode, on the node (POST /v1/validate) for `apply` and `diff`,
 // whose start-up would otherwise pay ~60 ms to import zod. The caller maps findings to lines.
-
-export type Seg = string | number;
-
-/** A document whose kind is known, as parsed from YAML (before any check). */
-export interface SchemaDoc {
-  kind: Kind;
-  value: unknown;
-}
-
-export interface Finding {
-  /** The field the message is about, as reported (spec.ports[0].host). */
-  path: Seg[];
-  message: string;
-  /** Where to point: the key of the pair at `atPath`, or the value there. */
-  at: 'key' | 'value';
-  atPath: Seg[];
-}
-
-/** Checks documents against the schemas of their kinds: one list of findings per document. */
-export type SchemaCheck = (docs: SchemaDoc[]) => Promise<Finding[][]>;
 
 export function checkDocuments(docs: readonly SchemaDoc[]): Finding[][] {
   return docs.map((d) => {
@@ -40,17 +21,6 @@ export function checkDocuments(docs: readonly SchemaDoc[]): Finding[][] {
 }
 
 export const checkLocally: SchemaCheck = async (docs) => checkDocuments(docs);
-
-/** The body of POST /v1/validate, checked before it is trusted. */
-export function schemaDocsFrom(body: unknown): SchemaDoc[] | string {
-  const docs = (body as { documents?: unknown } | null)?.documents;
-  if (!Array.isArray(docs)) return 'expected {"documents": [{"kind": ..., "value": ...}, ...]}';
-  for (const [i, d] of docs.entries()) {
-    const kind = (d as { kind?: unknown } | null)?.kind;
-    if (typeof kind !== 'string' || !(KINDS as readonly string[]).includes(kind)) return `documents[${i}].kind: expected one of ${KINDS.join(', ')}, got ${show(kind)}`;
-  }
-  return docs as SchemaDoc[];
-}
 
 function issueFindings(iss: z.core.$ZodIssue, kind: string): Finding[] {
   const path = iss.path.filter((s): s is Seg => typeof s !== 'symbol');

@@ -1,8 +1,8 @@
 import { LineCounter, isMap, isScalar, isSeq, parseAllDocuments, visit } from 'yaml';
 import type { Document, Node as YamlNode, YAMLError } from 'yaml';
-import { KINDS, type ImageSpec, type Kind, type Labels, type PeerSpec, type VmSpec } from '../state/types.js';
+import { KINDS, type ImageSpec, type Kind, type Labels, type PeerSpec, type VmSpec } from '../state/index.js';
 import { formatPath, show, type ManifestError } from './errors.js';
-import type { SchemaCheck, SchemaDoc, Seg } from './schema-check.js';
+import type { SchemaCheck, SchemaDoc, Seg } from './schema-docs.js';
 import type { Source } from './sources.js';
 import { closest } from './suggest.js';
 

@@ -1,13 +1,9 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { DesiredResource, ImageSource } from '../state/types.js';
+import type { DesiredResource, ImageSource } from '../state/index.js';
 import { formatPath, show, type ManifestError } from './errors.js';
 import type { DocRef, Manifest } from './parse.js';
 import { BLAKE3_REF } from './patterns.js';
-
-// Hashing files and reading tickets is loaded only for the sets that need it (a CLI command pays
-// for every module it imports at start-up).
-const imageModule = () => import('../images/index.js');
 
 // Checks that need the whole set (and the disk): duplicate names, references between resources,
 // and the files Images name. Produces the desired resources the planner works on.
@@ -20,6 +16,20 @@ export interface SetOptions {
   clusterImages: (() => Promise<ReadonlySet<string>>) | null;
   /** Hash image files (apply, diff) or only check they exist (fast validate of huge sets). */
   hashFiles: boolean;
+  /** How image content is hashed (images/ knows; this folder does not import it). */
+  hashing: ImageHashing;
+}
+
+/**
+ * Hashing an Image's file and reading the content hash out of a blob ticket. images/ does both
+ * (BLAKE3, Iroh tickets) and sits above this folder, so the caller hands them in; the CLI loads
+ * images/ only for a set that needs it (a command pays for every module it imports at start-up).
+ */
+export interface ImageHashing {
+  /** The content hash of a file (blake3:<64 hex>) and its size. */
+  file(abs: string): Promise<{ hash: string; size: number }>;
+  /** The content hash an Iroh blob ticket names; throws if it is not a valid ticket. */
+  ticket(ticket: string): Promise<string>;
 }
 
 export interface ImageFile {
@@ -89,7 +99,7 @@ export async function checkSet(manifests: Manifest[], opts: SetOptions, refs: Do
           const st = await stat(abs);
           if (!st.isFile()) return new Error('is not a regular file');
           if (!opts.hashFiles) return { hash: '', size: st.size };
-          return await (await imageModule()).blake3File(abs);
+          return await opts.hashing.file(abs);
         } catch (e) {
           return new Error((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
         }
@@ -117,7 +127,7 @@ export async function checkSet(manifests: Manifest[], opts: SetOptions, refs: Do
         if (BLAKE3_REF.test(spec.blob)) source.hash = spec.blob;
         else {
           try {
-            source.hash = await (await imageModule()).hashOfTicket(spec.blob);
+            source.hash = await opts.hashing.ticket(spec.blob);
           } catch (e) {
             // Iroh's message carries a Rust cause chain (and a backtrace with RUST_BACKTRACE): keep its first line.
             const why = ((e as Error).message.split('\n')[0] ?? '').trim();

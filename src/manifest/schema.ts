@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { API_VERSION, KINDS } from '../state/types.js';
-import { isLabelKey, LABEL_KEY_WORDS, LABEL_VALUE, LABEL_VALUE_MAX } from '../state/labels.js';
+import { API_VERSION, KINDS, isLabelKey, LABEL_KEY_WORDS, LABEL_VALUE, LABEL_VALUE_MAX } from '../state/index.js';
 import { show } from './errors.js';
 import { BLAKE3_REF, BLOB_TICKET, NODE_ID } from './patterns.js';
 

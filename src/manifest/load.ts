@@ -1,7 +1,7 @@
 import type { DesiredResource } from '../state/index.js';
 import { sortErrors, type ManifestError } from './errors.js';
 import { parseSources, type Manifest } from './parse.js';
-import type { SchemaCheck } from './schema-check.js';
+import type { SchemaCheck } from './schema-docs.js';
 import { readSources, type ReadOptions } from './sources.js';
 import { checkSet, type ImageFile, type SetOptions } from './validate.js';
 
