@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { encodeCommand, DesiredStateStore, type Command, type NodeRecord } from '../state/index.js';
-import { desiredVoters, leadershipTarget, nextConfChange, type ProgressView } from './voters.js';
+import { desiredVoters, leadershipTarget, membershipStep, nextConfChange, type MembershipStep, type ProgressView } from './voters.js';
 
 // Peer manifests as Raft membership: which voters the cluster wants (pure, from the store), and
 // the one change the leader proposes next, or whom it hands leadership to.
@@ -61,4 +61,20 @@ describe('leadershipTarget', () => {
     expect(leadershipTarget({ voters: ['a', 'b', 'c'], learners: [] }, new Set(['b', 'c']), 'a', caughtUp(['c']))).toBe('c');
     expect(leadershipTarget({ voters: ['a', 'b'], learners: [] }, new Set(['b']), 'a', caughtUp([]))).toBeNull(); // nobody caught up yet: wait
   });
+});
+
+describe('membershipStep (the leader\'s duty, one step per pass)', () => {
+  // [situation, voters, learners, wanted, caught up, the step]
+  const cases: [string, string[], string[], string[], string[], MembershipStep][] = [
+    ['in step: nothing to do', ['a', 'b', 'c'], [], ['a', 'b', 'c'], ['b', 'c'], null],
+    ['a Peer for a new voter: it comes in as a learner', ['a'], [], ['a', 'b'], [], { kind: 'change', cc: { changes: [{ type: 'addLearner', node: 'b' }] } }],
+    ['the learner is not caught up yet: wait', ['a'], ['b'], ['a', 'b'], [], null],
+    ['the learner caught up: promoted', ['a'], ['b'], ['a', 'b'], ['b'], { kind: 'change', cc: { changes: [{ type: 'addNode', node: 'b' }] } }],
+    ['a voter pruned: removed', ['a', 'b', 'c'], [], ['a', 'b'], ['b', 'c'], { kind: 'change', cc: { changes: [{ type: 'removeNode', node: 'c' }] } }],
+    ['this leader pruned: hands leadership to a caught-up voter first', ['a', 'b', 'c'], [], ['b', 'c'], ['c'], { kind: 'transfer', to: 'c' }],
+    ['this leader pruned, nobody caught up: waits (never removes itself)', ['a', 'b'], [], ['b'], [], null],
+  ];
+  for (const [name, voters, learners, want, upToDate, step] of cases) {
+    it(name, () => expect(membershipStep({ voters, learners }, new Set(want), 'a', caughtUp(upToDate))).toEqual(step));
+  }
 });

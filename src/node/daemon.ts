@@ -289,7 +289,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   await takePart({ bootstrap: !!opts.bootstrap, self, iroh, log: clusterLog, store, membership, record, apiUrl: api.url, propose: (cmd) => service.propose(cmd), logger: log });
 
   const registration = new Registration({ source: record, stored: () => store.node(self), apiUrl: () => api.url, register: (rec) => service.register(rec) });
-  const duties = new NodeDuties({ role: () => membership.current?.role, store, log: clusterLog, docs, membership, registration, self, refreshPeers, onError: bgError('membership'), logger: log });
+  const duties = new NodeDuties({ worker: role === 'worker', store, log: clusterLog, docs, membership, registration, self, refreshPeers, onError: bgError('membership'), logger: log });
   manager.add(deadMansSwitch({ file: fenceFile(paths.root), seconds: () => deadMansSwitchSeconds({ otherNodes: !p2pOff && store.listNodes().some((n) => n.nodeId !== self), fenceAfterMs }), onError: bgError('vm-fence-file') }));
   manager.add(every('liveness', 250, () => liveness.refresh()));
   manager.add(fencing.watch());

@@ -14,7 +14,9 @@ import type { Registration } from './node-record.js';
 export const DUTIES_EVERY_MS = 500;
 
 export interface NodeDutiesOptions {
-  role: () => 'voter' | 'worker' | undefined;
+  /** What this process runs as (fixed for its life: a node admitted later as a worker by a Peer
+   * manifest runs Raft until it restarts). */
+  worker: boolean;
   store: DesiredStateStore;
   log: ClusterLog;
   docs: Documents;
@@ -37,7 +39,7 @@ export class NodeDuties {
   async tick(): Promise<void> {
     const { store, docs, membership, log } = this.o;
     this.o.refreshPeers();
-    const worker = this.o.role() === 'worker';
+    const { worker } = this.o;
     // A worker's documents are its whole view of the cluster: a failed open is tried again here.
     if (!docs.current && worker && membership.current?.docs) await docs.open(membership.current.docs, false);
     if (store.clusterId === null) return;

@@ -7,7 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeRecord } from './codec.js';
 import { MemNetwork, type MemNetworkOptions } from './mem-transport.js';
-import { NotLeaderError, RaftNode } from './node.js';
+import { NodeStoppedError, NotLeaderError, RaftNode } from './node.js';
 import type { StateMachine } from './state-machine.js';
 import { Wal } from './wal.js';
 import { until } from '../../test/helpers/until.js';
@@ -101,6 +101,21 @@ describe('RaftNode', () => {
     await expect(follower.node.propose(Buffer.from('x'))).rejects.toBeInstanceOf(NotLeaderError);
     expect(follower.node.leader).toBe(leader.id);
     await leader.node.readBarrier();
+  });
+
+  it('a node that stopped says so (not "no leader, try again"): to proposals waiting and to later calls', async () => {
+    const { net, members } = await cluster(3);
+    const leader = await leaderOf(members);
+    await leader.node.propose(Buffer.from('before'));
+    // Cut off, its next proposal waits for a quorum that does not answer; then the node stops.
+    net.isolate(leader.id);
+    const waiting = leader.node.propose(Buffer.from('never'));
+    const reading = leader.node.readBarrier(5_000);
+    await leader.node.close();
+    await expect(waiting).rejects.toBeInstanceOf(NodeStoppedError);
+    await expect(reading).rejects.toBeInstanceOf(NodeStoppedError);
+    await expect(leader.node.propose(Buffer.from('after'))).rejects.toBeInstanceOf(NodeStoppedError);
+    await expect(leader.node.readBarrier()).rejects.toBeInstanceOf(NodeStoppedError);
   });
 
   it('elects a new leader when the old one is cut off, and the old one rejoins as a follower', async () => {

@@ -14,3 +14,5 @@ export { AntiEntropy, DOC_RESYNC_MS, CONTENT_REPAIR_AFTER_MS, CONTENT_REPAIR_EVE
 export type { AntiEntropyOptions } from './anti-entropy.js';
 export { heartbeat, heartbeatEveryMs, heartbeatsIn } from './heartbeat.js';
 export type { HeartbeatValue } from './heartbeat.js';
+export { follow } from './follow.js';
+export type { DocumentView } from './follow.js';

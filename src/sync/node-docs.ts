@@ -1,6 +1,7 @@
 import type { Iroh, NodeAddr } from '@number0/iroh';
-import { ReplicatedDoc, type DocEvent, type P2PMetrics } from '../p2p/index.js';
+import { ReplicatedDoc, type P2PMetrics } from '../p2p/index.js';
 import { ClusterDocPublisher, ClusterDocView } from './cluster-doc.js';
+import { follow } from './follow.js';
 import { nodeOfKey, StatusView, StatusWriter } from './status-doc.js';
 import type { ClusterDocs } from '../state/index.js';
 
@@ -50,22 +51,20 @@ export class NodeDocs {
   }
 
   static async open(o: NodeDocsOptions): Promise<NodeDocs> {
-    let clusterView: ClusterDocView | undefined;
-    let statusView: StatusView | undefined;
-    const early: { doc: 'c' | 's'; e: DocEvent }[] = [];
-    const onCluster = (e: DocEvent) => (clusterView ? clusterView.event(e) : early.push({ doc: 'c', e }));
-    const onStatus = (e: DocEvent) => (statusView ? statusView.event(e) : early.push({ doc: 's', e }));
     const opts = (name: 'cluster' | 'status') => ({
       name,
       ...(o.metrics ? { metrics: o.metrics } : {}),
       ...(o.onError ? { onError: (e: unknown) => o.onError!(name, e) } : {}),
       ...(o.peers ? { peers: o.peers.filter((p) => p.nodeId !== o.self) } : {}),
     });
-    const cluster = await ReplicatedDoc.openOrJoin(o.iroh, o.docs.clusterId, o.canPublish ? o.docs.clusterWrite : o.docs.clusterRead, onCluster, opts('cluster'));
-    const status = await ReplicatedDoc.openOrJoin(o.iroh, o.docs.statusId, o.docs.statusWrite, onStatus, opts('status'));
-    clusterView = new ClusterDocView(cluster, o.onClusterChange, opts('cluster'));
-    statusView = new StatusView(status, o.authorOf, o.onStatusChange, opts('status'));
-    for (const x of early) (x.doc === 'c' ? clusterView : statusView).event(x.e);
+    const { doc: cluster, view: clusterView } = await follow(
+      (onEvent) => ReplicatedDoc.openOrJoin(o.iroh, o.docs.clusterId, o.canPublish ? o.docs.clusterWrite : o.docs.clusterRead, onEvent, opts('cluster')),
+      (d) => new ClusterDocView(d, o.onClusterChange, opts('cluster')),
+    );
+    const { doc: status, view: statusView } = await follow(
+      (onEvent) => ReplicatedDoc.openOrJoin(o.iroh, o.docs.statusId, o.docs.statusWrite, onEvent, opts('status')),
+      (d) => new StatusView(d, o.authorOf, o.onStatusChange, opts('status')),
+    );
     await Promise.all([clusterView.load(), statusView.load()]);
     // The writer continues this node's map where an earlier run of it left off.
     const writer = new StatusWriter(status, o.self);

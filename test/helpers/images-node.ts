@@ -15,7 +15,7 @@ import {
   type TransferProgress,
 } from '../../src/images/index.js';
 import { ReplicatedDoc, downloadBlob, shareFile, startIroh, type DocEvent } from '../../src/p2p/index.js';
-import { StatusView, StatusWriter } from '../../src/sync/index.js';
+import { StatusView, StatusWriter, follow } from '../../src/sync/index.js';
 
 // One node's image machinery in its own process, on a real persistent Iroh node, for the
 // multi-process tests and the benchmark: the image store, the holdings publisher and a
@@ -110,13 +110,16 @@ export async function runImagesNode(cfg: ImagesNodeConfig): Promise<void> {
   const { holdings: publisher, limiter, prefetcher, cache } = images;
 
   async function openDoc(how: { create: true } | { id: string; ticket: string }): Promise<void> {
-    let v: StatusView | undefined;
-    const early: DocEvent[] = [];
-    const onEvent = (e: DocEvent) => (v ? v.event(e) : early.push(e));
-    const d = 'create' in how ? await ReplicatedDoc.create(iroh) : await ReplicatedDoc.openOrJoin(iroh, how.id, how.ticket, onEvent, { peers: state.peers });
-    if ('create' in how) await d.subscribe(onEvent);
-    v = new StatusView(d, (id) => state.authors[id], () => prefetcher.holdingsChanged());
-    for (const e of early) v.event(e);
+    // As the daemon opens its documents (sync/follow.ts): the view gets the events from the first.
+    const { doc: d, view: v } = await follow(
+      async (onEvent) => {
+        if (!('create' in how)) return ReplicatedDoc.openOrJoin(iroh, how.id, how.ticket, onEvent, { peers: state.peers });
+        const created = await ReplicatedDoc.create(iroh);
+        await created.subscribe(onEvent);
+        return created;
+      },
+      (created) => new StatusView(created, (id) => state.authors[id], () => prefetcher.holdingsChanged()),
+    );
     await v.load();
     doc = d;
     view = v;

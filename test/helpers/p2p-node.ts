@@ -21,7 +21,7 @@ import {
   type DocEvent,
   type PeerAddress,
 } from '../../src/p2p/index.js';
-import { ClusterDocPublisher, ClusterDocView, StatusView, StatusWriter } from '../../src/sync/index.js';
+import { ClusterDocPublisher, ClusterDocView, StatusView, StatusWriter, follow } from '../../src/sync/index.js';
 
 // One Blixard P2P node in its own process, for multi-process tests and benchmarks: a persistent
 // Iroh node (fixed secret key and UDP port on 127.0.0.1, so a restarted node keeps its id and is
@@ -143,26 +143,30 @@ export async function runP2PNode(cfg: P2PNodeConfig): Promise<void> {
 
   async function openDoc(name: string, kind: DocKind, how: { create: true } | { id: string; ticket: string }): Promise<OpenDoc> {
     const joinedAt = performance.now();
-    let od: OpenDoc | undefined;
-    const early: DocEvent[] = [];
-    const onEvent = (e: DocEvent) => (od ? feed(od, e) : early.push(e));
+    let od!: OpenDoc;
     const opts = { metrics, name, onError: (err: Error) => log('document event error', { doc: name, err: err.message }) };
-    const doc =
-      'create' in how
-        ? await ReplicatedDoc.create(iroh, opts)
-        : await ReplicatedDoc.openOrJoin(iroh, how.id, how.ticket, onEvent, { ...opts, peers: docPeers() });
-    od = { name, kind, doc, current: new Map(), joinedAt, events: 0 };
-    const onChange = (keys: string[]) => changed(od!, keys);
     const viewOpts = { onError: (err: unknown) => log('view refresh failed', { doc: name, err: (err as Error).message }) };
-    if (kind === 'cluster') {
-      od.cluster = new ClusterDocView(doc, onChange, viewOpts);
-      od.publisher = new ClusterDocPublisher(doc);
-    } else {
-      od.status = new StatusView(doc, (id) => state.authors[id], onChange, viewOpts);
-    }
-    if ('create' in how) await doc.subscribe(onEvent);
-    for (const e of early) feed(od, e);
-    await (od.cluster ?? od.status)!.load();
+    // As the daemon opens its documents (sync/follow.ts): the view gets the events from the first.
+    const { doc, view } = await follow(
+      async (onEvent) => {
+        if (!('create' in how)) return ReplicatedDoc.openOrJoin(iroh, how.id, how.ticket, onEvent, { ...opts, peers: docPeers() });
+        const d = await ReplicatedDoc.create(iroh, opts);
+        await d.subscribe(onEvent);
+        return d;
+      },
+      (d) => {
+        od = { name, kind, doc: d, current: new Map(), joinedAt, events: 0 };
+        const onChange = (keys: string[]) => changed(od, keys);
+        if (kind === 'cluster') {
+          od.cluster = new ClusterDocView(d, onChange, viewOpts);
+          od.publisher = new ClusterDocPublisher(d);
+        } else {
+          od.status = new StatusView(d, (id) => state.authors[id], onChange, viewOpts);
+        }
+        return (od.cluster ?? od.status)!;
+      },
+    );
+    await view.load();
     docs.set(name, od);
     // As a daemon does (NodeDocs.repair): content Iroh left missing is fetched from the peers.
     let repairing = false;
@@ -176,10 +180,6 @@ export async function runP2PNode(cfg: P2PNodeConfig): Promise<void> {
         .finally(() => (repairing = false));
     }, 1_000).unref();
     return od;
-  }
-
-  function feed(od: OpenDoc, e: DocEvent): void {
-    (od.cluster ?? od.status)!.event(e);
   }
 
   function changed(od: OpenDoc, keys: string[]): void {
