@@ -109,11 +109,12 @@ describe('RaftNode', () => {
     await leader.node.propose(Buffer.from('before'));
     // Cut off, its next proposal waits for a quorum that does not answer; then the node stops.
     net.isolate(leader.id);
-    const waiting = leader.node.propose(Buffer.from('never'));
-    const reading = leader.node.readBarrier(5_000);
+    // (The expectations are attached first: the rejections come during close().)
+    const waiting = expect(leader.node.propose(Buffer.from('never'))).rejects.toBeInstanceOf(NodeStoppedError);
+    const reading = expect(leader.node.readBarrier(5_000)).rejects.toBeInstanceOf(NodeStoppedError);
     await leader.node.close();
-    await expect(waiting).rejects.toBeInstanceOf(NodeStoppedError);
-    await expect(reading).rejects.toBeInstanceOf(NodeStoppedError);
+    await waiting;
+    await reading;
     await expect(leader.node.propose(Buffer.from('after'))).rejects.toBeInstanceOf(NodeStoppedError);
     await expect(leader.node.readBarrier()).rejects.toBeInstanceOf(NodeStoppedError);
   });
