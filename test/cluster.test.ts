@@ -121,6 +121,42 @@ describe('a three-voter cluster on loopback', () => {
     expect(value(/^blixard_p2p_doc_sync_latency_seconds_count\{doc="status"\} (\d+)/m)).toBeGreaterThan(0);
   });
 
+  it('applies a write once when its answer is lost and the client sends it again (same request id, through a follower)', async () => {
+    const follower = await until('a follower', async () => {
+      for (const d of nodes) if ((await d.client.status()).raft.role === 'follower') return d;
+      return undefined;
+    });
+    const body = {
+      desired: [{ kind: 'Image', name: 'once', labels: {}, spec: { blob: `blake3:${'e'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'e'.repeat(64)}`, size: null } }],
+      applyset: 'once',
+      prune: false,
+      maxPrune: 0,
+      dryRun: false,
+      requestId: 'req-once-1',
+    };
+    // The first attempt: its answer is dropped (the socket goes as soon as the answer starts).
+    const { request } = await import('node:http');
+    const url = new URL(`${follower.api}/v1/apply`);
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ hostname: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { authorization: `Bearer ${follower.token}`, 'content-type': 'application/json' } }, (res) => {
+        res.destroy();
+        resolve();
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(body));
+    });
+    const created = await until('the first attempt applied', async () => (await follower.client.get('Image', 'once').catch(() => undefined))?.metadata.resourceVersion);
+    // The retry gets the first attempt's answer: created, at the index it was created at.
+    const retry = await follower.client.apply(body as Parameters<ApiClient['apply']>[0]);
+    expect(retry.results).toEqual([{ kind: 'Image', name: 'once', action: 'created' }]);
+    expect(retry.index).toBe(created);
+    expect((await follower.client.get('Image', 'once')).metadata).toMatchObject({ generation: 1, resourceVersion: created });
+    // The same write as a new request is a new write: unchanged.
+    const again = await follower.client.apply({ ...body, requestId: 'req-once-2' } as Parameters<ApiClient['apply']>[0]);
+    expect(again.results).toEqual([{ kind: 'Image', name: 'once', action: 'unchanged' }]);
+    await follower.client.delete({ targets: [{ kind: 'Image', name: 'once' }] });
+  });
+
   it('elects a new leader when the leader is killed, and loses no acknowledged write', async () => {
     const s = await nodes[0]!.client.status();
     const leader = nodes.find((d) => d.nodeId === s.raft.leader)!;

@@ -9,6 +9,7 @@ import type {
   ApplyRequest,
   ApplyResponse,
   BlobJson,
+  CordonRequest,
   DeleteRequest,
   DeleteResponse,
   DriftJson,
@@ -28,13 +29,23 @@ export interface ClientOptions {
   server: string; // http://127.0.0.1:7400
   token?: string;
   timeoutMs?: number;
+  /**
+   * How long to keep retrying a call the cluster could not take now: a `no-leader` answer, or a
+   * connection lost mid-call for a read or a write with a request id (SPEC section 12). 0: never.
+   */
+  retryMs?: number;
 }
+
+/** First wait between retries; it doubles up to RETRY_MAX_MS. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2_000;
 
 export class ApiClient {
   readonly server: string;
   private readonly token: string | undefined;
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 64 });
   private readonly timeoutMs: number;
+  private readonly retryMs: number;
   // Parsed once: building a URL per request is a measurable share of a small request's cost.
   private readonly target: { protocol: string; hostname: string; port: string; base: string };
 
@@ -42,6 +53,7 @@ export class ApiClient {
     this.server = opts.server.replace(/\/+$/, '');
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 120_000;
+    this.retryMs = opts.retryMs ?? 0;
     const u = new URL(this.server);
     this.target = { protocol: u.protocol, hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port, base: u.pathname.replace(/\/+$/, '') };
   }
@@ -109,11 +121,12 @@ export class ApiClient {
   plan(req: PlanRequest): Promise<Plan> {
     return this.json('POST', '/v1/plan', req);
   }
+  /** Writes carry a request id (kept across retries): the cluster applies each at most once. */
   apply(req: ApplyRequest): Promise<ApplyResponse> {
-    return this.json('POST', '/v1/apply', req);
+    return this.json('POST', '/v1/apply', withRequestId(req));
   }
   delete(req: DeleteRequest): Promise<DeleteResponse> {
-    return this.json('POST', '/v1/delete', req);
+    return this.json('POST', '/v1/delete', withRequestId(req));
   }
   ticket(req: TicketRequest): Promise<{ ticket: string }> {
     return this.json('POST', '/v1/tickets', req);
@@ -133,8 +146,8 @@ export class ApiClient {
     }
   }
 
-  cordon(node: string, req: { cordoned: boolean; drain?: boolean }): Promise<{ nodeId: string; evicting: number }> {
-    return this.json('POST', `/v1/nodes/${encodeURIComponent(node)}/cordon`, req);
+  cordon(node: string, req: CordonRequest): Promise<{ nodeId: string; evicting: number }> {
+    return this.json('POST', `/v1/nodes/${encodeURIComponent(node)}/cordon`, withRequestId(req));
   }
 
   async hasBlob(hash: string): Promise<boolean> {
@@ -160,8 +173,22 @@ export class ApiClient {
 
   async json<T>(method: string, path: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const headers: Record<string, string> = payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {};
-    return readResult<T>(await this.send(method, path, payload, headers));
+    const once = async () => {
+      const headers: Record<string, string> = payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {};
+      return readResult<T>(await this.send(method, path, payload, headers));
+    };
+    if (this.retryMs <= 0) return once();
+    // A read, or a write with its id, may be sent again after its connection broke mid-call.
+    const repeatable = method === 'GET' || typeof (body as { requestId?: unknown } | undefined)?.requestId === 'string';
+    const end = Date.now() + this.retryMs;
+    for (let wait = RETRY_FIRST_MS; ; wait = Math.min(wait * 2, RETRY_MAX_MS)) {
+      try {
+        return await once();
+      } catch (e) {
+        if (!(e instanceof ApiError) || !retryable(e, repeatable) || Date.now() + wait > end) throw e;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   private send(
@@ -186,13 +213,29 @@ export class ApiClient {
           return resolve(this.send(method, path, body, headers, timeoutMs));
         }
         // A server that rejects an upload early closes the socket while we still write: prefer its answer.
-        reject(new ApiError('unreachable', `cannot reach the Blixard API at ${this.server}: ${err.code ?? err.message} (is a node running? \`blixard node start\` or \`blixard up\`)`));
+        reject(new ApiError('unreachable', `cannot reach the Blixard API at ${this.server}: ${err.code ?? err.message} (is a node running? \`blixard node start\` or \`blixard up\`)`, { connection: err.code ?? 'lost' }));
       });
       if (body === undefined) req.end();
       else if (Buffer.isBuffer(body)) req.end(body);
       else body.pipe(req);
     });
   }
+}
+
+/** A request id for a write that has none yet (Web Crypto's: no node:crypto import at start). */
+function withRequestId<R extends { requestId?: string }>(req: R): R {
+  return req.requestId ? req : { ...req, requestId: globalThis.crypto.randomUUID() };
+}
+
+/**
+ * Worth asking again: the cluster had no leader to take it, or the connection broke after the
+ * call was sent (for a call that may be repeated). A server that is not there at all
+ * (ECONNREFUSED) is not waited for: that is a wrong address or a stopped node, said at once.
+ */
+function retryable(e: ApiError, repeatable: boolean): boolean {
+  if (e.code === 'no-leader') return true;
+  const connection = (e.details as { connection?: string } | undefined)?.connection;
+  return e.code === 'unreachable' && repeatable && connection !== undefined && connection !== 'ECONNREFUSED';
 }
 
 async function readResult<T>(res: IncomingMessage): Promise<T> {

@@ -136,9 +136,19 @@ export interface PlanRequest {
   prune: boolean;
 }
 
-export type ApplyRequest =
+/**
+ * A write's id, chosen by the client and kept across its retries: the cluster applies a write at
+ * most once, and a retry gets the first attempt's answer (SPEC section 12).
+ */
+export interface RequestId {
+  requestId?: string;
+}
+
+export type ApplyRequest = (
   | (PlanRequest & { maxPrune: number; dryRun: boolean; plan?: undefined; revision?: string })
-  | { plan: Plan; maxPrune: number; dryRun?: boolean; revision?: string };
+  | { plan: Plan; maxPrune: number; dryRun?: boolean; revision?: string }
+) &
+  RequestId;
 
 export interface ApplyResult {
   kind: Kind;
@@ -153,8 +163,13 @@ export interface ApplyResponse {
   results: ApplyResult[];
 }
 
-export interface DeleteRequest {
+export interface DeleteRequest extends RequestId {
   targets: { kind: Kind; name: string }[];
+}
+
+export interface CordonRequest extends RequestId {
+  cordoned: boolean;
+  drain?: boolean;
 }
 
 export interface DeleteResponse {

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApiClient, liveRecords, readRecord } from '../api/index.js';
+import { parseDuration } from '../state/index.js';
 
 // Which node the CLI talks to, and with what token (SPEC section 3): --server / BLIXARD_SERVER,
 // --token / BLIXARD_TOKEN, --data-dir / BLIXARD_DATA_DIR (token from D/token, API from D's
@@ -12,7 +13,12 @@ export interface GlobalOptions {
   server?: string;
   token?: string;
   dataDir?: string;
+  /** A command's own --timeout (apply --wait, node drain --wait) also bounds its retries. */
+  timeout?: string;
 }
+
+/** How long a command keeps asking a cluster that has no leader right now (SPEC section 12). */
+export const DEFAULT_RETRY = '30s';
 
 export interface Connection {
   server: string;
@@ -42,7 +48,15 @@ export async function resolveConnection(g: GlobalOptions, env: NodeJS.ProcessEnv
 
 export async function connect(g: GlobalOptions): Promise<ApiClient> {
   const c = await resolveConnection(g);
-  return new ApiClient({ server: c.server, ...(c.token ? { token: c.token } : {}) });
+  return new ApiClient({ server: c.server, ...(c.token ? { token: c.token } : {}), retryMs: retryMsOf(g.timeout) });
+}
+
+function retryMsOf(timeout: string | undefined): number {
+  try {
+    return parseDuration(timeout ?? DEFAULT_RETRY);
+  } catch {
+    return parseDuration(DEFAULT_RETRY); // the command reports its own bad --timeout
+  }
 }
 
 function normalizeServer(s: string): string {

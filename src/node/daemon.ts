@@ -159,6 +159,8 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
           rev: () => docs.current?.clusterView.rev ?? 0,
           loaded: () => docs.ready,
           lastVoterContact: () => Math.max(0, ...peers.list().flatMap((h) => (store.node(h.nodeId)?.role === 'voter' && h.lastSeen ? [Date.parse(h.lastSeen)] : []))),
+          // Voters answer a worker's pings every second; the peer manager gives one up after 5 s.
+          voterTimeoutMs: 5_000,
         })
       : await openRaft({ dir: path.join(paths.state, 'raft'), self, transport, store, bootstrap: !membership.current && !!opts.bootstrap, registry, log, signals: { applied, leadership, confChanged } });
   manager.adopt('cluster log', () => clusterLog.close());

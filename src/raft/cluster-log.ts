@@ -15,6 +15,8 @@ export interface ClusterLog {
   readonly membership: ConfState;
   /** When this node last knew itself part of a working cluster (ms since the epoch; 0: never). */
   readonly lastClusterContact: number;
+  /** Silent this long, the leader is taken for gone (Raft's election timeout, for a voter). */
+  readonly electionTimeoutMs: number;
   /** Appends a command; resolves with the state machine's result once it is applied here. */
   propose(data: Uint8Array): Promise<{ index: number; result: unknown }>;
   proposeConfChange(cc: ConfChange): Promise<{ index: number; result: unknown }>;

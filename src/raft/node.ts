@@ -300,6 +300,11 @@ export class RaftNode implements ClusterLog {
     return this.role === 'leader' ? Date.now() : this.leaderContactAt;
   }
 
+  /** A follower that heard nothing from its leader this long starts an election. */
+  get electionTimeoutMs(): number {
+    return (this.o.tickMs ?? 100) * (this.o.electionTick ?? 10);
+  }
+
   /** Starts an election now (a new one-voter cluster need not wait out a timeout). */
   campaign(): void {
     this.raw.campaign();

@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ApiError, type TicketRequest } from '../api/index.js';
+import { ApiError, type CordonRequest, type TicketRequest } from '../api/index.js';
 import { encodeTicket } from '../cluster/index.js';
 import type { ClusterLog } from '../raft/index.js';
 import type { DesiredStateStore, NodeRecord } from '../state/index.js';
-import type { CordonRequest, JoinRequest, JoinResponse } from './calls.js';
-import type { Leader } from './leader.js';
+import type { JoinRequest, JoinResponse } from './calls.js';
+import { requestIdOf, type Leader } from './leader.js';
 
 // Who belongs to the cluster, decided on the leader: join tickets, a node presenting one, a node
 // keeping its own record current, and cordoning (no new VMs on a node; drain moves them away).
@@ -67,7 +67,7 @@ export class Admission {
     const { store } = this.o;
     const n = store.listNodes().find((x) => x.name === node || x.nodeId === node);
     if (!n) throw new ApiError('not-found', `node ${node} not found (see blixard get nodes)`);
-    await this.o.leader.propose({ op: 'cordon', time: new Date().toISOString(), nodeId: n.nodeId, cordoned: !!req.cordoned, ...(req.drain ? { drain: true } : {}) });
+    await this.o.leader.propose({ op: 'cordon', time: new Date().toISOString(), nodeId: n.nodeId, cordoned: !!req.cordoned, ...(req.drain ? { drain: true } : {}), ...requestIdOf(req) });
     const evicting = store.listPlacements().filter((p) => p.nodeId === n.nodeId && p.evicting).length;
     return { nodeId: n.nodeId, evicting };
   }

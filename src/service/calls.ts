@@ -1,4 +1,4 @@
-import type { ApplyRequest, DeleteRequest, PlanRequest, TicketRequest } from '../api/index.js';
+import type { ApplyRequest, CordonRequest, DeleteRequest, PlanRequest, TicketRequest } from '../api/index.js';
 import type { ClusterDocs, Kind, NodeRecord } from '../state/index.js';
 
 // What one node asks of another over blixard/api/1 (ALPN; authenticated by the caller's QUIC
@@ -16,11 +16,6 @@ export interface JoinResponse {
   role: 'voter' | 'worker';
   docs: ClusterDocs | null;
   members: { nodeId: string; addresses: string[] }[];
-}
-
-export interface CordonRequest {
-  cordoned: boolean;
-  drain?: boolean;
 }
 
 export type Call =

@@ -3,7 +3,7 @@ export type { NodeServiceOptions } from './node-service.js';
 export { Leader } from './leader.js';
 export type { LeaderOptions } from './leader.js';
 export { nodeRequest, callOf, CALL_METHOD } from './calls.js';
-export type { Call, CordonRequest, JoinRequest, JoinResponse, NodeRequest } from './calls.js';
+export type { Call, JoinRequest, JoinResponse, NodeRequest } from './calls.js';
 export { Events, BackgroundErrors } from './events.js';
 export { Changes } from './changes.js';
 export { vmStatus, imageStatus, peerStatus, nodesJson, vmDrift } from './status-model.js';

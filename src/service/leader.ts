@@ -20,6 +20,10 @@ export interface LeaderOptions {
 }
 
 const PROPOSE_TIMEOUT_MS = 15_000;
+/** How often a call waiting on the leader looks whether that leader is still the one, and alive. */
+const FORWARD_WATCH_MS = 50;
+/** How many leaders one call may be passed on to before the client is told to try again. */
+const MAX_FORWARDS = 4;
 const READ_BARRIER_TIMEOUT_MS = 5_000;
 
 export class Leader {
@@ -30,37 +34,83 @@ export class Leader {
     return this.o.log.isLeader && this.o.store.clusterId !== null;
   }
 
-  /** Serves `call` here when this node leads, else passes it on to the leader as it is. */
+  /**
+   * Serves `call` here when this node leads, else passes it on to the leader as it is. A call
+   * waiting on a leader that is gone (no contact for an election timeout, or its connection
+   * died) is not left to time out: it is sent again to the new leader as soon as one is known
+   * (here, if this node became it), or answered `no-leader` at once so that the client retries.
+   */
   async run<T>(call: Call, local: () => Promise<T>): Promise<T> {
-    if (this.isLeader) return local();
-    return (await this.forward(call)) as T;
-  }
-
-  /** Passes a call on to the leader; its answer, or its error as an ApiError. */
-  async forward(call: Call): Promise<unknown> {
     const { log, self } = this.o;
-    const leader = log.leader ?? this.o.fallback();
-    if (!leader) throw new ApiError('no-leader', 'no leader is known right now; try again in a moment');
-    if (leader === self) throw new ApiError('no-leader', 'leadership is changing; try again');
-    const res = await this.o.send(leader, call).catch((e: unknown) => {
-      throw new ApiError('no-leader', `cannot reach the leader ${this.o.store.node(leader)?.name ?? leader.slice(0, 10)}: ${(e as Error).message}`);
-    });
-    if (res.status >= 400) {
-      const e = (res.body as { error?: { code?: string; message?: string; details?: unknown } })?.error;
-      throw new ApiError((e?.code as ErrorCode) ?? 'internal', e?.message ?? `leader answered ${res.status}`, e?.details);
+    let refused = '';
+    for (let attempt = 0; attempt < MAX_FORWARDS; attempt++) {
+      if (this.isLeader) return local();
+      const leader = log.leader ?? this.o.fallback();
+      if (!leader) throw new ApiError('no-leader', refused || 'no leader is known right now; try again in a moment');
+      if (leader === self) throw new ApiError('no-leader', 'leadership is changing; try again');
+      const r = await this.sendWatching(leader, call, log.leader === leader);
+      if (r.kind === 'answer') return answerOf(r.status, r.body) as T;
+      const name = this.o.store.node(leader)?.name ?? leader.slice(0, 10);
+      refused = r.kind === 'gone' ? `the leader ${name} is gone (no contact for ${log.electionTimeoutMs} ms); try again` : r.kind === 'error' ? `cannot reach the leader ${name}: ${r.message}` : '';
+      // The call goes to the next leader as soon as one is known (an election takes about one
+      // election timeout); if none comes by then, the client hears it and retries.
+      if (!(await this.nextLeader(leader, 2 * log.electionTimeoutMs))) throw new ApiError('no-leader', refused || 'leadership is changing; try again');
     }
-    return res.body;
+    throw new ApiError('no-leader', refused || `leadership changed ${MAX_FORWARDS} times while the call was passed on; try again`);
   }
 
-  /** Commits a command; a leader that lost its quorum keeps proposals waiting, so this is bounded. */
+  /** Whether a leader other than `old` (or this node's own leadership) is known within `ms`. */
+  private async nextLeader(old: string, ms: number): Promise<boolean> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const now = this.o.log.leader;
+      if (now !== null && now !== old) return true;
+      if (Date.now() >= end) return false;
+      await new Promise((r) => setTimeout(r, FORWARD_WATCH_MS));
+    }
+  }
+
+  /**
+   * Sends a call to `leader`, and stops waiting when the log says another leader is known, or (for
+   * the leader the log names, not a voter asked for want of one) that this one has gone silent.
+   */
+  private sendWatching(leader: string, call: Call, named: boolean): Promise<{ kind: 'answer'; status: number; body: unknown } | { kind: 'moved' } | { kind: 'gone' } | { kind: 'error'; message: string }> {
+    const { log } = this.o;
+    return new Promise((resolve) => {
+      const watch = setInterval(() => {
+        const now = log.leader;
+        if (now !== null && now !== leader) return done({ kind: 'moved' });
+        if (named && (now === null || Date.now() - log.lastClusterContact > log.electionTimeoutMs)) done({ kind: 'gone' });
+      }, FORWARD_WATCH_MS);
+      const done = (r: Parameters<typeof resolve>[0]) => {
+        clearInterval(watch);
+        resolve(r);
+      };
+      this.o.send(leader, call).then(
+        (res) => done({ kind: 'answer', status: res.status, body: res.body }),
+        (e: unknown) => done({ kind: 'error', message: (e as Error).message }),
+      );
+    });
+  }
+
+  /** Commits a command and answers with the state machine's outcome. */
   async propose(cmd: Command): Promise<CommandOutcome> {
+    return (await this.commit(cmd)).outcome;
+  }
+
+  /**
+   * Commits a command; a leader that lost its quorum keeps proposals waiting, so this is bounded.
+   * `index` is where this entry went: an outcome from an earlier index answers a request retried.
+   */
+  async commit(cmd: Command): Promise<{ index: number; outcome: CommandOutcome }> {
     const ms = this.o.proposeTimeoutMs ?? PROPOSE_TIMEOUT_MS;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new ApiError('no-leader', `not committed within ${ms / 1000} s: the cluster may have lost its quorum (the change may still be applied later)`)), ms);
     });
     try {
-      return (await Promise.race([this.o.log.propose(encodeCommand(cmd)), timeout])).result as CommandOutcome;
+      const r = await Promise.race([this.o.log.propose(encodeCommand(cmd)), timeout]);
+      return { index: r.index, outcome: r.result as CommandOutcome };
     } catch (e) {
       throw logError(e, (m) => m);
     } finally {
@@ -91,4 +141,19 @@ function logError(e: unknown, noLeader: (message: string) => string): ApiError {
   if (e instanceof ApiError) return e;
   if (e instanceof NodeStoppedError) return new ApiError(e.failure ? 'internal' : 'unreachable', e.failure ? e.message : `${e.message}: ask another node`);
   return new ApiError('no-leader', noLeader((e as Error).message));
+}
+
+/** A request's id as the log carries it; an id that is not a short string is refused. */
+export function requestIdOf(req: { requestId?: unknown }): { requestId?: string } {
+  const id = req.requestId;
+  if (id === undefined || id === null) return {};
+  if (typeof id !== 'string' || id.length === 0 || id.length > 128) throw new ApiError('invalid', `requestId: expected a string of 1 to 128 characters, got ${JSON.stringify(id)?.slice(0, 80)}`);
+  return { requestId: id };
+}
+
+/** The leader's answer to a passed-on call: its body, or its error as the same ApiError. */
+function answerOf(status: number, body: unknown): unknown {
+  if (status < 400) return body;
+  const e = (body as { error?: { code?: string; message?: string; details?: unknown } })?.error;
+  throw new ApiError((e?.code as ErrorCode) ?? 'internal', e?.message ?? `leader answered ${status}`, e?.details);
 }

@@ -14,7 +14,9 @@ import { NodeService } from './node-service.js';
 const T = '2026-01-01T00:00:00.000Z';
 const rec = (id: string): NodeRecord => ({ nodeId: id, name: `n-${id}`, role: 'voter', api: null, addresses: ['127.0.0.1:1'], labels: {}, capacity: { vcpus: 1, memoryMiB: 512 }, formats: ['executable'], registeredAt: T, updatedAt: T });
 
-function fakeLog(o: { leader: boolean; propose?: () => Promise<{ index: number; result: unknown }> }): ClusterLog & { proposed: number } {
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function fakeLog(o: { leader: boolean; propose?: () => Promise<{ index: number; result: unknown }> }): Mutable<ClusterLog> & { proposed: number } {
   const log = {
     proposed: 0,
     term: 1,
@@ -25,6 +27,7 @@ function fakeLog(o: { leader: boolean; propose?: () => Promise<{ index: number; 
     currentRole: o.leader ? 'leader' : 'follower',
     membership: { voters: ['me', 'L'], learners: [] },
     lastClusterContact: Date.now(),
+    electionTimeoutMs: 200,
     propose: async () => {
       log.proposed++;
       return o.propose ? o.propose() : { index: 2, result: { ok: true, results: [], index: 2 } };
@@ -36,7 +39,7 @@ function fakeLog(o: { leader: boolean; propose?: () => Promise<{ index: number; 
     campaign: () => {},
     transferLeadership: () => {},
     close: async () => {},
-  } as ClusterLog & { proposed: number };
+  } as Mutable<ClusterLog> & { proposed: number };
   return log;
 }
 
@@ -174,5 +177,48 @@ describe('calls from other nodes', () => {
     const { s } = service({ leader: true });
     expect(await s.serveNode({ method: 'POST', path: '/v1/apply', body: {} }, 'L')).toMatchObject({ status: 404 });
     expect(callOf({ method: 'CALL', path: 'apply', body: { op: 'delete' } })).toBeUndefined();
+  });
+});
+
+describe('a call waiting on a leader that is gone', () => {
+  const never = () => new Promise<{ status: number; body: unknown }>(() => {});
+  const del = { targets: [], requestId: 'r1' };
+
+  it('is sent again to the new leader as soon as one is known', async () => {
+    const { s, sent, log } = service({ leader: false, answer: async (to) => (to === 'L' ? never() : { status: 200, body: { from: to } }) });
+    setTimeout(() => (log.leader = 'M'), 100);
+    const t0 = Date.now();
+    expect(await s.delete(del)).toEqual({ from: 'M' });
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(sent.map(([to, c]) => [to, c])).toEqual([['L', { op: 'delete', req: del }], ['M', { op: 'delete', req: del }]]);
+  });
+
+  it('is answered no-leader at once when the leader went silent and no new one comes', async () => {
+    const { s, log } = service({ leader: false, answer: never });
+    setTimeout(() => (log.lastClusterContact = Date.now() - 10_000), 100);
+    const t0 = Date.now();
+    await expect(s.delete(del)).rejects.toMatchObject({ code: 'no-leader', message: expect.stringMatching(/^the leader .* is gone \(no contact for 200 ms\); try again$/) });
+    // One election timeout's wait for a successor (2 x 200 ms), not the RPC's 30 s.
+    expect(Date.now() - t0).toBeLessThan(1_500);
+  });
+
+  it('whose connection died goes to the next leader, or is answered no-leader', async () => {
+    const { s, sent, log } = service({ leader: false, answer: async (to) => (to === 'L' ? Promise.reject(new Error('connection lost')) : { status: 200, body: { from: to } }) });
+    setTimeout(() => (log.leader = 'M'), 100);
+    expect(await s.delete(del)).toEqual({ from: 'M' });
+    expect(sent.map(([to]) => to)).toEqual(['L', 'M']);
+    const alone = service({ leader: false, answer: async () => Promise.reject(new Error('connection lost')) });
+    await expect(alone.s.delete(del)).rejects.toMatchObject({ code: 'no-leader', message: expect.stringMatching(/connection lost/) });
+  });
+
+  it('is served here when this node became the leader meanwhile', async () => {
+    const { s, sent, log } = service({ leader: false, answer: never });
+    setTimeout(() => {
+      log.isLeader = true;
+      log.leader = 'me';
+    }, 100);
+    expect(await s.delete(del)).toMatchObject({ results: [] });
+    expect(sent.map(([to]) => to)).toEqual(['L']);
+    expect(log.proposed).toBe(1);
   });
 });

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { ApiError, type ApiBackend, type ApplyRequest, type ApplyResponse, type BlobJson, type DeleteRequest, type DeleteResponse, type DriftJson, type EventJson, type NodeJson, type PeerHealthJson, type PlanRequest, type ResourceJson, type StatusJson, type TicketRequest, type VersionJson, type WatchEvent } from '../api/index.js';
+import { ApiError, type ApiBackend, type ApplyRequest, type CordonRequest, type ApplyResponse, type BlobJson, type DeleteRequest, type DeleteResponse, type DriftJson, type EventJson, type NodeJson, type PeerHealthJson, type PlanRequest, type ResourceJson, type StatusJson, type TicketRequest, type VersionJson, type WatchEvent } from '../api/index.js';
 import { HashMismatchError, type TransferStatus } from '../images/index.js';
 import type { ClusterLog } from '../raft/index.js';
 import type { Finding, Plan } from '../manifest/index.js';
@@ -8,7 +8,7 @@ import { API_VERSION, type Command, type CommandOutcome, type DesiredStateStore,
 import type { ConsoleLogOptions } from '../vm/index.js';
 import { VERSION } from '../version.js';
 import { Admission } from './admission.js';
-import { callOf, type Call, type CordonRequest, type JoinResponse, type NodeRequest } from './calls.js';
+import { callOf, type Call, type JoinResponse, type NodeRequest } from './calls.js';
 import { ClusterStatus } from './cluster-status.js';
 import type { Changes } from './changes.js';
 import type { BackgroundErrors, Events } from './events.js';

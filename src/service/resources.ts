@@ -6,7 +6,7 @@ import { ACTION_WORD, buildPlan, checkDesired, checkDocuments, planChanges, sche
 import { API_VERSION, matchesSelector, parseSelector, SelectorError, type ApplyOutcome, type DeleteOutcome, type DesiredStateStore, type Kind, type Selector, type StoredResource } from '../state/index.js';
 import type { Changes } from './changes.js';
 import type { Events } from './events.js';
-import type { Leader } from './leader.js';
+import { requestIdOf, type Leader } from './leader.js';
 import { imageStatus, peerStatus, vmStatus, type StatusFacts } from './status-model.js';
 
 // The resources of the API: list, get and watch them; validate, plan, apply and delete sets of
@@ -151,8 +151,11 @@ export class Resources {
       return { planId: plan.id, dryRun: true, index: null, results: plan.changes.map((c) => ({ kind: c.kind, name: c.name, action: ACTION_WORD[c.action] })) };
     }
     const revision = typeof req.revision === 'string' && req.revision.length <= 100 ? { revision: req.revision } : {};
-    const out = (await leader.propose({ op: 'apply', time: new Date().toISOString(), planId: plan.id, applyset: plan.applyset, changes: planChanges(plan), ...revision })) as ApplyOutcome;
+    const { index, outcome } = await leader.commit({ op: 'apply', time: new Date().toISOString(), planId: plan.id, applyset: plan.applyset, changes: planChanges(plan), ...revision, ...requestIdOf(req) });
+    const out = outcome as ApplyOutcome;
     if (!out.ok) throw new ApiError(out.code === 'conflict' ? 'conflict' : 'invalid', out.message, out.code === 'conflict' ? { conflicts: out.conflicts } : undefined);
+    // A retried request is answered as its first attempt was; its events were recorded then.
+    if (out.index !== index) return { planId: plan.id, dryRun: false, index: out.index, results: out.results };
     const changes = new Map(plan.changes.map((c) => [`${c.kind}/${c.name}`, c]));
     for (const r of out.results) {
       if (r.action === 'unchanged') continue;
@@ -165,9 +168,10 @@ export class Resources {
   }
 
   async delete(req: DeleteRequest): Promise<DeleteResponse> {
-    const out = (await this.o.leader.propose({ op: 'delete', time: new Date().toISOString(), targets: req.targets })) as DeleteOutcome;
+    const { index, outcome } = await this.o.leader.commit({ op: 'delete', time: new Date().toISOString(), targets: req.targets, ...requestIdOf(req) });
+    const out = outcome as DeleteOutcome;
     if (!out.ok) throw new ApiError('invalid', out.message);
-    for (const r of out.results) if (r.action === 'deleted') this.o.events.record(r.kind, r.name, 'Normal', 'Deleted', `deleted at index ${out.index}`);
+    if (out.index === index) for (const r of out.results) if (r.action === 'deleted') this.o.events.record(r.kind, r.name, 'Normal', 'Deleted', `deleted at index ${out.index}`);
     return { index: out.index, results: out.results };
   }
 

@@ -39,7 +39,11 @@ export interface DeleteTarget {
   name: string;
 }
 
-export type Command =
+/**
+ * A client's writes carry the id it chose for them (`requestId`): a write retried after a timeout
+ * or a lost answer is applied at most once, and the retry gets the first attempt's outcome.
+ */
+export type Command = (
   | { op: 'bootstrap'; time: string; clusterId: string; node: NodeRecord; docs?: ClusterDocs }
   | { op: 'setDocs'; time: string; docs: ClusterDocs }
   | { op: 'admitNode'; time: string; node: NodeRecord; secretHash: string }
@@ -48,7 +52,8 @@ export type Command =
   | { op: 'delete'; time: string; targets: DeleteTarget[] }
   | { op: 'addJoinSecret'; time: string; secretHash: string; role: 'voter' | 'worker'; expiresAt: string }
   | { op: 'place'; time: string; place: PlaceChange[]; evict: VmRef[]; unschedulable: (VmRef & { reason: string })[]; release?: VmRef[] }
-  | { op: 'cordon'; time: string; nodeId: string; cordoned: boolean; drain?: boolean };
+  | { op: 'cordon'; time: string; nodeId: string; cordoned: boolean; drain?: boolean }
+) & { requestId?: string };
 
 /**
  * The tickets of the cluster's two documents. They carry namespace secrets: kept in the Raft state

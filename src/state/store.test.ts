@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { encodeCommand, type ApplyChange, type Command } from './commands.js';
-import { DesiredStateStore, PLAN_MEMORY, uidFor } from './store.js';
+import { DesiredStateStore, PLAN_MEMORY, REQUEST_MEMORY, uidFor } from './store.js';
 
 // The store is the Raft state machine: deterministic, all-or-nothing per entry, and equal on
 // every replica that applies the same entries.
@@ -90,6 +90,39 @@ describe('DesiredStateStore', () => {
     feed(b, cmds);
     expect(Buffer.from(a.snapshot()).equals(Buffer.from(b.snapshot()))).toBe(true);
     expect(a.get('VirtualMachine', 'a')!.metadata.generation).toBe(2);
+  });
+
+  it('applies a request id at most once: a retry gets the first outcome and changes nothing', () => {
+    const s = new DesiredStateStore();
+    const first = s.applyCommand({ ...apply('p1', [img('base'), vm('web')]), requestId: 'r1' }, 1);
+    expect(first).toMatchObject({ ok: true, index: 1, results: [{ action: 'created' }, { action: 'created' }] });
+    const before = Buffer.from(s.snapshot()).toString();
+    // The retry was planned again after the first attempt had applied: same id, other plan.
+    const retry = s.applyCommand({ ...apply('p2', [{ ...vm('web', 1, { vcpus: 2 }), action: 'configure' }]), requestId: 'r1' }, 2);
+    expect(retry).toBe(first);
+    expect(Buffer.from(s.snapshot()).toString()).toBe(before);
+    expect(s.get('VirtualMachine', 'web')!.metadata.generation).toBe(1);
+    // A failed first attempt is answered as failed again; another id is a new write.
+    const bad = s.applyCommand({ op: 'delete', time: T, targets: [{ kind: 'Image', name: 'base' }], requestId: 'r2' }, 3);
+    expect(bad).toMatchObject({ ok: false, code: 'invalid' });
+    expect(s.applyCommand({ op: 'delete', time: T, targets: [{ kind: 'VirtualMachine', name: 'web' }], requestId: 'r2' }, 4)).toBe(bad);
+    expect(s.get('VirtualMachine', 'web')).toBeDefined();
+    expect(s.applyCommand({ op: 'delete', time: T, targets: [{ kind: 'VirtualMachine', name: 'web' }], requestId: 'r3' }, 5)).toMatchObject({ ok: true, index: 5 });
+  });
+
+  it('remembers request ids through a snapshot, and forgets the oldest past REQUEST_MEMORY, alike on every replica', () => {
+    const s = new DesiredStateStore();
+    s.applyCommand({ ...apply('p0', [img('base')]), requestId: 'r0' }, 1);
+    const copy = new DesiredStateStore();
+    copy.restore(s.snapshot(), 1);
+    expect(copy.applyCommand({ ...apply('px', [img('other')]), requestId: 'r0' }, 2)).toMatchObject({ ok: true, index: 1 });
+    expect(copy.get('Image', 'other')).toBeUndefined();
+    for (let i = 1; i <= REQUEST_MEMORY; i++) s.applyCommand({ op: 'cordon', time: T, nodeId: 'none', cordoned: true, requestId: `r${i}` }, i + 1);
+    // r0 is gone: the same id now applies afresh (a write, not a retry, this long after).
+    expect(s.applyCommand({ ...apply('p9', [img('again')]), requestId: 'r0' }, REQUEST_MEMORY + 2)).toMatchObject({ ok: true, index: REQUEST_MEMORY + 2 });
+    const kept = (JSON.parse(Buffer.from(s.snapshot()).toString()) as { requests: [string, unknown][] }).requests.map(([id]) => id);
+    expect(kept).toHaveLength(REQUEST_MEMORY);
+    expect(kept.slice(-2)).toEqual([`r${REQUEST_MEMORY}`, 'r0']);
   });
 
   it('turns an undecodable entry into an outcome instead of throwing', () => {

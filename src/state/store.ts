@@ -48,6 +48,8 @@ export interface Snapshot {
   nodes: NodeRecord[];
   applysets: ApplysetRecord[];
   appliedPlans: string[];
+  /** The outcomes of the newest client requests, by request id, oldest first (absent before ids). */
+  requests?: [string, CommandOutcome][];
   joinSecrets: JoinSecret[];
   placements: PlacementRecord[];
   docs: ClusterDocs | null;
@@ -55,6 +57,11 @@ export interface Snapshot {
 
 /** How many applied plan ids the store remembers (a saved plan applies at most once). */
 export const PLAN_MEMORY = 1000;
+/**
+ * How many client request ids (with their outcomes) the store remembers: a retry comes within
+ * the client's --timeout, long before a thousand other writes have pushed its id out.
+ */
+export const REQUEST_MEMORY = 1000;
 
 /** What changed in the store since the last takeChanges(), by key: or 'all' after a restore. */
 export interface StoreChanges {
@@ -71,6 +78,7 @@ export class DesiredStateStore {
   private applysets = new Map<string, ApplysetRecord>();
   private appliedPlans: string[] = [];
   private appliedPlanSet = new Set<string>();
+  private requests = new Map<string, CommandOutcome>(); // insertion order: oldest first
   private joinSecrets: JoinSecret[] = [];
   private placements = tracked(new TouchedMap<string, PlacementRecord>(), this.touched.placements);
   /** Tickets (with secrets) of the cluster and status documents; null with P2P off. */
@@ -92,6 +100,20 @@ export class DesiredStateStore {
 
   applyCommand(cmd: Command, index: number): CommandOutcome {
     this.appliedIndex = Math.max(this.appliedIndex, index);
+    if (typeof cmd.requestId !== 'string') return this.applyOp(cmd, index);
+    // A request seen before is answered as it was then, and changes nothing now.
+    const seen = this.requests.get(cmd.requestId);
+    if (seen) return seen;
+    const out = this.applyOp(cmd, index);
+    this.requests.set(cmd.requestId, out);
+    for (const id of this.requests.keys()) {
+      if (this.requests.size <= REQUEST_MEMORY) break;
+      this.requests.delete(id);
+    }
+    return out;
+  }
+
+  private applyOp(cmd: Command, index: number): CommandOutcome {
     switch (cmd.op) {
       case 'bootstrap':
         if (this.clusterId !== null) return { ok: false, code: 'exists', message: `cluster ${this.clusterId} is already bootstrapped` };
@@ -146,6 +168,7 @@ export class DesiredStateStore {
       nodes: [...this.nodes.values()],
       applysets: [...this.applysets.values()],
       appliedPlans: this.appliedPlans,
+      requests: [...this.requests],
       joinSecrets: this.joinSecrets,
       placements: [...this.placements.values()],
       docs: this.docs,
@@ -166,6 +189,7 @@ export class DesiredStateStore {
     this.applysets = new Map(s.applysets.map((a) => [a.name, a]));
     this.appliedPlans = s.appliedPlans;
     this.appliedPlanSet = new Set(s.appliedPlans);
+    this.requests = new Map(s.requests ?? []);
     this.joinSecrets = s.joinSecrets;
     this.placements = tracked(new TouchedMap((s.placements ?? []).map((p) => [p.vm, p])), this.touched.placements);
     for (const t of Object.values(this.touched)) t.all();

@@ -12,6 +12,8 @@ export interface ClusterFollowing {
   loaded(): Promise<void>;
   /** When a voter was last heard from (ms since the epoch; 0: never). */
   lastVoterContact(): number;
+  /** Silent this long, the voters are taken for gone (a worker hears them through peer pings). */
+  voterTimeoutMs: number;
 }
 
 export class WorkerLog implements ClusterLog {
@@ -35,6 +37,9 @@ export class WorkerLog implements ClusterLog {
   }
   get lastClusterContact(): number {
     return this.f.lastVoterContact();
+  }
+  get electionTimeoutMs(): number {
+    return this.f.voterTimeoutMs;
   }
   status(): { commit: number } {
     return { commit: this.f.rev() };

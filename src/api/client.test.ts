@@ -1,0 +1,91 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ApiClient } from './client.js';
+import { ApiError } from './errors.js';
+
+// The client against a real HTTP server on loopback that answers as a script says: it asks again
+// while the cluster has no leader, or when a connection broke after a repeatable call was sent,
+// always with the same request id; it gives up at once on an address where nothing listens.
+
+let servers: Server[] = [];
+afterEach(async () => {
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  servers = [];
+});
+
+type Step = 'no-leader' | 'drop' | 'ok';
+
+async function scripted(steps: Step[]): Promise<{ url: string; bodies: unknown[] }> {
+  const bodies: unknown[] = [];
+  const server = createServer(async (req: IncomingMessage, res) => {
+    let text = '';
+    for await (const c of req) text += String(c);
+    bodies.push(text ? JSON.parse(text) : null);
+    const step = steps.shift() ?? 'ok';
+    if (step === 'drop') return void res.socket?.destroy();
+    if (step === 'no-leader') {
+      res.writeHead(503, { 'content-type': 'application/json' });
+      return void res.end(JSON.stringify(new ApiError('no-leader', 'no leader is known right now; try again in a moment').toJSON()));
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ planId: 'p', dryRun: false, index: 7, results: [] }));
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies };
+}
+
+const apply = { desired: [], applyset: 'default', prune: false, maxPrune: 0, dryRun: false };
+
+describe('ApiClient retries', () => {
+  it('asks again while there is no leader, with the same request id, until it is taken', async () => {
+    const { url, bodies } = await scripted(['no-leader', 'no-leader', 'ok']);
+    const c = new ApiClient({ server: url, retryMs: 5_000 });
+    expect(await c.apply(apply)).toMatchObject({ index: 7 });
+    expect(bodies).toHaveLength(3);
+    const ids = bodies.map((b) => (b as { requestId: string }).requestId);
+    expect(ids[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Set(ids).size).toBe(1);
+    c.close();
+  });
+
+  it('sends a write again after its connection broke mid-call (it has an id); a plan without one is not', async () => {
+    const { url, bodies } = await scripted(['drop', 'ok', 'drop']);
+    const c = new ApiClient({ server: url, retryMs: 5_000 });
+    expect(await c.delete({ targets: [] })).toMatchObject({ index: 7 });
+    expect(bodies).toHaveLength(2);
+    expect((bodies[0] as { requestId: string }).requestId).toBe((bodies[1] as { requestId: string }).requestId);
+    c.close();
+    // (A fresh client: on a reused keep-alive socket a reset is taken for the server closing it
+    // idle, and the call is sent again before any retry rule is asked.)
+    const fresh = new ApiClient({ server: url, retryMs: 5_000 });
+    await expect(fresh.plan({ desired: [], applyset: 'default', prune: false })).rejects.toMatchObject({ code: 'unreachable' });
+    expect(bodies).toHaveLength(3);
+    fresh.close();
+  });
+
+  it('gives up when the time is spent, and never waits on an address where nothing listens', async () => {
+    const { url, bodies } = await scripted(Array<Step>(100).fill('no-leader'));
+    const c = new ApiClient({ server: url, retryMs: 600 });
+    const t0 = Date.now();
+    await expect(c.apply(apply)).rejects.toMatchObject({ code: 'no-leader' });
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    expect(bodies.length).toBeGreaterThan(1);
+    c.close();
+
+    const nobody = new ApiClient({ server: 'http://127.0.0.1:1', retryMs: 10_000 });
+    const t1 = Date.now();
+    await expect(nobody.status()).rejects.toMatchObject({ code: 'unreachable' });
+    expect(Date.now() - t1).toBeLessThan(2_000);
+    nobody.close();
+  });
+
+  it('without retryMs, the first answer is the answer', async () => {
+    const { url, bodies } = await scripted(['no-leader', 'ok']);
+    const c = new ApiClient({ server: url });
+    await expect(c.apply(apply)).rejects.toMatchObject({ code: 'no-leader' });
+    expect(bodies).toHaveLength(1);
+    c.close();
+  });
+});
