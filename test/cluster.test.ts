@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient, type ImageStatus, type StatusJson } from '../src/api/index.js';
 import { blake3File } from '../src/images/index.js';
 import { ALPN, RpcClient } from '../src/p2p/index.js';
-import { startTestNode } from './helpers/iroh.js';
+import { freeUdpPort, startTestNode } from './helpers/iroh.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 import { until } from './helpers/until.js';
 
@@ -189,9 +189,32 @@ describe('a three-voter cluster on loopback', () => {
     });
     expect(after.results[0]!.action).toBe('created');
     expect((await survivor.client.list('Image')).map((i) => i.metadata.name).sort()).toEqual(['img', 'img2']);
-    // The killed leader comes back as a follower and catches up.
+    // The killed leader comes back as a follower and catches up. From before its process starts,
+    // a client keeps asking it for a read it must pass on to the leader: while it starts it
+    // answers nothing it cannot serve (the calls wait), never a 503.
     const idx = nodes.indexOf(leader);
-    nodes[idx] = await startDaemon({ dataDir: leader.dataDir, configHome: configHome(), args: [] });
+    const port = await freeUdpPort();
+    const asked: number[] = [];
+    const polling = { on: true };
+    const poll = (async () => {
+      while (polling.on) {
+        try {
+          const r = await fetch(`http://127.0.0.1:${port}/v1/resources/images`, { headers: { authorization: `Bearer ${leader.token}` } });
+          asked.push(r.status);
+          const text = await r.text();
+          if (process.env.DEBUG_CLUSTER && r.status !== 200) console.log('DEBUG poll', new Date().toISOString(), r.status, text.slice(0, 200));
+        } catch {
+          // not listening yet
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    nodes[idx] = await startDaemon({ dataDir: leader.dataDir, configHome: configHome(), args: [], api: `127.0.0.1:${port}` });
+    await new Promise((r) => setTimeout(r, 300));
+    polling.on = false;
+    await poll;
+    expect(asked.length).toBeGreaterThan(0);
+    expect(asked.filter((code) => code !== 200)).toEqual([]);
     const back = nodes[idx]!;
     await until('the old leader to catch up', async () => (await back.client.status()).raft.appliedIndex >= after.index!, WAIT_MS);
     const again = new ApiClient({ server: back.api, token: back.token });

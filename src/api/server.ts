@@ -65,6 +65,11 @@ export interface ApiServerOptions {
   /** Every author's raw entries of a document under a key prefix (GET /v1/debug/documents/<doc>). */
   debugDocument?: (doc: string, prefix: string) => Promise<unknown>;
   onError?: (err: unknown, req: { method: string; url: string }) => void;
+  /**
+   * Resolves once the node can serve: API calls that arrive before (the socket is bound early,
+   * so that a node knows its own address) wait for it rather than get a 503.
+   */
+  serving?: Promise<void>;
 }
 
 export function createApiServer(opts: ApiServerOptions): Server {
@@ -105,6 +110,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
     }
 
     if (parts[0] !== 'v1') throw new ApiError('not-found', `no route ${method} ${url.pathname}`);
+    if (opts.serving) await opts.serving;
     if (!authorized(req)) throw new ApiError('unauthorized', 'missing or wrong bearer token (see <data-dir>/token)');
 
     const route = `${method} /${parts.slice(1, 2).join('/')}`;

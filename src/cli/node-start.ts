@@ -40,7 +40,8 @@ export default async function nodeStart(flags: StartFlags, cmd: Command): Promis
     onFatal: () => process.kill(process.pid, 'SIGTERM'),
   });
   const stopped = stopOnSignal(node, log);
-  // startNode returns once the API serves; no request is handled before this synchronous write.
+  // startNode returns once the node serves: API calls that came earlier waited for that moment
+  // (they were not answered 503), and are answered from now on.
   process.stdout.write(`ready nodeId=${node.nodeId} api=${node.apiUrl}\n`);
   log.info({ nodeId: node.nodeId, api: node.apiUrl }, 'ready');
   await stopped;
@@ -48,12 +49,17 @@ export default async function nodeStart(flags: StartFlags, cmd: Command): Promis
 
 /** After SIGTERM, the longest a stop may take before the process exits anyway. */
 const STOP_DEADLINE_MS = 30_000;
+/**
+ * Once the node has stopped, the process exits this soon whatever still holds its event loop:
+ * an Iroh shutdown that did not finish keeps native threads alive, and the process with them.
+ */
+const EXIT_AFTER_STOP_MS = 1_000;
 
 /** Serves until SIGTERM or SIGINT, then stops cleanly (VMs, when there are some, keep running).
  * Installs the SIGTERM/SIGINT handlers at once (call it before announcing that the node serves,
  * so that a signal sent right after the announcement is never met by the default action) and
  * resolves once the node has stopped. */
-export function stopOnSignal(node: RunningNode, log: { info(o: object, m?: string): void; error(o: object, m?: string): void }): Promise<void> {
+export function stopOnSignal(node: Pick<RunningNode, 'stop'>, log: { info(o: object, m?: string): void; error(o: object, m?: string): void }): Promise<void> {
   return new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       process.removeListener('SIGTERM', onTerm);
@@ -69,9 +75,13 @@ export function stopOnSignal(node: RunningNode, log: { info(o: object, m?: strin
         process.exit(1);
       }, STOP_DEADLINE_MS);
       deadline.unref();
-      node.stop().then(resolve, (err: unknown) => {
-        log.error({ err }, 'stop failed');
+      const exitSoon = () => {
+        setTimeout(() => process.exit(process.exitCode ?? 0), EXIT_AFTER_STOP_MS).unref();
         resolve();
+      };
+      node.stop().then(exitSoon, (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        exitSoon();
       });
     };
     const force = () => {

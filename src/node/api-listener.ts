@@ -4,12 +4,22 @@ import { StartupError } from './startup-error.js';
 
 // The node's HTTP API on its --api address (port 0: the OS chooses). Its URL is known once it
 // listens; parts built before then (the service names it in status and tickets) read it later.
+// It listens before the node has finished starting (a new cluster's first entry names the API's
+// address), but API calls wait until `open()`: a starting node answers nothing it cannot serve.
 
 export class ApiListener {
   private server: Server | undefined;
   private address = '';
+  private opened: () => void = () => {};
+  /** Resolves at `open()`: what the API server waits on before it handles a call. */
+  readonly serving = new Promise<void>((r) => (this.opened = r));
 
   constructor(private readonly api: string) {}
+
+  /** The node can serve: calls that waited are handled now. */
+  open(): void {
+    this.opened();
+  }
 
   get url(): string {
     return this.address;

@@ -285,7 +285,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   refreshPeers();
 
   // The API opens only once everything is built: whoever gets an answer may rely on the node.
-  await api.listen(createApiServer({ token, backend: service, metrics: () => registry.metrics(), debugDocument: (doc, prefix) => debugDocument(docs, doc, prefix), onError: (err, req) => log.error({ err, ...req }, 'API request failed') }));
+  await api.listen(createApiServer({ token, backend: service, serving: api.serving, metrics: () => registry.metrics(), debugDocument: (doc, prefix) => debugDocument(docs, doc, prefix), onError: (err, req) => log.error({ err, ...req }, 'API request failed') }));
   manager.adopt('api server', () => api.close());
   if (role === 'worker') void docs.open(membership.current!.docs!, false).catch(bgError('open-documents'));
   await takePart({ bootstrap: !!opts.bootstrap, self, iroh, log: clusterLog, store, membership, record, apiUrl: api.url, propose: (cmd) => service.propose(cmd), logger: log });
@@ -308,6 +308,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   manager.add(dataDirWatchdog({ lockFile: paths.lock, pid: process.pid, lost: (why) => (log.fatal(`data dir ${paths.root}: ${why}; stopping`), opts.onFatal?.(why)) }));
   manager.add({ name: 'server record', start: () => writeRecord({ api: api.url, nodeId: self, name: settings.name, dataDir: paths.root, pid: process.pid, startedAt: new Date().toISOString() }, opts.env), stop: () => removeRecord(api.url, process.pid, opts.env) });
   await manager.start();
+  api.open();
 
   return { nodeId: self, name: settings.name, apiUrl: api.url, token, settings, service, store, log: clusterLog, metrics: registry, formats, skippedDrivers: enabled.skipped, stop: () => manager.stop() };
 }

@@ -46,7 +46,11 @@ export class Leader {
     for (let attempt = 0; attempt < MAX_FORWARDS; attempt++) {
       if (this.isLeader) return local();
       const leader = log.leader ?? this.o.fallback();
-      if (!leader) throw new ApiError('no-leader', refused || 'no leader is known right now; try again in a moment');
+      if (!leader) {
+        // An election takes about one election timeout: the call waits for its outcome.
+        if (!refused && (await this.nextLeader(null, 2 * log.electionTimeoutMs))) continue;
+        throw new ApiError('no-leader', refused || 'no leader is known right now; try again in a moment');
+      }
       if (leader === self) throw new ApiError('no-leader', 'leadership is changing; try again');
       const r = await this.sendWatching(leader, call, log.leader === leader);
       if (r.kind === 'answer') return answerOf(r.status, r.body) as T;
@@ -60,7 +64,7 @@ export class Leader {
   }
 
   /** Whether a leader other than `old` (or this node's own leadership) is known within `ms`. */
-  private async nextLeader(old: string, ms: number): Promise<boolean> {
+  private async nextLeader(old: string | null, ms: number): Promise<boolean> {
     const end = Date.now() + ms;
     for (;;) {
       const now = this.o.log.leader;
