@@ -1,4 +1,4 @@
-export { startIroh, irohNodeOptions, bindAddresses, toIrohHash, fromIrohHash } from './iroh.js';
+export { startIroh, irohNodeOptions, bindAddresses, portFreeInBothFamilies, toIrohHash, fromIrohHash } from './iroh.js';
 export type { IrohNodeOptions } from './iroh.js';
 export { ReplicatedDoc } from './doc.js';
 export type { DocEntry, DocEvent, DocMode, ReplicatedDocOptions } from './doc.js';

@@ -1,3 +1,4 @@
+import { createSocket, type Socket } from 'node:dgram';
 import type { Iroh, NodeOptions } from '@number0/iroh';
 
 // The daemon's one Iroh node: persistent in the data dir (blobs, docs), with the identity Blixard
@@ -16,7 +17,41 @@ export interface IrohNodeOptions {
 
 export async function startIroh(opts: IrohNodeOptions): Promise<Iroh> {
   const { Iroh, NodeDiscoveryConfig } = await import('@number0/iroh');
-  return Iroh.persistent(opts.dir, irohNodeOptions(opts, { Default: NodeDiscoveryConfig.Default, None: NodeDiscoveryConfig.None }));
+  const listen = await portFreeInBothFamilies(opts.listen);
+  return Iroh.persistent(opts.dir, irohNodeOptions({ ...opts, listen }, { Default: NodeDiscoveryConfig.Default, None: NodeDiscoveryConfig.None }));
+}
+
+/**
+ * --listen with port 0: a port that is free for both of Iroh's sockets, so that the node keeps
+ * both addresses when it restarts on the port it saved (see bindAddresses). Best effort: Iroh
+ * itself falls back to an OS-chosen port should one be taken by the time it binds.
+ */
+export async function portFreeInBothFamilies(listen: string, tries = 20): Promise<string> {
+  const { ipv4Addr, ipv6Addr } = bindAddresses(listen);
+  if (!/:0$/.test(listen)) return listen;
+  const host = (a: string) => a.slice(0, a.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  const v6Named = listen.startsWith('[');
+  for (let i = 0; i < tries; i++) {
+    const first = await bindUdp(v6Named ? 'udp6' : 'udp4', host(v6Named ? ipv6Addr : ipv4Addr), 0);
+    if (!first) break;
+    const port = first.address().port;
+    const other = await bindUdp(v6Named ? 'udp4' : 'udp6', host(v6Named ? ipv4Addr : ipv6Addr), port);
+    first.close();
+    other?.close();
+    if (other) return `${listen.slice(0, listen.lastIndexOf(':'))}:${port}`;
+  }
+  return listen;
+}
+
+async function bindUdp(type: 'udp4' | 'udp6', host: string, port: number): Promise<Socket | undefined> {
+  const socket = createSocket({ type, ipv6Only: type === 'udp6' });
+  return new Promise((resolve) => {
+    socket.once('error', () => {
+      socket.close();
+      resolve(undefined);
+    });
+    socket.bind(port, host, () => resolve(socket));
+  });
 }
 
 /** The options Iroh starts with: discovery (and with it relays) only with --discovery iroh. */
@@ -32,16 +67,19 @@ export function irohNodeOptions<D>(opts: IrohNodeOptions, discovery: { Default: 
 
 /**
  * Iroh binds one IPv4 and one IPv6 socket. The one named by --listen gets its port; the other
- * family stays on loopback with an OS-chosen port, so nothing listens where it was not asked to.
+ * family stays on loopback, so nothing listens where it was not asked to, on the same port number.
+ * A port that changed at each restart left peers sending to the old one: a peer's Iroh keeps its
+ * last working path to a node for seconds, so a restarted node's first handshakes went unanswered
+ * (Iroh falls back to an OS-chosen port when the number is taken).
  */
 export function bindAddresses(listen: string): { ipv4Addr: string; ipv6Addr: string } {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$/.exec(listen);
   if (!m) throw new Error(`--listen: expected HOST:PORT (IPv6 as [addr]:port), got ${JSON.stringify(listen)}`);
   const port = Number(m[3]);
   if (port > 65535) throw new Error(`--listen: expected a port from 0 to 65535, got ${port}`);
-  if (m[1] !== undefined) return { ipv4Addr: '127.0.0.1:0', ipv6Addr: `[${m[1]}]:${port}` };
+  if (m[1] !== undefined) return { ipv4Addr: `127.0.0.1:${port}`, ipv6Addr: `[${m[1]}]:${port}` };
   const host = m[2] === 'localhost' ? '127.0.0.1' : m[2]!;
-  return { ipv4Addr: `${host}:${port}`, ipv6Addr: '[::1]:0' };
+  return { ipv4Addr: `${host}:${port}`, ipv6Addr: `[::1]:${port}` };
 }
 
 /** Iroh names blobs in base32 or hex; Blixard everywhere writes blake3:<hex>, as b3sum does. */

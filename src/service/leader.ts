@@ -38,7 +38,8 @@ export class Leader {
    * Serves `call` here when this node leads, else passes it on to the leader as it is. A call
    * waiting on a leader that is gone (no contact for an election timeout, or its connection
    * died) is not left to time out: it is sent again to the new leader as soon as one is known
-   * (here, if this node became it), or answered `no-leader` at once so that the client retries.
+   * (here, if this node became it). Without a leader, a call waits for an election's outcome (at
+   * most two election timeouts), then is answered `no-leader` so that the client retries.
    */
   async run<T>(call: Call, local: () => Promise<T>): Promise<T> {
     const { log, self } = this.o;

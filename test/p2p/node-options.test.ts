@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RpcClient, irohNodeOptions } from '../../src/p2p/index.js';
+import { decodeTicket } from '../../src/cluster/index.js';
+import { RpcClient, irohNodeOptions, portFreeInBothFamilies } from '../../src/p2p/index.js';
 import { cli, removeDir, removeVms, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
 import { startTestNode, type TestNode } from '../helpers/iroh.js';
 
@@ -15,6 +16,42 @@ describe('--discovery', () => {
     expect(irohNodeOptions({ ...base, discovery: 'none' }, d).nodeDiscovery).toBe('none');
     expect(irohNodeOptions({ ...base, discovery: 'iroh' }, d).nodeDiscovery).toBe('default');
     expect(irohNodeOptions({ ...base, discovery: 'none' }, d)).toMatchObject({ enableDocs: true, ipv4Addr: '127.0.0.1:0', ipv6Addr: '[::1]:0' });
+  });
+});
+
+describe('--listen', () => {
+  it('binds the other family on loopback with the same port', () => {
+    const d = { Default: 'default', None: 'none' };
+    const base = { dir: '/x', secretKey: new Uint8Array(32), discovery: 'none' as const };
+    expect(irohNodeOptions({ ...base, listen: '127.0.0.1:7000' }, d)).toMatchObject({ ipv4Addr: '127.0.0.1:7000', ipv6Addr: '[::1]:7000' });
+    expect(irohNodeOptions({ ...base, listen: '[::1]:7001' }, d)).toMatchObject({ ipv4Addr: '127.0.0.1:7001', ipv6Addr: '[::1]:7001' });
+  });
+
+  it('with port 0, picks a port free in both families', async () => {
+    const v4 = await portFreeInBothFamilies('127.0.0.1:0');
+    expect(v4).toMatch(/^127\.0\.0\.1:[1-9]\d*$/);
+    const v6 = await portFreeInBothFamilies('[::1]:0');
+    expect(v6).toMatch(/^\[::1\]:[1-9]\d*$/);
+    expect(await portFreeInBothFamilies('127.0.0.1:7002')).toBe('127.0.0.1:7002');
+  });
+
+  it('keeps both addresses across a restart on the port it got', async () => {
+    // A peer's Iroh keeps sending to a node's last working address for seconds: had the other
+    // family's port changed, a restarted node's first handshakes would go unanswered.
+    const dir = await tempDir();
+    const addresses = async (n: Daemon) => decodeTicket((await n.client.ticket({ role: 'voter', ttlSeconds: 60 })).ticket).leader.addresses;
+    let n = await startDaemon({ dataDir: path.join(dir, 'n'), configHome: path.join(dir, 'config'), args: ['--bootstrap', '--hypervisor', 'process'] });
+    try {
+      const a1 = await addresses(n);
+      expect(a1.length).toBe(2);
+      expect(new Set(a1.map((a) => a.slice(a.lastIndexOf(':') + 1))).size).toBe(1);
+      await n.stop();
+      n = await startDaemon({ dataDir: path.join(dir, 'n'), configHome: path.join(dir, 'config'), args: [] });
+      expect([...(await addresses(n))].sort()).toEqual([...a1].sort());
+    } finally {
+      await n.stop();
+      await removeDir(dir);
+    }
   });
 });
 
