@@ -5,7 +5,8 @@ import type { Bugs } from '../src/raft/core/index.js';
 import { describeFailure } from '../test/raft-sim/seeds.js';
 import { describeProfile, replayCommand, runSeed } from '../test/raft-sim/simulator.js';
 
-// The Raft simulation soak: many seeds of test/raft-sim on every core.
+// The Raft simulation soak: many seeds of test/raft-sim on every core; then the fault runs on
+// real node processes (fault-soak.ts).
 //
 //   node dist/bench/soak.js [--seeds 20000] [--from 0] [--jobs N] [--bug NAME] [--max-failures 20]
 //   node dist/bench/soak.js --seed 1234 [--bug NAME] [--verbose]     replay one seed (--verbose: every event)
@@ -20,6 +21,8 @@ interface Args {
   bug: keyof Bugs | undefined;
   verbose: boolean;
   maxFailures: number;
+  /** The fault runs on real processes (fault-soak.ts): after the simulation, only them, or not. */
+  faults: 'also' | 'only' | 'no';
 }
 
 const BUGS: readonly (keyof Bugs)[] = ['commitOldTermByCount', 'voteWithoutLogCheck', 'voteNotPersisted'];
@@ -33,6 +36,7 @@ function parseArgs(argv: string[]): Args {
     bug: undefined,
     verbose: false,
     maxFailures: 20,
+    faults: 'also',
   };
   const num = (flag: string, v: string | undefined): number => {
     const n = Number(v);
@@ -68,9 +72,15 @@ function parseArgs(argv: string[]): Args {
       case '--verbose':
         args.verbose = true;
         break;
+      case '--faults':
+        args.faults = 'only';
+        break;
+      case '--no-faults':
+        args.faults = 'no';
+        break;
       case '--help':
       case '-h':
-        console.log('usage: node dist/bench/soak.js [--seeds N] [--from N] [--jobs N] [--bug NAME] | --seed N [--verbose]');
+        console.log('usage: node dist/bench/soak.js [--seeds N] [--from N] [--jobs N] [--bug NAME] [--faults | --no-faults] | --seed N [--verbose]');
         process.exit(0);
         break;
       default:
@@ -201,7 +211,13 @@ if (isMainThread) {
     process.exit(2);
   }
   if (args.seed !== undefined) process.exit(replayOne(args));
-  soak(args).then(
+  const simulation = args.faults === 'only' ? Promise.resolve(0) : soak(args);
+  const all = simulation.then(async (code) => {
+    if (args.faults === 'no') return code;
+    const { faultSoak, FAULT_SOAK_DEFAULTS } = await import('./fault-soak.js');
+    return Math.max(code, await faultSoak(FAULT_SOAK_DEFAULTS));
+  });
+  all.then(
     (code) => process.exit(code),
     (err: unknown) => {
       console.error(err);

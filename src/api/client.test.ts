@@ -14,7 +14,7 @@ afterEach(async () => {
   servers = [];
 });
 
-type Step = 'no-leader' | 'drop' | 'ok';
+type Step = 'no-leader' | 'drop' | 'die' | 'ok';
 
 async function scripted(steps: Step[]): Promise<{ url: string; bodies: unknown[] }> {
   const bodies: unknown[] = [];
@@ -24,6 +24,12 @@ async function scripted(steps: Step[]): Promise<{ url: string; bodies: unknown[]
     bodies.push(text ? JSON.parse(text) : null);
     const step = steps.shift() ?? 'ok';
     if (step === 'drop') return void res.socket?.destroy();
+    if (step === 'die') {
+      // The node dies with the answer: the connection breaks, and nothing listens any more.
+      server.close();
+      server.closeAllConnections();
+      return;
+    }
     if (step === 'no-leader') {
       res.writeHead(503, { 'content-type': 'application/json' });
       return void res.end(JSON.stringify(new ApiError('no-leader', 'no leader is known right now; try again in a moment').toJSON()));
@@ -63,6 +69,37 @@ describe('ApiClient retries', () => {
     await expect(fresh.plan({ desired: [], applyset: 'default', prune: false })).rejects.toMatchObject({ code: 'unreachable' });
     expect(bodies).toHaveLength(3);
     fresh.close();
+  });
+
+  it('says a write may have been applied when its node died after taking it (refused on the retry)', async () => {
+    const { url, bodies } = await scripted(['die']);
+    const c = new ApiClient({ server: url, retryMs: 5_000 });
+    const err = await c.apply(apply).then(
+      () => undefined,
+      (e: unknown) => e as ApiError,
+    );
+    expect(bodies).toHaveLength(1);
+    expect(err).toMatchObject({ code: 'unreachable', details: { connection: 'ECONNREFUSED', outcome: 'unknown' } });
+    expect(err!.message).toContain('may have been applied');
+    c.close();
+    // The same over a keep-alive connection that an earlier call opened (a reset there is
+    // first taken for the server closing it idle, and the call sent again at once).
+    const kept = await scripted(['ok', 'die']);
+    const k = new ApiClient({ server: kept.url, retryMs: 5_000 });
+    await k.status();
+    await expect(k.apply(apply)).rejects.toMatchObject({ code: 'unreachable', details: { outcome: 'unknown' } });
+    expect(kept.bodies).toHaveLength(2);
+    k.close();
+    // A read that met the same is just unreachable: nothing to be unsure of.
+    const again = await scripted(['die']);
+    const r = new ApiClient({ server: again.url, retryMs: 5_000 });
+    const readErr = await r.status().then(
+      () => undefined,
+      (e: unknown) => e as ApiError,
+    );
+    expect(readErr).toMatchObject({ code: 'unreachable', details: { connection: 'ECONNREFUSED' } });
+    expect((readErr!.details as { outcome?: string }).outcome).toBeUndefined();
+    r.close();
   });
 
   it('gives up when the time is spent, and never waits on an address where nothing listens', async () => {

@@ -181,11 +181,16 @@ export class ApiClient {
     // A read, or a write with its id, may be sent again after its connection broke mid-call.
     const repeatable = method === 'GET' || typeof (body as { requestId?: unknown } | undefined)?.requestId === 'string';
     const end = Date.now() + this.retryMs;
+    // A write whose attempt may have reached the cluster: however a later attempt fails, the
+    // caller must not be told it was not applied (its node may have died with the answer).
+    let reached = false;
     for (let wait = RETRY_FIRST_MS; ; wait = Math.min(wait * 2, RETRY_MAX_MS)) {
       try {
         return await once();
       } catch (e) {
-        if (!(e instanceof ApiError) || !retryable(e, repeatable) || Date.now() + wait > end) throw e;
+        if (!(e instanceof ApiError)) throw e;
+        if (!retryable(e, repeatable) || Date.now() + wait > end) throw reached && !mayHaveReached(e) ? outcomeUnknown(e) : e;
+        reached ||= method !== 'GET';
         await new Promise((r) => setTimeout(r, wait));
       }
     }
@@ -208,18 +213,26 @@ export class ApiClient {
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err instanceof ApiError) return reject(err);
         // The server closed an idle keep-alive socket just as we reused it: the request never
-        // reached it, so sending it again is safe (Node's documented reusedSocket pattern).
+        // reached it, so sending it again is safe (Node's documented reusedSocket pattern). Or
+        // the server died with the request: then the new connection is refused, and the call
+        // fails as the reset it met, which may have come after the server took it.
         if (req.reusedSocket && err.code === 'ECONNRESET' && !(body && !Buffer.isBuffer(body))) {
-          return resolve(this.send(method, path, body, headers, timeoutMs));
+          return void this.send(method, path, body, headers, timeoutMs).then(resolve, (again: unknown) =>
+            reject((again as ApiError).details && ((again as ApiError).details as { connection?: string }).connection === 'ECONNREFUSED' ? unreachable(this.server, err) : again),
+          );
         }
         // A server that rejects an upload early closes the socket while we still write: prefer its answer.
-        reject(new ApiError('unreachable', `cannot reach the Blixard API at ${this.server}: ${err.code ?? err.message} (is a node running? \`blixard node start\` or \`blixard up\`)`, { connection: err.code ?? 'lost' }));
+        reject(unreachable(this.server, err));
       });
       if (body === undefined) req.end();
       else if (Buffer.isBuffer(body)) req.end(body);
       else body.pipe(req);
     });
   }
+}
+
+function unreachable(server: string, err: NodeJS.ErrnoException): ApiError {
+  return new ApiError('unreachable', `cannot reach the Blixard API at ${server}: ${err.code ?? err.message} (is a node running? \`blixard node start\` or \`blixard up\`)`, { connection: err.code ?? 'lost' });
 }
 
 /** A request id for a write that has none yet (Web Crypto's: no node:crypto import at start). */
@@ -236,6 +249,15 @@ function retryable(e: ApiError, repeatable: boolean): boolean {
   if (e.code === 'no-leader') return true;
   const connection = (e.details as { connection?: string } | undefined)?.connection;
   return e.code === 'unreachable' && repeatable && connection !== undefined && connection !== 'ECONNREFUSED';
+}
+
+/** An error after which the call may have been taken (so a write may have been applied). */
+function mayHaveReached(e: ApiError): boolean {
+  return (e.details as { connection?: string } | undefined)?.connection !== 'ECONNREFUSED';
+}
+
+function outcomeUnknown(e: ApiError): ApiError {
+  return new ApiError(e.code, `${e.message}; an earlier attempt of this write reached the cluster and may have been applied (sending it again is safe: it keeps its request id)`, { ...(e.details as object | undefined), outcome: 'unknown' });
 }
 
 async function readResult<T>(res: IncomingMessage): Promise<T> {

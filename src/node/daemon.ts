@@ -9,7 +9,7 @@ import { Coalescer, Signal, every } from '../lifecycle/index.js';
 import { ALPN, P2PMetrics, P2PNetwork, serveRpc } from '../p2p/index.js';
 import type { ClusterLog } from '../raft/index.js';
 import type { ReportedVm } from '../reconciler/index.js';
-import { BackgroundErrors, Changes, Events, NodeService, nodeRequest } from '../service/index.js';
+import { BackgroundErrors, Changes, Events, NodeService, nodeRequest, serviceBugs } from '../service/index.js';
 import { DesiredStateStore, parseDuration } from '../state/index.js';
 import { AntiEntropy, ClusterPublisher, Documents, heartbeat, heartbeatEveryMs, heartbeatsIn, WorkerLog, WorkerMirror } from '../sync/index.js';
 import { enabledDrivers, fenceFile } from '../vm/index.js';
@@ -218,6 +218,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   // What the API calls, served here or passed on to the leader.
   const api = new ApiListener(settings.api);
   const service = new NodeService({
+    bugs: serviceBugs(opts.env ?? process.env),
     self,
     name: settings.name,
     store,

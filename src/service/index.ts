@@ -1,5 +1,5 @@
-export { NodeService } from './node-service.js';
-export type { NodeServiceOptions } from './node-service.js';
+export { NodeService, serviceBugs } from './node-service.js';
+export type { NodeServiceOptions, ServiceBugs } from './node-service.js';
 export { Leader } from './leader.js';
 export type { LeaderOptions } from './leader.js';
 export { nodeRequest, callOf, CALL_METHOD } from './calls.js';

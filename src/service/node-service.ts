@@ -19,7 +19,26 @@ import type { StatusFacts } from './status-model.js';
 // What the API calls on this node (the HTTP API, and other nodes over blixard/api/1): one facade
 // over the parts, each call either served here or passed on to the leader by `Leader.run`.
 
+/**
+ * Mistakes the fault tests must be able to catch (test/faults): set only through the
+ * BLIXARD_TEST_BUGS environment variable, which nothing but those tests sets.
+ */
+export interface ServiceBugs {
+  /** Answer reads from this node's replica, without asking the leader (stale reads). */
+  localReads?: boolean;
+}
+
+/** BLIXARD_TEST_BUGS=localReads,...: unknown names are an error, so a typo cannot pass silently. */
+export function serviceBugs(env: NodeJS.ProcessEnv): ServiceBugs {
+  const names = (env.BLIXARD_TEST_BUGS ?? '').split(',').filter(Boolean);
+  const known: (keyof ServiceBugs)[] = ['localReads'];
+  const unknown = names.filter((n) => !known.includes(n as keyof ServiceBugs));
+  if (unknown.length > 0) throw new Error(`BLIXARD_TEST_BUGS: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  return Object.fromEntries(names.map((n) => [n, true])) as ServiceBugs;
+}
+
 export interface NodeServiceOptions {
+  bugs?: ServiceBugs;
   self: string;
   name: string;
   store: DesiredStateStore;
@@ -117,12 +136,12 @@ export class NodeService implements ApiBackend {
   async list(kind: Kind, local = false, selector = ''): Promise<ResourceJson[]> {
     // Parsed before anything else: a bad selector is the caller's error wherever it is read.
     parseSelectorOrThrow(selector);
-    if (local) return this.resources.list(kind, selector, false);
+    if (local || this.o.bugs?.localReads) return this.resources.list(kind, selector, false);
     return this.leader.run({ op: 'list', kind, selector }, () => this.resources.list(kind, selector, true));
   }
 
   async get(kind: Kind, name: string, local = false): Promise<ResourceJson | undefined> {
-    if (local) return this.resources.get(kind, name, false);
+    if (local || this.o.bugs?.localReads) return this.resources.get(kind, name, false);
     // Over the wire, a missing resource is null.
     return (await this.leader.run({ op: 'get', kind, name }, () => this.resources.get(kind, name, true))) ?? undefined;
   }

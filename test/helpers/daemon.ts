@@ -62,13 +62,16 @@ export async function startDaemon(opts: {
   /** Run through this command (e.g. `ip netns exec NS`), and with this API address. */
   prefix?: string[];
   api?: string;
+  /** More environment for the daemon (e.g. BLIXARD_TEST_BUGS). */
+  env?: Record<string, string>;
 }): Promise<Daemon> {
   requireBuild();
   // BLIXARD_TEST_CPU_PROF=DIR: each daemon writes a V8 CPU profile there when it exits (SIGTERM).
   const prof = process.env.BLIXARD_TEST_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BLIXARD_TEST_CPU_PROF}`] : [];
   const args = [...prof, BIN, 'node', 'start', '--data-dir', opts.dataDir, '--api', opts.api ?? '127.0.0.1:0', ...(opts.args ?? ['--bootstrap'])];
   const [cmd, ...pre] = opts.prefix ?? [];
-  const proc = cmd ? spawn(cmd, [...pre, process.execPath, ...args], { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, args, { env: testEnv(opts.configHome), stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = testEnv(opts.configHome, opts.env);
+  const proc = cmd ? spawn(cmd, [...pre, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));

@@ -1,0 +1,76 @@
+import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { runLeaderKills, percentile } from '../test/faults/leader-kill.js';
+import { printTable, type Row } from './table.js';
+
+// The long fault runs (`npm run soak` runs them after the Raft simulation soak): the leader
+// SIGKILLed every 12 s under 8 clients, 10 times per run (issue 17). Prints a table, each target
+// beside what bounds it on this machine (the time to elect a new leader), and fails when a
+// history is not linearizable or an acknowledged write was lost.
+//
+//   node dist/bench/fault-soak.js [--runs 2] [--kills 10] [--every-ms 12000] [--clients 8]
+//   npm run soak -- --faults      only these; --no-faults: only the simulation
+
+export interface FaultSoakOptions {
+  runs: number;
+  kills: number;
+  everyMs: number;
+  clients: number;
+}
+
+export const FAULT_SOAK_DEFAULTS: FaultSoakOptions = { runs: 2, kills: 10, everyMs: 12_000, clients: 8 };
+
+/** Runs the fault soak, prints its table; 0 when every run held, else 1. */
+export async function faultSoak(o: FaultSoakOptions): Promise<number> {
+  const { runs, kills, everyMs, clients } = o;
+  const timeoutMs = 30_000;
+  const elected: number[] = [];
+  const stalls: number[] = [];
+  const firstAcks: number[] = [];
+  let ops = 0;
+  let acked = 0;
+  let slowest = 0;
+  let bad = 0;
+  for (let run = 1; run <= runs; run++) {
+    const r = await runLeaderKills({ kills, everyMs, clients, keys: 4, timeoutMs, log: (l) => console.log(`run ${run}/${runs}: ${l}`) });
+    elected.push(...r.elected);
+    stalls.push(...r.stall);
+    firstAcks.push(...r.firstAck.map((x) => x ?? Infinity));
+    ops += r.workload.ops.length;
+    acked += r.workload.acks.length;
+    slowest = Math.max(slowest, r.workload.slowestMs);
+    const verdict = r.check.ok ? `linearizable (${r.check.ops} operations)` : `NOT linearizable on ${r.check.key} (${r.check.reason})`;
+    console.log(`run ${run}/${runs}: ${verdict}; replicas ${r.diverged.length === 0 ? 'agree' : `differ: ${r.diverged.join('; ')}`}; refused ${r.workload.refused}, rejected ${r.workload.rejected}, unknown ${JSON.stringify(r.workload.failed)}`);
+    if (!r.check.ok || r.diverged.length > 0) {
+      bad++;
+      const file = path.join(os.tmpdir(), `blixard-fault-soak-${Date.now()}.json`);
+      await writeFile(file, JSON.stringify(r.history.map((op) => ({ ...op, ret: Number.isFinite(op.ret) ? op.ret : null }))));
+      console.log(`run ${run}/${runs}: the history is in ${file}`);
+    }
+  }
+  const rows: Row[] = [
+    { name: `leader SIGKILL to a new leader, p50 (${elected.length} kills; what bounds the rest)`, value: percentile(elected, 50), unit: 'ms', target: 'floor' },
+    { name: 'leader SIGKILL to a new leader, p99', value: percentile(elected, 99), unit: 'ms', target: 'floor' },
+    { name: 'SIGKILL to the first acknowledged write after it, p50', value: percentile(firstAcks, 50), unit: 'ms', target: '-' },
+    { name: 'SIGKILL to the first acknowledged write after it, p99', value: percentile(firstAcks, 99), unit: 'ms', target: '<= 2500 ms' },
+    { name: 'longest time without an acknowledged write after a kill, p99', value: percentile(stalls, 99), unit: 'ms', target: '<= 2500 ms' },
+    { name: `slowest call of ${ops} (${acked} writes acknowledged)`, value: slowest, unit: 'ms', target: `< ${timeoutMs} ms (--timeout)` },
+    { name: 'runs not linearizable or with a lost write', value: bad, unit: `of ${runs}`, target: '0' },
+  ];
+  printTable(`Faults: the leader SIGKILLed every ${everyMs / 1000} s under ${clients} clients (issue 17)`, rows);
+  return bad > 0 ? 1 : 0;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const arg = (name: string, fallback: number): number => {
+    const i = process.argv.indexOf(name);
+    if (i < 0) return fallback;
+    const n = Number(process.argv[i + 1]);
+    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name}: expected a positive integer, got ${process.argv[i + 1]}`);
+    return n;
+  };
+  const d = FAULT_SOAK_DEFAULTS;
+  process.exitCode = await faultSoak({ runs: arg('--runs', d.runs), kills: arg('--kills', d.kills), everyMs: arg('--every-ms', d.everyMs), clients: arg('--clients', d.clients) });
+}
