@@ -1,8 +1,5 @@
-import { writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { runLeaderKills, percentile } from '../test/faults/leader-kill.js';
+import { percentile, runLeaderFaults, saveHistory } from '../test/faults/leader-fault.js';
 import { printTable, type Row } from './table.js';
 
 // The long fault runs (`npm run soak` runs them after the Raft simulation soak): the leader
@@ -34,7 +31,7 @@ export async function faultSoak(o: FaultSoakOptions): Promise<number> {
   let slowest = 0;
   let bad = 0;
   for (let run = 1; run <= runs; run++) {
-    const r = await runLeaderKills({ kills, everyMs, clients, keys: 4, timeoutMs, log: (l) => console.log(`run ${run}/${runs}: ${l}`) });
+    const r = await runLeaderFaults({ fault: 'sigkill', kills, everyMs, clients, keys: 4, timeoutMs, log: (l) => console.log(`run ${run}/${runs}: ${l}`) });
     elected.push(...r.elected);
     stalls.push(...r.stall);
     firstAcks.push(...r.firstAck.map((x) => x ?? Infinity));
@@ -45,8 +42,7 @@ export async function faultSoak(o: FaultSoakOptions): Promise<number> {
     console.log(`run ${run}/${runs}: ${verdict}; replicas ${r.diverged.length === 0 ? 'agree' : `differ: ${r.diverged.join('; ')}`}; refused ${r.workload.refused}, rejected ${r.workload.rejected}, unknown ${JSON.stringify(r.workload.failed)}`);
     if (!r.check.ok || r.diverged.length > 0) {
       bad++;
-      const file = path.join(os.tmpdir(), `blixard-fault-soak-${Date.now()}.json`);
-      await writeFile(file, JSON.stringify(r.history.map((op) => ({ ...op, ret: Number.isFinite(op.ret) ? op.ret : null }))));
+      const file = await saveHistory(r, 'fault-soak');
       console.log(`run ${run}/${runs}: the history is in ${file}`);
     }
   }

@@ -7,7 +7,6 @@ import type { Endpoint, NodeAddr } from '@number0/iroh';
 import { ApiClient } from '../src/api/client.js';
 import { bindAddresses, connectWithTimeout, FrameWriter, readFrames } from '../src/p2p/index.js';
 import { removeDir, tempDir } from '../test/helpers/daemon.js';
-import type { Row } from './table.js';
 
 // What this machine allows a replicated write at all, with none of Blixard's logic: 64 HTTP
 // clients (the same ApiClient) post to a leader process that group-commits the bodies to a file
@@ -143,7 +142,15 @@ function child(args: string[]): Promise<{ proc: ChildProcess; ready: Ready }> {
   });
 }
 
-export async function replicationFloorBench(clients = 64, seconds = 5): Promise<Row[]> {
+export interface FloorResult {
+  clients: number;
+  rate: number;
+  p50: number;
+  p99: number;
+}
+
+/** The floor at each client count, on the same three processes (1 client: latency; 64: throughput). */
+export async function replicationFloor(clientCounts: number[] = [1, 64], seconds = 5): Promise<FloorResult[]> {
   const dir = await tempDir('blixard-floor-');
   const procs: ChildProcess[] = [];
   try {
@@ -153,7 +160,7 @@ export async function replicationFloorBench(clients = 64, seconds = 5): Promise<
     procs.push(l.proc);
     const client = new ApiClient({ server: `http://127.0.0.1:${l.ready.port}`, token: 'floor' });
     const body = (i: number, c: number) => ({ desired: [{ kind: 'Image', name: `b-${c}-${i}`, labels: {}, spec: { blob: `blake3:${'f'.repeat(64)}`, format: 'raw' }, source: { hash: `blake3:${'f'.repeat(64)}`, size: null } }], applyset: `c${c}-${i}`, prune: false, maxPrune: 0, dryRun: false });
-    const run = async (secs: number) => {
+    const run = async (clients: number, secs: number): Promise<FloorResult> => {
       const lat: number[] = [];
       const end = performance.now() + secs * 1000;
       const start = performance.now();
@@ -161,21 +168,21 @@ export async function replicationFloorBench(clients = 64, seconds = 5): Promise<
         Array.from({ length: clients }, async (_, c) => {
           for (let i = 0; performance.now() < end; i++) {
             const t = performance.now();
-            await client.apply(body(i, c) as never);
+            await client.apply(body(i, clients * 1000 + c) as never);
             lat.push(performance.now() - t);
           }
         }),
       );
       lat.sort((a, b) => a - b);
-      return { rate: lat.length / ((performance.now() - start) / 1000), p99: lat[Math.floor(lat.length * 0.99)]! };
+      return { clients, rate: lat.length / ((performance.now() - start) / 1000), p50: lat[Math.floor(lat.length * 0.5)]!, p99: lat[Math.floor(lat.length * 0.99)]! };
     };
-    await run(1); // warm-up
-    const { rate, p99 } = await run(seconds);
+    const out: FloorResult[] = [];
+    for (const clients of clientCounts) {
+      await run(clients, 1); // warm-up
+      out.push(await run(clients, seconds));
+    }
     client.close();
-    return [
-      { name: `floor, no Raft/state/documents: HTTP + fsync + QUIC to 2 followers, ${clients} clients`, value: rate, unit: '/s', target: '' },
-      { name: `floor, no Raft/state/documents: ${clients} clients, latency p99`, value: p99, unit: 'ms', target: '' },
-    ];
+    return out;
   } finally {
     for (const p of procs) p.disconnect?.();
     await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)))));

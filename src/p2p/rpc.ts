@@ -84,10 +84,13 @@ export class RpcClient {
     } catch (e) {
       // A dead connection is forgotten so that the next call dials afresh.
       this.forget(to.nodeId, conn);
-      // A cached connection may have died while idle (idle timeout, the peer restarted): try once
-      // more on a fresh one. Blixard's node-to-node calls are safe to repeat (an apply of the same
-      // set is unchanged the second time).
-      if (cached && (e instanceof StreamOpenError || /connection lost|closed|reset/i.test((e as Error).message))) return this.call(to, req, timeoutMs);
+      // A cached connection may have died while idle (idle timeout, the peer restarted): when no
+      // stream could be opened on it, nothing was sent, and the call goes out once more on a fresh
+      // one. Once the request is written it is never sent again from here: the peer may have taken
+      // it, and a resend that QUIC's retransmissions delay until the peer restarts (tens of
+      // seconds) would outlive the memory of request ids and apply a write twice. The caller,
+      // still waiting, decides (Leader.run asks again at once, within the request's lifetime).
+      if (cached && e instanceof StreamOpenError) return this.call(to, req, timeoutMs);
       throw e instanceof RpcError ? e : new RpcError((e as Error).message);
     } finally {
       const n = (this.inFlight.get(conn) ?? 1) - 1;

@@ -1,5 +1,7 @@
-export { NodeService, serviceBugs } from './node-service.js';
-export type { NodeServiceOptions, ServiceBugs } from './node-service.js';
+export { NodeService } from './node-service.js';
+export { serviceBugs } from './bugs.js';
+export type { ServiceBugs } from './bugs.js';
+export type { NodeServiceOptions } from './node-service.js';
 export { Leader } from './leader.js';
 export type { LeaderOptions } from './leader.js';
 export { nodeRequest, callOf, CALL_METHOD } from './calls.js';

@@ -206,9 +206,22 @@ describe('a call waiting on a leader that is gone', () => {
     const { s, sent, log } = service({ leader: false, answer: async (to) => (to === 'L' ? Promise.reject(new Error('connection lost')) : { status: 200, body: { from: to } }) });
     setTimeout(() => (log.leader = 'M'), 100);
     expect(await s.delete(del)).toEqual({ from: 'M' });
-    expect(sent.map(([to]) => to)).toEqual(['L', 'M']);
+    // Asked once more at once (still the leader, still heard from), then the next one.
+    expect(sent.map(([to]) => to)).toEqual(['L', 'L', 'M']);
     const alone = service({ leader: false, answer: async () => Promise.reject(new Error('connection lost')) });
     await expect(alone.s.delete(del)).rejects.toMatchObject({ code: 'no-leader', message: expect.stringMatching(/connection lost/) });
+  });
+
+  it('whose connection broke is asked again at once of a leader still heard from (the same request id)', async () => {
+    let calls = 0;
+    const { s, sent } = service({ leader: false, answer: async (to) => (++calls === 1 ? Promise.reject(new Error('the peer closed the connection')) : { status: 200, body: { from: to } }) });
+    const t0 = Date.now();
+    expect(await s.delete(del)).toEqual({ from: 'L' });
+    expect(Date.now() - t0).toBeLessThan(100);
+    expect(sent).toEqual([
+      ['L', { op: 'delete', req: del }],
+      ['L', { op: 'delete', req: del }],
+    ]);
   });
 
   it('is served here when this node became the leader meanwhile', async () => {

@@ -12,30 +12,13 @@ import { callOf, type Call, type JoinResponse, type NodeRequest } from './calls.
 import { ClusterStatus } from './cluster-status.js';
 import type { Changes } from './changes.js';
 import type { BackgroundErrors, Events } from './events.js';
+import type { ServiceBugs } from './bugs.js';
 import { Leader } from './leader.js';
 import { parseSelectorOrThrow, Resources } from './resources.js';
 import type { StatusFacts } from './status-model.js';
 
 // What the API calls on this node (the HTTP API, and other nodes over blixard/api/1): one facade
 // over the parts, each call either served here or passed on to the leader by `Leader.run`.
-
-/**
- * Mistakes the fault tests must be able to catch (test/faults): set only through the
- * BLIXARD_TEST_BUGS environment variable, which nothing but those tests sets.
- */
-export interface ServiceBugs {
-  /** Answer reads from this node's replica, without asking the leader (stale reads). */
-  localReads?: boolean;
-}
-
-/** BLIXARD_TEST_BUGS=localReads,...: unknown names are an error, so a typo cannot pass silently. */
-export function serviceBugs(env: NodeJS.ProcessEnv): ServiceBugs {
-  const names = (env.BLIXARD_TEST_BUGS ?? '').split(',').filter(Boolean);
-  const known: (keyof ServiceBugs)[] = ['localReads'];
-  const unknown = names.filter((n) => !known.includes(n as keyof ServiceBugs));
-  if (unknown.length > 0) throw new Error(`BLIXARD_TEST_BUGS: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
-  return Object.fromEntries(names.map((n) => [n, true])) as ServiceBugs;
-}
 
 export interface NodeServiceOptions {
   bugs?: ServiceBugs;
@@ -83,7 +66,7 @@ export class NodeService implements ApiBackend {
 
   constructor(private readonly o: NodeServiceOptions) {
     const { self, store, log } = o;
-    this.leader = new Leader({ self, log, store, fallback: o.fallbackLeader, send: o.send });
+    this.leader = new Leader({ self, log, store, fallback: o.fallbackLeader, send: o.send, ...(o.bugs ? { bugs: o.bugs } : {}) });
     const facts: StatusFacts = {
       self,
       store,

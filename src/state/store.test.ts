@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { encodeCommand, type ApplyChange, type Command } from './commands.js';
-import { DesiredStateStore, PLAN_MEMORY, REQUEST_MEMORY, uidFor } from './store.js';
+import { DesiredStateStore, PLAN_MEMORY, REQUEST_MEMORY, REQUEST_MEMORY_MAX, REQUEST_MEMORY_MS, uidFor } from './store.js';
 
 // The store is the Raft state machine: deterministic, all-or-nothing per entry, and equal on
 // every replica that applies the same entries.
@@ -110,19 +110,42 @@ describe('DesiredStateStore', () => {
     expect(s.applyCommand({ op: 'delete', time: T, targets: [{ kind: 'VirtualMachine', name: 'web' }], requestId: 'r3' }, 5)).toMatchObject({ ok: true, index: 5 });
   });
 
-  it('remembers request ids through a snapshot, and forgets the oldest past REQUEST_MEMORY, alike on every replica', () => {
+  it('remembers request ids through a snapshot for REQUEST_MEMORY_MS of log time, however many writes come between, alike on every replica', () => {
     const s = new DesiredStateStore();
+    const at = (ms: number) => new Date(Date.parse(T) + ms).toISOString();
     s.applyCommand({ ...apply('p0', [img('base')]), requestId: 'r0' }, 1);
     const copy = new DesiredStateStore();
     copy.restore(s.snapshot(), 1);
     expect(copy.applyCommand({ ...apply('px', [img('other')]), requestId: 'r0' }, 2)).toMatchObject({ ok: true, index: 1 });
     expect(copy.get('Image', 'other')).toBeUndefined();
-    for (let i = 1; i <= REQUEST_MEMORY; i++) s.applyCommand({ op: 'cordon', time: T, nodeId: 'none', cordoned: true, requestId: `r${i}` }, i + 1);
-    // r0 is gone: the same id now applies afresh (a write, not a retry, this long after).
-    expect(s.applyCommand({ ...apply('p9', [img('again')]), requestId: 'r0' }, REQUEST_MEMORY + 2)).toMatchObject({ ok: true, index: REQUEST_MEMORY + 2 });
-    const kept = (JSON.parse(Buffer.from(s.snapshot()).toString()) as { requests: [string, unknown][] }).requests.map(([id]) => id);
+    // Many more writes than REQUEST_MEMORY within a few seconds: r0 is still known (a retry
+    // within the client's --timeout is answered, whatever the load).
+    const many = 3 * REQUEST_MEMORY;
+    for (let i = 1; i <= many; i++) s.applyCommand({ op: 'cordon', time: at(i), nodeId: 'none', cordoned: true, requestId: `r${i}` }, i + 1);
+    expect(s.applyCommand({ ...apply('p8', [img('late')]), requestId: 'r0' }, many + 2)).toMatchObject({ ok: true, index: 1 });
+    expect(s.get('Image', 'late')).toBeUndefined();
+    // Past REQUEST_MEMORY_MS of log time, the oldest beyond the newest REQUEST_MEMORY are gone:
+    // the same id now applies afresh (a write, not a retry, this long after).
+    const later = s.applyCommand({ op: 'cordon', time: at(REQUEST_MEMORY_MS + many + 1), nodeId: 'none', cordoned: true, requestId: 'later' }, many + 3);
+    expect(s.applyCommand({ ...apply('p9', [img('again')]), time: at(REQUEST_MEMORY_MS + many + 2), requestId: 'r0' }, many + 4)).toMatchObject({ ok: true, index: many + 4 });
+    const kept = (JSON.parse(Buffer.from(s.snapshot()).toString()) as { requests: [string, unknown, number][] }).requests.map(([id]) => id);
     expect(kept).toHaveLength(REQUEST_MEMORY);
-    expect(kept.slice(-2)).toEqual([`r${REQUEST_MEMORY}`, 'r0']);
+    expect(kept.slice(-2)).toEqual(['later', 'r0']);
+    // A snapshot from before the time was kept still loads (its ids count as oldest).
+    const old = new DesiredStateStore();
+    const legacy = JSON.parse(Buffer.from(s.snapshot()).toString()) as { requests: unknown[][] };
+    legacy.requests = legacy.requests.map(([id, outcome]) => [id, outcome]);
+    old.restore(Buffer.from(JSON.stringify(legacy)), many + 4);
+    expect(old.applyCommand({ ...apply('pz', [img('z')]), requestId: 'later' }, many + 5)).toEqual(later);
+    expect(old.get('Image', 'z')).toBeUndefined();
+  });
+
+  it('never remembers more than REQUEST_MEMORY_MAX request ids', () => {
+    const s = new DesiredStateStore();
+    for (let i = 0; i <= REQUEST_MEMORY_MAX; i++) s.applyCommand({ op: 'cordon', time: T, nodeId: 'none', cordoned: true, requestId: `r${i}` }, i + 1);
+    const kept = (JSON.parse(Buffer.from(s.snapshot()).toString()) as { requests: [string][] }).requests;
+    expect(kept).toHaveLength(REQUEST_MEMORY_MAX);
+    expect(kept[0]![0]).toBe('r1');
   });
 
   it('turns an undecodable entry into an outcome instead of throwing', () => {

@@ -48,8 +48,11 @@ export interface Snapshot {
   nodes: NodeRecord[];
   applysets: ApplysetRecord[];
   appliedPlans: string[];
-  /** The outcomes of the newest client requests, by request id, oldest first (absent before ids). */
-  requests?: [string, CommandOutcome][];
+  /**
+   * The outcomes of the newest client requests, by request id, oldest first, with the log time
+   * (ms) they were applied at (absent before ids; the time, before it was kept).
+   */
+  requests?: [string, CommandOutcome, number?][];
   joinSecrets: JoinSecret[];
   placements: PlacementRecord[];
   docs: ClusterDocs | null;
@@ -58,10 +61,14 @@ export interface Snapshot {
 /** How many applied plan ids the store remembers (a saved plan applies at most once). */
 export const PLAN_MEMORY = 1000;
 /**
- * How many client request ids (with their outcomes) the store remembers: a retry comes within
- * the client's --timeout, long before a thousand other writes have pushed its id out.
+ * Client request ids are remembered with their outcomes for REQUEST_MEMORY_MS of log time (the
+ * leaders' clocks in the entries, the same on every replica): a retry comes within the client's
+ * --timeout (30 s by default), however many writes came between. At least the newest
+ * REQUEST_MEMORY are kept whatever their age, and never more than REQUEST_MEMORY_MAX.
  */
 export const REQUEST_MEMORY = 1000;
+export const REQUEST_MEMORY_MS = 120_000;
+export const REQUEST_MEMORY_MAX = 100_000;
 
 /** What changed in the store since the last takeChanges(), by key: or 'all' after a restore. */
 export interface StoreChanges {
@@ -78,7 +85,7 @@ export class DesiredStateStore {
   private applysets = new Map<string, ApplysetRecord>();
   private appliedPlans: string[] = [];
   private appliedPlanSet = new Set<string>();
-  private requests = new Map<string, CommandOutcome>(); // insertion order: oldest first
+  private requests = new Map<string, { outcome: CommandOutcome; at: number }>(); // insertion order: oldest first
   private joinSecrets: JoinSecret[] = [];
   private placements = tracked(new TouchedMap<string, PlacementRecord>(), this.touched.placements);
   /** Tickets (with secrets) of the cluster and status documents; null with P2P off. */
@@ -103,11 +110,13 @@ export class DesiredStateStore {
     if (typeof cmd.requestId !== 'string') return this.applyOp(cmd, index);
     // A request seen before is answered as it was then, and changes nothing now.
     const seen = this.requests.get(cmd.requestId);
-    if (seen) return seen;
+    if (seen) return seen.outcome;
     const out = this.applyOp(cmd, index);
-    this.requests.set(cmd.requestId, out);
-    for (const id of this.requests.keys()) {
-      if (this.requests.size <= REQUEST_MEMORY) break;
+    const at = Date.parse(cmd.time) || 0;
+    this.requests.set(cmd.requestId, { outcome: out, at });
+    for (const [id, r] of this.requests) {
+      const size = this.requests.size;
+      if (size <= REQUEST_MEMORY || (size <= REQUEST_MEMORY_MAX && r.at > at - REQUEST_MEMORY_MS)) break;
       this.requests.delete(id);
     }
     return out;
@@ -168,7 +177,7 @@ export class DesiredStateStore {
       nodes: [...this.nodes.values()],
       applysets: [...this.applysets.values()],
       appliedPlans: this.appliedPlans,
-      requests: [...this.requests],
+      requests: [...this.requests].map(([id, r]) => [id, r.outcome, r.at]),
       joinSecrets: this.joinSecrets,
       placements: [...this.placements.values()],
       docs: this.docs,
@@ -189,7 +198,7 @@ export class DesiredStateStore {
     this.applysets = new Map(s.applysets.map((a) => [a.name, a]));
     this.appliedPlans = s.appliedPlans;
     this.appliedPlanSet = new Set(s.appliedPlans);
-    this.requests = new Map(s.requests ?? []);
+    this.requests = new Map((s.requests ?? []).map(([id, outcome, at]) => [id, { outcome, at: at ?? 0 }]));
     this.joinSecrets = s.joinSecrets;
     this.placements = tracked(new TouchedMap((s.placements ?? []).map((p) => [p.vm, p])), this.touched.placements);
     for (const t of Object.values(this.touched)) t.all();

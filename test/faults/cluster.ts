@@ -14,6 +14,8 @@ export interface FaultCluster {
   leader(among?: number[]): Promise<number>;
   /** Starts node i again from its data dir (after a kill or stop). */
   restart(i: number): Promise<Daemon>;
+  /** Every process's stderr so far (node name and incarnation), to keep when a run fails. */
+  logs(): { name: string; text: string }[];
   stop(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ export async function startFaultCluster(size: number, opts: FaultClusterOptions 
     if (Date.now() > deadline) throw new Error(`the cluster did not reach ${size} voters within 30 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
+  const gone: { name: string; text: string }[] = [];
   const cluster: FaultCluster = {
     work,
     nodes,
@@ -74,11 +77,15 @@ export async function startFaultCluster(size: number, opts: FaultClusterOptions 
       return -1;
     },
     async restart(i) {
+      gone.push({ name: `n${i + 1}.${gone.filter((g) => g.name.startsWith(`n${i + 1}.`)).length + 1}`, text: cluster.nodes[i]!.stderr() });
       const d = await start(i, []);
       cluster.nodes[i] = d;
       return d;
     },
+    logs: () => [...gone, ...cluster.nodes.map((d, i) => ({ name: `n${i + 1}.now`, text: d.stderr() }))],
     async stop() {
+      // A node left paused (SIGSTOP) would take SIGTERM only once continued.
+      for (const d of cluster.nodes) d.proc.kill('SIGCONT');
       await Promise.all(cluster.nodes.map((d) => d.stop().catch(() => {})));
       await removeDir(work);
     },

@@ -30,8 +30,13 @@ export interface Ack {
   latencyMs: number;
 }
 
+/** An operation with where it was sent (the node's index) and, when it failed, why. */
+export type RecordedOp = Operation & { node: number; error?: string; at: number };
+
 export interface WorkloadResult {
-  ops: Operation[];
+  ops: RecordedOp[];
+  /** Calls left out of the history as never taken (refused, or rejected by the state machine). */
+  dropped: RecordedOp[];
   /** Acknowledged writes, in the order they were acknowledged. */
   acks: Ack[];
   /** The longest any call took, failed or not. */
@@ -53,7 +58,8 @@ const HASH = `blake3:${'f'.repeat(64)}`;
 /** Runs until `stop` resolves, then waits for the calls in flight. */
 export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Promise<WorkloadResult> {
   const random = o.random ?? Math.random;
-  const ops: Operation[] = [];
+  const ops: RecordedOp[] = [];
+  const dropped: RecordedOp[] = [];
   const acks: Ack[] = [];
   const failed: Record<string, number> = {};
   let refused = 0;
@@ -77,10 +83,11 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
 
   const one = async (client: string, seq: number) => {
     const servers = o.servers();
-    const api = clientFor(servers[Math.floor(random() * servers.length)]!);
+    const node = Math.floor(random() * servers.length);
+    const api = clientFor(servers[node]!);
     const key = imageKey(Math.floor(random() * o.keys));
     const write = random() < (o.writeShare ?? 0.5);
-    const op: Operation = { id: nextId++, client, key, kind: write ? 'put' : 'get', call: clock++, ret: Infinity };
+    const op: RecordedOp = { id: nextId++, client, key, kind: write ? 'put' : 'get', call: clock++, ret: Infinity, node, at: Date.now() };
     const t0 = Date.now();
     try {
       if (write) {
@@ -106,15 +113,19 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
       ops.push(op);
     } catch (e) {
       const code = e instanceof ApiError ? e.code : 'other';
+      op.error = e instanceof Error ? e.message : String(e);
       const details = e instanceof ApiError ? (e.details as { connection?: string; outcome?: string } | undefined) : undefined;
       // Refused at the connection by a node that is down, with no earlier attempt that reached
       // one: never taken. (After an attempt that did, the client says the outcome is unknown.)
       const connection = details?.outcome === 'unknown' ? undefined : details?.connection;
-      if (connection === 'ECONNREFUSED') refused++;
-      else if (code === 'conflict') {
+      if (connection === 'ECONNREFUSED') {
+        refused++;
+        if (write) dropped.push(op);
+      } else if (code === 'conflict') {
         // Refused by the state machine (another write changed the key since this one's plan
         // read it; a retry is answered as its first attempt was): it took no effect.
         rejected++;
+        dropped.push(op);
       } else {
         failed[code] = (failed[code] ?? 0) + 1;
         // A write whose answer never came may have taken effect, at any time after its call.
@@ -132,7 +143,7 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
     }),
   );
   for (const c of clientsByServer.values()) c.close();
-  return { ops, acks, slowestMs, refused, rejected, failed };
+  return { ops, dropped, acks, slowestMs, refused, rejected, failed };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RpcClient, serveRpc } from '../../src/p2p/index.js';
+import { ALPN, FrameWriter, readFrames, RpcClient, serveRpc } from '../../src/p2p/index.js';
 import { startTestNode, type TestNode } from '../helpers/iroh.js';
 
 // Calls between nodes on blixard/api/1 (what forwarding to the leader and joining use).
@@ -27,6 +27,43 @@ describe('rpc', () => {
     for (let i = 0; i < 50; i++) await client.call(to, { method: 'GET', path: '/v1/status' });
     console.log(`rpc: 200 concurrent in ${Math.round(ms)} ms; sequential round trip ${((performance.now() - t1) / 50).toFixed(2)} ms`);
     client.close();
+  });
+
+  it('never sends a call again once it was written: the peer may have taken it before its connection died', async () => {
+    // A peer that takes a call and then drops the connection, as a node that dies with it does.
+    const c = await startTestNode();
+    try {
+      c.allow.add(b.nodeId);
+      const taken: string[] = [];
+      c.router.handle(ALPN.api, async (conn) => {
+        for (;;) {
+          let bi;
+          try {
+            bi = await conn.acceptBi();
+          } catch {
+            return;
+          }
+          for await (const frame of readFrames(bi.recv)) {
+            const req = JSON.parse(frame.toString('utf8')) as { path: string };
+            taken.push(req.path);
+            if (req.path === '/warm') {
+              const out = new FrameWriter(bi.send);
+              await out.write(Buffer.from(JSON.stringify({ status: 200, body: null })));
+              await out.finish();
+            } else conn.close(0n, Buffer.from('died with the call'));
+            break;
+          }
+        }
+      });
+      const client = new RpcClient(() => b.iroh.node.endpoint(), { callTimeoutMs: 5000 });
+      const to = { nodeId: c.nodeId, addresses: c.addresses };
+      await client.call(to, { method: 'GET', path: '/warm' }); // the connection is cached now
+      await expect(client.call(to, { method: 'POST', path: '/v1/apply', body: {} })).rejects.toThrow();
+      expect(taken).toEqual(['/warm', '/v1/apply']);
+      client.close();
+    } finally {
+      await c.iroh.node.shutdown().catch(() => {});
+    }
   });
 
   it('gives a node that is not admitted nothing but a refusal', async () => {

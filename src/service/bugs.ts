@@ -1,0 +1,19 @@
+/**
+ * Mistakes the fault tests must be able to catch (test/faults): set only through the
+ * BLIXARD_TEST_BUGS environment variable, which nothing but those tests sets.
+ */
+export interface ServiceBugs {
+  /** Answer reads from this node's replica, without asking the leader (stale reads). */
+  localReads?: boolean;
+  /** A node that believes it leads answers reads without confirming that with a quorum. */
+  leaderReadsWithoutQuorum?: boolean;
+}
+
+/** BLIXARD_TEST_BUGS=localReads,...: unknown names are an error, so a typo cannot pass silently. */
+export function serviceBugs(env: NodeJS.ProcessEnv): ServiceBugs {
+  const names = (env.BLIXARD_TEST_BUGS ?? '').split(',').filter(Boolean);
+  const known: (keyof ServiceBugs)[] = ['localReads', 'leaderReadsWithoutQuorum'];
+  const unknown = names.filter((n) => !known.includes(n as keyof ServiceBugs));
+  if (unknown.length > 0) throw new Error(`BLIXARD_TEST_BUGS: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  return Object.fromEntries(names.map((n) => [n, true])) as ServiceBugs;
+}
