@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url';
-import { percentile, runLeaderFaults, saveHistory } from '../test/faults/leader-fault.js';
-import { printTable, type Row } from './table.js';
+import { runLeaderFaults, saveHistory } from '../test/faults/leader-fault.js';
+import { pct, printTable, type Row } from './table.js';
 
 // The long fault runs (`npm run soak` runs them after the Raft simulation soak): the leader
 // SIGKILLed every 12 s under 8 clients, 10 times per run (issue 17). Prints a table, each target
@@ -47,11 +47,11 @@ export async function faultSoak(o: FaultSoakOptions): Promise<number> {
     }
   }
   const rows: Row[] = [
-    { name: `leader SIGKILL to a new leader, p50 (${elected.length} kills; what bounds the rest)`, value: percentile(elected, 50), unit: 'ms', target: 'floor' },
-    { name: 'leader SIGKILL to a new leader, p99', value: percentile(elected, 99), unit: 'ms', target: 'floor' },
-    { name: 'SIGKILL to the first acknowledged write after it, p50', value: percentile(firstAcks, 50), unit: 'ms', target: '-' },
-    { name: 'SIGKILL to the first acknowledged write after it, p99', value: percentile(firstAcks, 99), unit: 'ms', target: '<= 2500 ms' },
-    { name: 'longest time without an acknowledged write after a kill, p99', value: percentile(stalls, 99), unit: 'ms', target: '<= 2500 ms' },
+    { name: `leader SIGKILL to a new leader, p50 (${elected.length} kills; what bounds the rest)`, value: pct(elected, 50), unit: 'ms', target: 'floor' },
+    { name: 'leader SIGKILL to a new leader, p99', value: pct(elected, 99), unit: 'ms', target: 'floor' },
+    { name: 'SIGKILL to the first acknowledged write after it, p50', value: pct(firstAcks, 50), unit: 'ms', target: '-' },
+    { name: 'SIGKILL to the first acknowledged write after it, p99', value: pct(firstAcks, 99), unit: 'ms', target: '<= 2500 ms' },
+    { name: 'longest time without an acknowledged write after a kill, p99', value: pct(stalls, 99), unit: 'ms', target: '<= 2500 ms' },
     { name: `slowest call of ${ops} (${acked} writes acknowledged)`, value: slowest, unit: 'ms', target: `< ${timeoutMs} ms (--timeout)` },
     { name: 'runs not linearizable or with a lost write', value: bad, unit: `of ${runs}`, target: '0' },
   ];

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { P2PNodeProcess, requireP2PBuild, waitUntil } from '../test/helpers/p2p-cluster.js';
-import { printTable, type Row } from './table.js';
+import { pct, printTable, type Row } from './table.js';
 
 // Issue 4's numbers, between real Iroh nodes in separate processes on loopback (each a persistent
 // node, see test/helpers/p2p-node.ts):
@@ -19,11 +19,6 @@ import { printTable, type Row } from './table.js';
 const WRITES = 200;
 const DOC_ENTRIES = 10_000;
 const BLOB_MB = 200;
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
 
 interface DocTickets {
   docId: string;

@@ -5,7 +5,7 @@ import { RaftNode, type StateMachine } from '../src/raft/index.js';
 import { MemoryStorage, RawNode, type Message } from '../src/raft/core/index.js';
 import { removeDir, startDaemon, tempDir, type Daemon } from '../test/helpers/daemon.js';
 import { replicationFloor } from './replication-floor.js';
-import type { Row } from './table.js';
+import { pct, type Row } from './table.js';
 
 // Issue 3's numbers: committed writes per second and p50/p99 commit latency for 1, 16 and 64
 // concurrent API clients against a 3-node loopback cluster with fsync on; entries per fsync on the
@@ -20,11 +20,6 @@ const write = (i: number, c: number): ApplyRequest => ({
   maxPrune: 0,
   dryRun: false,
 });
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
 
 async function metric(d: Daemon, name: string): Promise<number> {
   const text = await (await fetch(`${d.api}/metrics`)).text();

@@ -7,6 +7,12 @@ export interface Row {
   target: string;
 }
 
+/** The p-th percentile (0-100) of some numbers. */
+export function pct(xs: readonly number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
 export function printTable(title: string, rows: Row[]): void {
   const cells = rows.map((r) => [r.name, `${r.value < 10 ? r.value.toFixed(2) : Math.round(r.value)} ${r.unit}`, r.target]);
   const head = ['benchmark', 'result', 'target'];

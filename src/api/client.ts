@@ -217,9 +217,7 @@ export class ApiClient {
         // the server died with the request: then the new connection is refused, and the call
         // fails as the reset it met, which may have come after the server took it.
         if (req.reusedSocket && err.code === 'ECONNRESET' && !(body && !Buffer.isBuffer(body))) {
-          return void this.send(method, path, body, headers, timeoutMs).then(resolve, (again: unknown) =>
-            reject((again as ApiError).details && ((again as ApiError).details as { connection?: string }).connection === 'ECONNREFUSED' ? unreachable(this.server, err) : again),
-          );
+          return void this.send(method, path, body, headers, timeoutMs).then(resolve, (again: unknown) => reject(connectionOf(again) === 'ECONNREFUSED' ? unreachable(this.server, err) : again));
         }
         // A server that rejects an upload early closes the socket while we still write: prefer its answer.
         reject(unreachable(this.server, err));
@@ -247,13 +245,18 @@ function withRequestId<R extends { requestId?: string }>(req: R): R {
  */
 function retryable(e: ApiError, repeatable: boolean): boolean {
   if (e.code === 'no-leader') return true;
-  const connection = (e.details as { connection?: string } | undefined)?.connection;
+  const connection = connectionOf(e);
   return e.code === 'unreachable' && repeatable && connection !== undefined && connection !== 'ECONNREFUSED';
 }
 
 /** An error after which the call may have been taken (so a write may have been applied). */
 function mayHaveReached(e: ApiError): boolean {
-  return (e.details as { connection?: string } | undefined)?.connection !== 'ECONNREFUSED';
+  return connectionOf(e) !== 'ECONNREFUSED';
+}
+
+/** How the connection failed (an `unreachable` error's errno code), if it did. */
+function connectionOf(e: unknown): string | undefined {
+  return e instanceof ApiError ? (e.details as { connection?: string } | undefined)?.connection : undefined;
 }
 
 function outcomeUnknown(e: ApiError): ApiError {

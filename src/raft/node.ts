@@ -63,6 +63,10 @@ export interface RaftNodeOptions {
   random?: () => number;
 }
 
+/** The defaults of tickMs and electionTick: an election after 1-2 s of silence. */
+const TICK_MS = 100;
+const ELECTION_TICK = 10;
+
 interface Pending {
   term: number;
   resolve: (r: { index: number; result: unknown }) => void;
@@ -148,7 +152,7 @@ export class RaftNode implements ClusterLog {
     const raw = new RawNode(
       {
         id: o.id,
-        electionTick: o.electionTick ?? 10,
+        electionTick: o.electionTick ?? ELECTION_TICK,
         heartbeatTick: o.heartbeatTick ?? 1,
         preVote: true,
         checkQuorum: true,
@@ -165,7 +169,7 @@ export class RaftNode implements ClusterLog {
     node.persisted = storage.lastIndex();
     o.transport.onReceive((from, bytes) => node.receive(from, bytes));
     o.transport.onUnreachable((peer) => node.unreachable(peer));
-    node.ticker = setInterval(() => node.tick(), o.tickMs ?? 100);
+    node.ticker = setInterval(() => node.tick(), o.tickMs ?? TICK_MS);
     node.ticker.unref();
     // The first Ready (and its callbacks) only once the caller holds the node.
     setImmediate(() => node.kick());
@@ -302,7 +306,7 @@ export class RaftNode implements ClusterLog {
 
   /** A follower that heard nothing from its leader this long starts an election. */
   get electionTimeoutMs(): number {
-    return (this.o.tickMs ?? 100) * (this.o.electionTick ?? 10);
+    return (this.o.tickMs ?? TICK_MS) * (this.o.electionTick ?? ELECTION_TICK);
   }
 
   /** Starts an election now (a new one-voter cluster need not wait out a timeout). */

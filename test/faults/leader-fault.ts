@@ -43,8 +43,8 @@ export interface LeaderFaultReport {
   diverged: string[];
   /** Each node process's stderr. */
   logs: { name: string; text: string }[];
-  /** Each fault: when (wall clock), which node (index), and who led next. */
-  faults: { at: number; node: number; next: number }[];
+  /** Each fault: when (wall clock), which node (index), who led next, and after how long. */
+  faults: { at: number; node: number; next: number; electedMs: number }[];
 }
 
 export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaultReport> {
@@ -54,9 +54,7 @@ export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaul
     let stop!: () => void;
     const stopped = new Promise<void>((r) => (stop = r));
     const load = runWorkload({ servers: () => cluster.servers(), clients: o.clients, keys: o.keys, timeoutMs: o.timeoutMs }, stopped);
-    const kills: number[] = [];
     const faults: LeaderFaultReport['faults'] = [];
-    const elected: number[] = [];
     const restarts: Promise<unknown>[] = [];
     try {
       for (let k = 0; k < o.kills; k++) {
@@ -67,16 +65,14 @@ export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaul
         const victim = cluster.nodes[idx]!;
         if (o.fault === 'sigkill') await victim.kill();
         else victim.proc.kill('SIGSTOP');
-        kills.push(t0);
         const rest = cluster.nodes.map((_, i) => i).filter((i) => i !== idx);
-        for (;;) {
-          if ((await cluster.leader(rest)) >= 0) break;
+        let next: number;
+        while ((next = await cluster.leader(rest)) < 0) {
           if (Date.now() - t0 > 30_000) throw new Error(`no new leader within 30 s of ${o.fault} ${k + 1}`);
           await new Promise((r) => setTimeout(r, 20));
         }
-        elected.push(Date.now() - t0);
-        faults.push({ at: t0, node: idx, next: await cluster.leader(rest) });
-        log(`${o.fault} ${k + 1}/${o.kills}: node ${idx + 1}, a new leader after ${elected.at(-1)} ms`);
+        faults.push({ at: t0, node: idx, next, electedMs: Date.now() - t0 });
+        log(`${o.fault} ${k + 1}/${o.kills}: node ${idx + 1}, a new leader after ${faults.at(-1)!.electedMs} ms`);
         const again = new Promise((r) => setTimeout(r, o.restartAfterMs ?? 2000)).then(async () => {
           if (o.fault === 'sigkill') await cluster.restart(idx);
           else victim.proc.kill('SIGCONT');
@@ -102,7 +98,8 @@ export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaul
       while (Date.now() < end && (have = JSON.stringify(await labelsOf(d.client, true))) !== want) await new Promise((r) => setTimeout(r, 200));
       if (have !== want) diverged.push(`${d.nodeId.slice(0, 10)}: ${have} (the leader: ${want})`);
     }
-    return { firstAck: firstAckAfter(kills, workload.acks), stall: stallAfter(kills, workload.acks, 5000), elected, workload, history, check, diverged, logs: cluster.logs(), faults };
+    const kills = faults.map((f) => f.at);
+    return { firstAck: firstAckAfter(kills, workload.acks), stall: stallAfter(kills, workload.acks, 5000), elected: faults.map((f) => f.electedMs), workload, history, check, diverged, logs: cluster.logs(), faults };
   } finally {
     await cluster.stop();
   }
@@ -112,12 +109,6 @@ async function labelsOf(client: { list: (kind: 'Image', o: { local?: boolean }) 
   const out: Record<string, string> = {};
   for (const r of (await client.list('Image', { local })).sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) out[r.metadata.name] = r.metadata.labels.v ?? '';
   return out;
-}
-
-/** The p-th percentile (0-100) of some numbers, nearest rank. */
-export function percentile(xs: readonly number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 /** One line for a test's output: the figures of a run. */

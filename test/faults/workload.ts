@@ -55,6 +55,17 @@ export function imageKey(i: number): string {
 
 const HASH = `blake3:${'f'.repeat(64)}`;
 
+/** A key's value: its Image's label `v`, or null while there is no such Image. */
+async function valueOf(api: ApiClient, key: string): Promise<string | null> {
+  return api.get('Image', key).then(
+    (r) => r.metadata.labels.v ?? null,
+    (e: unknown) => {
+      if (e instanceof ApiError && e.code === 'not-found') return null;
+      throw e;
+    },
+  );
+}
+
 /** Runs until `stop` resolves, then waits for the calls in flight. */
 export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Promise<WorkloadResult> {
   const random = o.random ?? Math.random;
@@ -101,13 +112,7 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
         });
         acks.push({ at: Date.now(), latencyMs: Date.now() - t0 });
       } else {
-        op.output = await api.get('Image', key).then(
-          (r) => r.metadata.labels.v ?? null,
-          (e: unknown) => {
-            if (e instanceof ApiError && e.code === 'not-found') return null;
-            throw e;
-          },
-        );
+        op.output = await valueOf(api, key);
       }
       op.ret = clock++;
       ops.push(op);
@@ -159,13 +164,7 @@ export async function finalReads(servers: readonly Server[], keys: number, histo
       for (let k = 0; k < keys; k++) {
         const key = imageKey(k);
         const call = clock++;
-        const output = await api.get('Image', key).then(
-          (r) => r.metadata.labels.v ?? null,
-          (e: unknown) => {
-            if (e instanceof ApiError && e.code === 'not-found') return null;
-            throw e;
-          },
-        );
+        const output = await valueOf(api, key);
         history.push({ id: id++, client: `final@${server.api}`, key, kind: 'get', output, call, ret: clock++ });
       }
     } finally {
