@@ -14,7 +14,7 @@ afterEach(async () => {
   servers = [];
 });
 
-type Step = 'no-leader' | 'drop' | 'die' | 'ok';
+type Step = 'no-leader' | 'slow-no-leader' | 'not-applied' | 'drop' | 'die' | 'ok';
 
 async function scripted(steps: Step[]): Promise<{ url: string; bodies: unknown[] }> {
   const bodies: unknown[] = [];
@@ -30,7 +30,13 @@ async function scripted(steps: Step[]): Promise<{ url: string; bodies: unknown[]
       server.closeAllConnections();
       return;
     }
-    if (step === 'no-leader') {
+    if (step === 'slow-no-leader') await new Promise((r) => setTimeout(r, 800));
+    if (step === 'not-applied') {
+      res.writeHead(503, { 'content-type': 'application/json' });
+      return void res.end(JSON.stringify(new ApiError('no-leader', 'this node is cut off from the cluster', { outcome: 'not-applied' }).toJSON()));
+    }
+    if (step === 'no-leader' || step === 'slow-no-leader') {
+      if (res.destroyed) return;
       res.writeHead(503, { 'content-type': 'application/json' });
       return void res.end(JSON.stringify(new ApiError('no-leader', 'no leader is known right now; try again in a moment').toJSON()));
     }
@@ -116,6 +122,28 @@ describe('ApiClient retries', () => {
     await expect(nobody.status()).rejects.toMatchObject({ code: 'unreachable' });
     expect(Date.now() - t1).toBeLessThan(2_000);
     nobody.close();
+  });
+
+  it('a node saying "applied nowhere" speaks for its own attempt only: after one that broke mid-call, the outcome is unknown', async () => {
+    const { url } = await scripted(['not-applied', 'not-applied']);
+    const c = new ApiClient({ server: url, retryMs: 300 });
+    await expect(c.delete({ targets: [], requestId: 'r1' })).rejects.toMatchObject({ code: 'no-leader', details: { outcome: 'not-applied' } });
+    c.close();
+    const broke = await scripted(['drop', ...Array<Step>(20).fill('not-applied')]);
+    const d = new ApiClient({ server: broke.url, retryMs: 300 });
+    await expect(d.delete({ targets: [], requestId: 'r2' })).rejects.toMatchObject({ code: 'no-leader', details: { outcome: 'unknown' } });
+    d.close();
+  });
+
+  it('ends the whole call by its deadline: the last attempt gets only the time left', async () => {
+    const { url, bodies } = await scripted(Array<Step>(10).fill('slow-no-leader'));
+    const c = new ApiClient({ server: url, timeoutMs: 5_000, retryMs: 1_000 });
+    const t0 = Date.now();
+    await expect(c.apply(apply)).rejects.toBeInstanceOf(ApiError);
+    // A second attempt starts about 0.9 s in; left whole, it would end about 1.7 s in.
+    expect(Date.now() - t0).toBeLessThan(1_300);
+    expect(bodies.length).toBe(2);
+    c.close();
   });
 
   it('without retryMs, the first answer is the answer', async () => {

@@ -173,14 +173,17 @@ export class ApiClient {
 
   async json<T>(method: string, path: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    let end = Infinity;
     const once = async () => {
       const headers: Record<string, string> = payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {};
-      return readResult<T>(await this.send(method, path, payload, headers));
+      // The whole call, retries included, ends by the deadline: the last attempt gets what is left.
+      const timeoutMs = Math.max(1, Math.min(this.timeoutMs > 0 ? this.timeoutMs : Infinity, end - Date.now()));
+      return readResult<T>(await this.send(method, path, payload, headers, Number.isFinite(timeoutMs) ? timeoutMs : 0));
     };
     if (this.retryMs <= 0) return once();
     // A read, or a write with its id, may be sent again after its connection broke mid-call.
     const repeatable = method === 'GET' || typeof (body as { requestId?: unknown } | undefined)?.requestId === 'string';
-    const end = Date.now() + this.retryMs;
+    end = Date.now() + this.retryMs;
     // A write whose attempt may have reached the cluster: however a later attempt fails, the
     // caller must not be told it was not applied (its node may have died with the answer).
     let reached = false;
@@ -189,8 +192,8 @@ export class ApiClient {
         return await once();
       } catch (e) {
         if (!(e instanceof ApiError)) throw e;
-        if (!retryable(e, repeatable) || Date.now() + wait > end) throw reached && !mayHaveReached(e) ? outcomeUnknown(e) : e;
-        reached ||= method !== 'GET';
+        if (!retryable(e, repeatable) || Date.now() + wait > end) throw reached && (!mayHaveReached(e) || notApplied(e)) ? outcomeUnknown(e) : e;
+        reached ||= method !== 'GET' && !notApplied(e);
         await new Promise((r) => setTimeout(r, wait));
       }
     }
@@ -252,6 +255,11 @@ function retryable(e: ApiError, repeatable: boolean): boolean {
 /** An error after which the call may have been taken (so a write may have been applied). */
 function mayHaveReached(e: ApiError): boolean {
   return connectionOf(e) !== 'ECONNREFUSED';
+}
+
+/** The node answered that the call was applied nowhere (it never reached a leader). */
+function notApplied(e: ApiError): boolean {
+  return (e.details as { outcome?: string } | undefined)?.outcome === 'not-applied';
 }
 
 /** How the connection failed (an `unreachable` error's errno code), if it did. */
