@@ -35,6 +35,9 @@ import { dataDirWatchdog } from './watchdog.js';
 // and stops them in reverse. Behaviour lives in the parts; callbacks that reach a part built later
 // go through a Signal, connected once that part exists.
 
+/** How often a node pings each peer: a quarter of Raft's election timeout (1 s). */
+const PEER_PING_MS = 250;
+
 export interface StartOptions {
   dataDir: string;
   flags: SettingFlags;
@@ -114,6 +117,8 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
     discovery: settings.discovery,
     admit: (id, alpn) => !p2pOff && (alpn === ALPN.api || directory.admitted(id)),
     metrics: p2pMetrics,
+    // Forwarding asks whether the leader, and a quorum, still answer this node's pings.
+    peers: { pingIntervalMs: PEER_PING_MS },
     debug: (o, msg) => log.debug(o, msg),
     // A peer that is down is news only while it lasts: logged at debug, counted (the peers
     // table of `status` shows the last error per peer).
@@ -226,6 +231,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
     p2pOff,
     fallbackLeader: () => (role === 'worker' ? (clusterLog.membership.voters[0] ?? membership.trusted[0]?.nodeId ?? null) : null),
     send: (to, call) => rpc.call({ nodeId: to, addresses: directory.addressesOf(to) }, nodeRequest(call)),
+    heardAt: (id) => peers.heardAt(id),
     admitted: (id) => directory.admitted(id),
     blobs: { has: (h) => images.has(h), importStream: async (h, body) => { const r = await images.importStream(h, body); cache.kick(); return r; } },
     transfers: () => prefetcher.transfers(),

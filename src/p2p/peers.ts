@@ -41,6 +41,7 @@ export interface PeerManagerOptions {
 }
 
 interface PeerState extends PeerHealth {
+  heardAt?: number;
   stop: AbortController;
   wake: () => void;
 }
@@ -113,6 +114,11 @@ export class PeerManager {
     return [...this.peers.values()].map(health).sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
+  /** When the peer last answered one of this node's pings (ms since the epoch): proof of a round trip. */
+  heardAt(nodeId: string): number | undefined {
+    return this.peers.get(nodeId)?.heardAt;
+  }
+
   get(nodeId: string): PeerHealth | undefined {
     const p = this.peers.get(nodeId);
     return p ? health(p) : undefined;
@@ -165,6 +171,7 @@ export class PeerManager {
           const t0 = sent.get(n);
           sent.delete(n);
           lastPong = Date.now();
+          st.heardAt = lastPong;
           this.countBytes('received', frame.length + 4);
           if (t0 !== undefined) {
             st.rttMs = Math.round((performance.now() - t0) * 100) / 100;

@@ -43,7 +43,7 @@ function fakeLog(o: { leader: boolean; propose?: () => Promise<{ index: number; 
   return log;
 }
 
-function service(o: { leader: boolean; propose?: () => Promise<{ index: number; result: unknown }>; answer?: (to: string, call: Call) => Promise<{ status: number; body: unknown }> }) {
+function service(o: { leader: boolean; propose?: () => Promise<{ index: number; result: unknown }>; answer?: (to: string, call: Call) => Promise<{ status: number; body: unknown }>; heardAt?: (nodeId: string) => number | undefined }) {
   const store = new DesiredStateStore();
   store.apply(encodeCommand({ op: 'bootstrap', time: T, clusterId: 'c1', node: rec('me') }), 1);
   store.apply(encodeCommand({ op: 'registerNode', time: T, node: rec('L') }), 2);
@@ -56,6 +56,7 @@ function service(o: { leader: boolean; propose?: () => Promise<{ index: number; 
     log,
     p2pOff: false,
     fallbackLeader: () => null,
+    ...(o.heardAt ? { heardAt: o.heardAt } : {}),
     send: async (to, call) => {
       sent.push([to, call]);
       return o.answer ? o.answer(to, call) : { status: 200, body: { forwarded: call.op } };
@@ -222,6 +223,69 @@ describe('a call waiting on a leader that is gone', () => {
       ['L', { op: 'delete', req: del }],
       ['L', { op: 'delete', req: del }],
     ]);
+  });
+
+  describe('with pings: what this node hears of the others', () => {
+    // Three voters: this node, the leader L, and M. `heard` is when each last answered a ping.
+    const three = (answer: (to: string) => Promise<{ status: number; body: unknown }>, heard: Record<string, number>) => {
+      const x = service({ leader: false, answer, heardAt: (id) => heard[id] });
+      x.log.membership = { voters: ['me', 'L', 'M'], learners: [] };
+      return x;
+    };
+    const long = () => Date.now() - 10_000;
+
+    it('one-way: the leader still heard by Raft but answering no ping gets the call through another voter', async () => {
+      const { s, sent } = three(async (to) => (to === 'L' ? never() : { status: 200, body: { from: to } }), { L: long(), M: Date.now() + 60_000 });
+      const t0 = Date.now();
+      expect(await s.delete(del)).toEqual({ from: 'M' });
+      expect(Date.now() - t0).toBeLessThan(500);
+      expect(sent.map(([to]) => to)).toEqual(['L', 'M']);
+    });
+
+    it('one-way, and no other voter answers either: no-leader at once', async () => {
+      const { s } = three(never, { L: long(), M: long() });
+      const t0 = Date.now();
+      // Handed to a leader that may have taken it: the outcome is not known.
+      await expect(s.delete(del)).rejects.toMatchObject({ code: 'no-leader', message: expect.stringMatching(/has answered none of this node's pings for 200 ms, nor has any other voter/), details: undefined });
+      expect(Date.now() - t0).toBeLessThan(500);
+    });
+
+    it('cut off from a quorum: the leader gone and no voter answering, it waits for no election', async () => {
+      const heard: Record<string, number> = { L: Date.now() + 60_000, M: Date.now() + 60_000 };
+      const { s, log } = three(never, heard);
+      setTimeout(() => {
+        log.lastClusterContact = long();
+        heard.L = heard.M = long();
+      }, 100);
+      const t0 = Date.now();
+      await expect(s.delete(del)).rejects.toMatchObject({ code: 'no-leader', details: undefined, message: expect.stringMatching(/^this node is cut off from the cluster: 2 of 3 voters have answered none of its pings for 200 ms; try another node$/) });
+      // Noticed within a watch interval of the silence, not after two election timeouts more.
+      expect(Date.now() - t0).toBeLessThan(350);
+    });
+
+    it('cut off with no leader known, it says the call was applied nowhere; a stepped-down leader says its write may yet be', async () => {
+      const { s, log } = three(never, { L: long(), M: long() });
+      log.leader = null;
+      await expect(s.delete(del)).rejects.toMatchObject({ code: 'no-leader', details: { outcome: 'not-applied' }, message: expect.stringMatching(/cut off/) });
+      // A leader whose proposal waits when it steps down, cut off: answered, not left to time out.
+      const l = three(never, { L: long(), M: long() });
+      Object.assign(l.log, { isLeader: true, leader: 'me', currentRole: 'leader', propose: () => new Promise(() => {}) });
+      setTimeout(() => Object.assign(l.log, { isLeader: false, leader: null, currentRole: 'follower' }), 100);
+      const t0 = Date.now();
+      await expect(l.s.delete(del)).rejects.toMatchObject({ code: 'no-leader', details: { outcome: 'unknown' }, message: expect.stringMatching(/may still be applied by the next leader/) });
+      expect(Date.now() - t0).toBeLessThan(1_000);
+    });
+
+    it('the leader gone while another voter answers: it waits for the election, as without pings', async () => {
+      const heard: Record<string, number> = { L: Date.now() + 60_000, M: Date.now() + 60_000 };
+      const { s, log } = three(async (to) => (to === 'L' ? never() : { status: 200, body: { from: to } }), heard);
+      setTimeout(() => {
+        log.lastClusterContact = long();
+        heard.L = long();
+      }, 100);
+      setTimeout(() => (log.leader = 'M'), 300);
+      expect(await s.delete(del)).toEqual({ from: 'M' });
+    });
   });
 
   it('is served here when this node became the leader meanwhile', async () => {

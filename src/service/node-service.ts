@@ -32,6 +32,8 @@ export interface NodeServiceOptions {
   fallbackLeader: () => string | null;
   /** Sends a call to another node over blixard/api/1. */
   send: (nodeId: string, call: Call) => Promise<{ status: number; body: unknown }>;
+  /** When a node last answered this node's ping (see LeaderOptions.heardAt). */
+  heardAt?: (nodeId: string) => number | undefined;
   /** Admitted on Blixard's protocols (anyone else may only present a join secret). */
   admitted: (nodeId: string) => boolean;
   /** The node's image content: an upload is verified against its hash, then stored. */
@@ -66,7 +68,7 @@ export class NodeService implements ApiBackend {
 
   constructor(private readonly o: NodeServiceOptions) {
     const { self, store, log } = o;
-    this.leader = new Leader({ self, log, store, fallback: o.fallbackLeader, send: o.send, ...(o.bugs ? { bugs: o.bugs } : {}) });
+    this.leader = new Leader({ self, log, store, fallback: o.fallbackLeader, send: o.send, ...(o.heardAt ? { heardAt: o.heardAt } : {}), ...(o.bugs ? { bugs: o.bugs } : {}) });
     const facts: StatusFacts = {
       self,
       store,
