@@ -6,7 +6,7 @@ import type { ApplyRequest, ResourceJson, VmStatus } from '../src/api/index.js';
 import type { VmSpec } from '../src/state/index.js';
 import { ProcessDriver, QemuDriver, driverRoot, type VmObservation } from '../src/vm/index.js';
 import { BIN, ROOT, cli, removeDir, removeVms, startDaemon, tempDir, testEnv, type Daemon } from './helpers/daemon.js';
-import { createLab, type Lab, type LabNode } from './helpers/netns.js';
+import { createNetLab, type NetLab } from './helpers/netns.js';
 import { until } from './helpers/until.js';
 
 // The walkthrough of examples/README.md, for real (issue 7): three processes, each in its own
@@ -20,9 +20,9 @@ const NODE_TIMEOUT = '2s';
 const FENCE_AFTER = '3s';
 
 let work: string;
-let lab: Lab;
+let lab: NetLab;
 const nodes: Record<'v1' | 'v2' | 'w1', Daemon> = {} as never;
-const labNode: Record<string, LabNode> = {};
+const labNode = { v1: 0, v2: 1, w1: 2 } as const;
 const configHome = () => path.join(work, 'config');
 const dataDir = (n: string) => path.join(work, n);
 let watcher: ChildProcess | undefined;
@@ -30,13 +30,13 @@ let watcher: ChildProcess | undefined;
 const WAIT_MS = 60_000;
 
 async function start(name: 'v1' | 'v2' | 'w1', args: string[]): Promise<Daemon> {
-  const n = labNode[name]!;
+  const n = labNode[name];
   return startDaemon({
     dataDir: dataDir(name),
     configHome: configHome(),
     prefix: lab.exec(n),
-    api: `${n.ip}:7400`,
-    args: [...args, '--name', name, '--listen', `${n.ip}:0`, '--node-timeout', NODE_TIMEOUT, '--fence-after', FENCE_AFTER, '--vcpus', '32'],
+    api: `${lab.ip(n)}:7400`,
+    args: [...args, '--name', name, '--listen', `${lab.ip(n)}:0`, '--node-timeout', NODE_TIMEOUT, '--fence-after', FENCE_AFTER, '--vcpus', '32'],
     timeoutMs: 60_000,
   });
 }
@@ -107,8 +107,7 @@ async function writeManifests(extra = ''): Promise<void> {
 beforeAll(async () => {
   work = await tempDir();
   execFileSync('sh', [path.join(ROOT, 'examples', 'tiny-linux', 'build.sh')], { stdio: 'ignore', timeout: 300_000 });
-  lab = createLab(3);
-  ['v1', 'v2', 'w1'].forEach((n, i) => (labNode[n] = lab.nodes[i]!));
+  lab = await createNetLab(3);
   nodes.v1 = await start('v1', ['--bootstrap', '--labels', 'zone=a', '--hypervisor', 'process']);
   const voterTicket = (await nodes.v1.client.ticket({ role: 'voter', ttlSeconds: 3600 })).ticket;
   nodes.v2 = await start('v2', ['--join', voterTicket, '--labels', 'zone=b', '--hypervisor', 'process']);
@@ -124,7 +123,7 @@ afterAll(async () => {
   watcher?.kill('SIGTERM');
   for (const n of Object.values(nodes)) await n?.stop().catch(() => {});
   for (const n of ['v1', 'v2', 'w1']) await removeVms(dataDir(n));
-  lab?.destroy();
+  await lab?.teardown();
   await removeDir(work);
 });
 
@@ -212,7 +211,7 @@ describe('the three-node walkthrough', () => {
     expect(onWorker.length).toBeGreaterThan(0);
     const workerDrv = new ProcessDriver({ root: driverRoot(dataDir('w1'), 'process') });
     await neverTwice(async () => {
-      lab.cut(labNode.w1!);
+      await lab.unplug(labNode.w1);
       // The worker stops its own VMs (fencing) ...
       const fencedAt = await until('the worker to fence itself', async () => {
         for (const vm of onWorker) if (running(await workerDrv.inspect(vm))) return undefined;
@@ -224,7 +223,7 @@ describe('the three-node walkthrough', () => {
         return onWorker.every((n) => vs.find((v) => v.metadata.name === n && v.status.phase === 'Running' && v.status.nodeId !== nodes.w1.nodeId)) ? Date.now() : undefined;
       }, 60_000);
       expect(movedAt).toBeGreaterThanOrEqual(fencedAt);
-      lab.heal(labNode.w1!);
+      await lab.plug(labNode.w1);
       await until('the worker to be ready again', async () => (await nodes.v1.client.nodes()).find((n) => n.nodeId === nodes.w1.nodeId)?.ready, WAIT_MS);
     });
     // Back in touch, it runs none of the VMs that moved away.

@@ -32,8 +32,8 @@ export async function freeTcpPort(): Promise<number> {
 export interface FaultClusterOptions {
   /** Run node i through this command (e.g. `ip netns exec NS`). */
   prefix?: (i: number) => string[] | undefined;
-  /** The host node i's API listens on. */
-  apiHost?: (i: number) => string;
+  /** The host node i's API and Iroh listen on (loopback unless given). */
+  host?: (i: number) => string;
   /** BLIXARD_TEST_BUGS for every node: a mistake the test must catch. */
   bugs?: string;
 }
@@ -42,12 +42,13 @@ export async function startFaultCluster(size: number, opts: FaultClusterOptions 
   const work = await tempDir('blixard-faults-');
   const configHome = path.join(work, 'config');
   const apis: string[] = [];
-  for (let i = 0; i < size; i++) apis.push(`${opts.apiHost?.(i) ?? '127.0.0.1'}:${await freeTcpPort()}`);
+  for (let i = 0; i < size; i++) apis.push(`${opts.host?.(i) ?? '127.0.0.1'}:${await freeTcpPort()}`);
   const start = (i: number, args: string[]) =>
     startDaemon({
       dataDir: path.join(work, `n${i + 1}`),
       configHome,
-      args,
+      // Only the first start: the data dir keeps the address (and port) Iroh was bound to.
+      args: opts.host && args.length ? [...args, '--listen', `${opts.host(i)}:0`] : args,
       api: apis[i]!,
       ...(opts.prefix?.(i) ? { prefix: opts.prefix(i)! } : {}),
       ...(opts.bugs ? { env: { BLIXARD_TEST_BUGS: opts.bugs } } : {}),

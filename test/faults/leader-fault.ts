@@ -1,9 +1,8 @@
-import { writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { checkHistory, type CheckResult, type Operation } from '../raft-sim/linearizability.js';
 import { startFaultCluster } from './cluster.js';
-import { finalReads, firstAckAfter, runWorkload, stallAfter, type WorkloadResult } from './workload.js';
+import { settle, type Verdict } from './verdict.js';
+
+export { saveHistory } from './verdict.js';
+import { firstAckAfter, imageKey, stallAfter, startWorkload, type Workload, type WorkloadResult } from './workload.js';
 
 // The leader hit again and again under a client load (issue 17): SIGKILLed (it comes back from
 // its data dir a moment later, so that each kill meets a full cluster), or paused with SIGSTOP
@@ -28,7 +27,7 @@ export interface LeaderFaultOptions {
   log?: (line: string) => void;
 }
 
-export interface LeaderFaultReport {
+export interface LeaderFaultReport extends Verdict {
   /** Per fault: ms from it to the next acknowledged write (undefined: none came). */
   firstAck: (number | undefined)[];
   /** Per fault: the longest time without an acknowledged write in the 5 s after it. */
@@ -36,11 +35,6 @@ export interface LeaderFaultReport {
   /** Per fault: ms from it until another node said it leads. */
   elected: number[];
   workload: WorkloadResult;
-  /** The operations checked: the workload's and the final reads. */
-  history: Operation[];
-  check: CheckResult;
-  /** Nodes whose own replica still differed from the leader's after 30 s. */
-  diverged: string[];
   /** Each node process's stderr. */
   logs: { name: string; text: string }[];
   /** Each fault: when (wall clock), which node (index), who led next, and after how long. */
@@ -53,7 +47,7 @@ export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaul
   try {
     let stop!: () => void;
     const stopped = new Promise<void>((r) => (stop = r));
-    const load = runWorkload({ servers: () => cluster.servers(), clients: o.clients, keys: o.keys, timeoutMs: o.timeoutMs }, stopped);
+    const load = startWorkload({ servers: () => cluster.servers(), clients: o.clients, keys: o.keys, timeoutMs: o.timeoutMs }, stopped);
     const faults: LeaderFaultReport['faults'] = [];
     const restarts: Promise<unknown>[] = [];
     try {
@@ -73,6 +67,7 @@ export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaul
         }
         faults.push({ at: t0, node: idx, next, electedMs: Date.now() - t0 });
         log(`${o.fault} ${k + 1}/${o.kills}: node ${idx + 1}, a new leader after ${faults.at(-1)!.electedMs} ms`);
+        if (o.fault === 'sigstop') await probeDeposed(load, idx, next, o.keys, k);
         const again = new Promise((r) => setTimeout(r, o.restartAfterMs ?? 2000)).then(async () => {
           if (o.fault === 'sigkill') await cluster.restart(idx);
           else victim.proc.kill('SIGCONT');
@@ -85,30 +80,27 @@ export async function runLeaderFaults(o: LeaderFaultOptions): Promise<LeaderFaul
       stop();
       await Promise.allSettled(restarts);
     }
-    const workload = await load;
-    const history = [...workload.ops];
-    await finalReads(cluster.servers(), o.keys, history);
-    const check = checkHistory(history);
-    // Every node's own replica converges on what the leader serves.
-    const diverged: string[] = [];
-    const want = JSON.stringify(await labelsOf(cluster.nodes[0]!.client, false));
-    for (const d of cluster.nodes) {
-      const end = Date.now() + 30_000;
-      let have = '';
-      while (Date.now() < end && (have = JSON.stringify(await labelsOf(d.client, true))) !== want) await new Promise((r) => setTimeout(r, 200));
-      if (have !== want) diverged.push(`${d.nodeId.slice(0, 10)}: ${have} (the leader: ${want})`);
-    }
+    const workload = await load.done;
     const kills = faults.map((f) => f.at);
-    return { firstAck: firstAckAfter(kills, workload.acks), stall: stallAfter(kills, workload.acks, 5000), elected: faults.map((f) => f.electedMs), workload, history, check, diverged, logs: cluster.logs(), faults };
+    return { firstAck: firstAckAfter(kills, workload.acks), stall: stallAfter(kills, workload.acks, 5000), elected: faults.map((f) => f.electedMs), workload, ...(await settle(cluster, workload, o.keys)), logs: cluster.logs(), faults };
   } finally {
     await cluster.stop();
   }
 }
 
-async function labelsOf(client: { list: (kind: 'Image', o: { local?: boolean }) => Promise<{ metadata: { name: string; labels: Record<string, string> } }[]> }, local: boolean): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const r of (await client.list('Image', { local })).sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) out[r.metadata.name] = r.metadata.labels.v ?? '';
-  return out;
+/**
+ * While the deposed leader sleeps: each key written through the new leader and, once that is
+ * acknowledged, read through the sleeper. Those reads start after the writes ended, so an answer
+ * from the sleeper's old state when it wakes is a stale read the checker must catch. The random
+ * clients alone rarely make this happen: by the time a new leader is elected, most of them wait
+ * on the sleeper.
+ */
+async function probeDeposed(load: Workload, sleeper: number, leader: number, keys: number, round: number): Promise<void> {
+  for (let k = 0; k < keys; k++) {
+    const key = imageKey(k);
+    const w = await load.call({ client: `probe-w${round}`, node: leader, key, value: `probe.${round}.${k}` });
+    if (Number.isFinite(w.ret)) void load.call({ client: `probe-r${round}.${k}`, node: sleeper, key });
+  }
 }
 
 /** One line for a test's output: the figures of a run. */
@@ -117,12 +109,4 @@ export function describeReport(r: LeaderFaultReport): string {
   const w = r.workload;
   const verdict = r.check.ok ? 'linearizable' : `NOT linearizable on ${r.check.key} (${r.check.reason})`;
   return `new leader after ${ms(r.elected)}; first acknowledged write after ${ms(r.firstAck)}; longest stall ${ms(r.stall)}; ${w.acks.length} writes acknowledged, ${w.ops.length} operations; refused ${w.refused}, rejected (conflict) ${w.rejected}, unknown ${JSON.stringify(w.failed)}; slowest call ${w.slowestMs} ms; ${verdict}`;
-}
-
-/** Writes the checked history to a file (to replay the checker on it), and returns its path. */
-export async function saveHistory(r: LeaderFaultReport, name: string): Promise<string> {
-  const file = path.join(os.tmpdir(), `blixard-${name}-${Date.now()}.json`);
-  const plain = (ops: Operation[]) => ops.map((op) => ({ ...op, ret: Number.isFinite(op.ret) ? op.ret : null }));
-  await writeFile(file, JSON.stringify({ history: plain(r.history), dropped: plain(r.workload.dropped), faults: r.faults, logs: r.logs }));
-  return file;
 }

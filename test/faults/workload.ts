@@ -14,6 +14,12 @@ export interface WorkloadOptions {
   keys: number;
   /** Each call's budget, retries included (the CLI's --timeout). */
   timeoutMs: number;
+  /**
+   * How long a call retries `no-leader` and lost connections on its node (default: its whole
+   * budget, as the CLI does). 0: the first answer is the call's, and the client's next call goes
+   * to another node, as a client that knows several nodes would.
+   */
+  retryMs?: number;
   /** Share of writes among the operations. */
   writeShare?: number;
   random?: () => number;
@@ -31,17 +37,19 @@ export interface Ack {
 }
 
 /** An operation with where it was sent (the node's index) and, when it failed, why. */
-export type RecordedOp = Operation & { node: number; error?: string; at: number };
+export type RecordedOp = Operation & { node: number; error?: string; at: number; tookMs?: number };
 
 export interface WorkloadResult {
   ops: RecordedOp[];
+  /** Every call made, answered or failed, in the order they were made. */
+  calls: RecordedOp[];
   /** Calls left out of the history as never taken (refused, or rejected by the state machine). */
   dropped: RecordedOp[];
   /** Acknowledged writes, in the order they were acknowledged. */
   acks: Ack[];
   /** The longest any call took, failed or not. */
   slowestMs: number;
-  /** Calls refused at the connection (sent to a node that was down): never reached a node. */
+  /** Calls refused at the connection (sent to a node that was down), or refused by a node that handed them to no leader: never taken. */
   refused: number;
   /** Writes the cluster refused because their key changed since their plan read it. */
   rejected: number;
@@ -66,11 +74,33 @@ async function valueOf(api: ApiClient, key: string): Promise<string | null> {
   );
 }
 
+/** One call of the history: who makes it, through which node, on which key. */
+export interface CallSpec {
+  client: string;
+  node: number;
+  key: string;
+  /** The value to write; a read without it. */
+  value?: string;
+}
+
+export interface Workload {
+  /** Settles once `stop` resolved and the calls in flight answered. */
+  done: Promise<WorkloadResult>;
+  /** Makes one call outside the random clients, recorded in the same history. */
+  call(spec: CallSpec): Promise<RecordedOp>;
+}
+
 /** Runs until `stop` resolves, then waits for the calls in flight. */
-export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Promise<WorkloadResult> {
+export function runWorkload(o: WorkloadOptions, stop: Promise<void>): Promise<WorkloadResult> {
+  return startWorkload(o, stop).done;
+}
+
+/** Starts the random clients; `call` adds chosen calls (probes) to the same history. */
+export function startWorkload(o: WorkloadOptions, stop: Promise<void>): Workload {
   const random = o.random ?? Math.random;
   const ops: RecordedOp[] = [];
   const dropped: RecordedOp[] = [];
+  const calls: RecordedOp[] = [];
   const acks: Ack[] = [];
   const failed: Record<string, number> = {};
   let refused = 0;
@@ -86,25 +116,24 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
   const clientFor = ({ api, token }: Server) => {
     let c = clientsByServer.get(api);
     if (!c) {
-      c = new ApiClient({ server: api, token, timeoutMs: o.timeoutMs, retryMs: o.timeoutMs });
+      c = new ApiClient({ server: api, token, timeoutMs: o.timeoutMs, retryMs: o.retryMs ?? o.timeoutMs });
       clientsByServer.set(api, c);
     }
     return c;
   };
 
-  const one = async (client: string, seq: number) => {
-    const servers = o.servers();
-    const node = Math.floor(random() * servers.length);
-    const api = clientFor(servers[node]!);
-    const key = imageKey(Math.floor(random() * o.keys));
-    const write = random() < (o.writeShare ?? 0.5);
+  const inFlight = new Set<Promise<unknown>>();
+  const call = async ({ client, node, key, value }: CallSpec): Promise<RecordedOp> => {
+    const api = clientFor(o.servers()[node]!);
+    const write = value !== undefined;
     const op: RecordedOp = { id: nextId++, client, key, kind: write ? 'put' : 'get', call: clock++, ret: Infinity, node, at: Date.now() };
+    if (write) op.value = value;
+    calls.push(op);
     const t0 = Date.now();
     try {
-      if (write) {
-        op.value = `${client}.${seq}`;
+      if (value !== undefined) {
         await api.apply({
-          desired: [{ kind: 'Image', name: key, labels: { v: op.value }, spec: { blob: HASH, format: 'raw' }, source: { hash: HASH, size: null } }],
+          desired: [{ kind: 'Image', name: key, labels: { v: value }, spec: { blob: HASH, format: 'raw' }, source: { hash: HASH, size: null } }],
           applyset: `faults-${key}`,
           prune: false,
           maxPrune: 0,
@@ -126,6 +155,10 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
       if (connection === 'ECONNREFUSED') {
         refused++;
         if (write) dropped.push(op);
+      } else if (details?.outcome === 'not-applied') {
+        // The node said it handed the call to no leader: never taken.
+        refused++;
+        if (write) dropped.push(op);
       } else if (code === 'conflict') {
         // Refused by the state machine (another write changed the key since this one's plan
         // read it; a retry is answered as its first attempt was): it took no effect.
@@ -138,17 +171,38 @@ export async function runWorkload(o: WorkloadOptions, stop: Promise<void>): Prom
       }
       if (connection === 'ECONNREFUSED') await new Promise((r) => setTimeout(r, 20));
     } finally {
-      slowestMs = Math.max(slowestMs, Date.now() - t0);
+      op.tookMs = Date.now() - t0;
+      slowestMs = Math.max(slowestMs, op.tookMs);
     }
+    return op;
   };
+  const one = (client: string, seq: number) =>
+    call({
+      client,
+      node: Math.floor(random() * o.servers().length),
+      key: imageKey(Math.floor(random() * o.keys)),
+      ...(random() < (o.writeShare ?? 0.5) ? { value: `${client}.${seq}` } : {}),
+    });
 
-  await Promise.all(
-    Array.from({ length: o.clients }, async (_, c) => {
-      for (let seq = 0; !stopped; seq++) await one(`c${c}`, seq);
-    }),
-  );
-  for (const c of clientsByServer.values()) c.close();
-  return { ops, dropped, acks, slowestMs, refused, rejected, failed };
+  const done = (async () => {
+    await Promise.all(
+      Array.from({ length: o.clients }, async (_, c) => {
+        for (let seq = 0; !stopped; seq++) await one(`c${c}`, seq);
+      }),
+    );
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    for (const c of clientsByServer.values()) c.close();
+    return { ops, calls, dropped, acks, slowestMs, refused, rejected, failed };
+  })();
+  return {
+    done,
+    call: (spec) => {
+      const p = call(spec);
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      return p;
+    },
+  };
 }
 
 /**
