@@ -80,6 +80,8 @@ export async function startNode(opts: StartOptions): Promise<RunningNode> {
 
 async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNode> {
   const { log } = opts;
+  // Mistakes for the fault tests to catch; BLIXARD_TEST_BUGS is set by nothing else.
+  const bugs = serviceBugs(opts.env ?? process.env);
   const paths = dataPaths(opts.dataDir);
   const { settings, problems } = await resolveSettings(paths.root, opts.flags);
   if (problems.length > 0) throw new StartupError(problems.join('\n'), 'invalid');
@@ -167,7 +169,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
           // Voters answer a worker's pings every second; the peer manager gives one up after 5 s.
           voterTimeoutMs: 5_000,
         })
-      : await openRaft({ dir: path.join(paths.state, 'raft'), self, transport, store, bootstrap: !membership.current && !!opts.bootstrap, registry, log, signals: { applied, leadership, confChanged } });
+      : await openRaft({ dir: path.join(paths.state, 'raft'), self, transport, store, bootstrap: !membership.current && !!opts.bootstrap, registry, log, signals: { applied, leadership, confChanged }, bugs });
   manager.adopt('cluster log', () => clusterLog.close());
   // The only voter need not wait out an election timeout: nobody else can win.
   const conf = clusterLog.membership;
@@ -223,7 +225,7 @@ async function assemble(opts: StartOptions, manager: Manager): Promise<RunningNo
   // What the API calls, served here or passed on to the leader.
   const api = new ApiListener(settings.api);
   const service = new NodeService({
-    bugs: serviceBugs(opts.env ?? process.env),
+    bugs,
     self,
     name: settings.name,
     store,

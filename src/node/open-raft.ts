@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { Gauge, type Registry } from 'prom-client';
 import type { Signal } from '../lifecycle/index.js';
 import { RaftNode, type Transport } from '../raft/index.js';
+import type { ServiceBugs } from '../service/index.js';
 import type { DesiredStateStore } from '../state/index.js';
 
 // A voter's Raft node over the node's store, with its metrics; what it reports goes out through
@@ -14,9 +15,10 @@ export interface RaftSignals {
   confChanged: Signal;
 }
 
-export async function openRaft(o: { dir: string; self: string; transport: Transport; store: DesiredStateStore; bootstrap: boolean; registry: Registry; log: Logger; signals: RaftSignals }): Promise<RaftNode> {
+export async function openRaft(o: { dir: string; self: string; transport: Transport; store: DesiredStateStore; bootstrap: boolean; registry: Registry; log: Logger; signals: RaftSignals; bugs?: ServiceBugs }): Promise<RaftNode> {
   const raft = await RaftNode.open({
     dir: o.dir,
+    ...(o.bugs?.walKeepTornTail ? { keepTornWalTail: true } : {}),
     id: o.self,
     transport: o.transport,
     sm: o.store,

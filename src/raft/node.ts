@@ -56,6 +56,8 @@ export interface RaftNodeOptions {
   maxSizePerMsg?: number;
   maxInflight?: number;
   onWarning?: (msg: string) => void;
+  /** A mistake for the fault tests to catch (see WalOptions.keepTornTail). */
+  keepTornWalTail?: boolean;
   onRoleChange?: (role: Role, leader: string | null, term: number) => void;
   onConfChange?: (conf: ConfState) => void;
   /** After entries were applied (on every member, leader or not). */
@@ -115,6 +117,7 @@ export class RaftNode implements ClusterLog {
     // dropping older segments after a snapshot never loses them.
     const { wal, records } = await Wal.open(join(o.dir, 'wal'), {
       ...(o.onWarning ? { onWarning: o.onWarning } : {}),
+      ...(o.keepTornWalTail ? { keepTornTail: true } : {}),
       onRotate: () => [encodeRecord({ entries: [], hardState: storage.initialState().hardState, snapshot: storage.snapshot().meta })],
     });
     const segmentMax = new Map<number, number>();

@@ -26,6 +26,8 @@ export interface WalOptions {
   onRotate?: () => Uint8Array[];
   /** Torn tails that were truncated on open are reported here. */
   onWarning?: (msg: string) => void;
+  /** A mistake for the fault tests to catch: a torn tail is left in place and written after. */
+  keepTornTail?: boolean;
 }
 
 export interface WalRecord {
@@ -237,6 +239,7 @@ export class Wal {
     const fh = await open(join(dir, segmentName(lastSeq)), 'r+');
     try {
       const { size } = await fh.stat();
+      if (opts.keepTornTail) return { wal: new Wal(dir, fh, lastSeq, size, crc, segmentBytes, opts.onRotate), records };
       if (size !== tail.validBytes) {
         await fh.truncate(tail.validBytes);
         await fh.sync();

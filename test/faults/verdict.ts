@@ -17,9 +17,9 @@ export interface Verdict {
   diverged: string[];
 }
 
-export async function settle(cluster: FaultCluster, workload: WorkloadResult, keys: number): Promise<Verdict> {
+export async function settle(cluster: Pick<FaultCluster, 'nodes'>, workload: WorkloadResult, keys: number): Promise<Verdict> {
   const history: Operation[] = [...workload.ops];
-  await finalReads(cluster.servers(), keys, history);
+  await finalReads(cluster.nodes.map((d) => ({ api: d.api, token: d.token })), keys, history);
   const check = checkHistory(history);
   const diverged: string[] = [];
   const want = JSON.stringify(await labelsOf(cluster.nodes[0]!.client, false));
