@@ -19,6 +19,7 @@ export async function openRaft(o: { dir: string; self: string; transport: Transp
   const raft = await RaftNode.open({
     dir: o.dir,
     ...(o.bugs?.walKeepTornTail ? { keepTornWalTail: true } : {}),
+    ...(o.bugs?.walDiesWhenFull ? { walDiesWhenFull: true } : {}),
     id: o.self,
     transport: o.transport,
     sm: o.store,
@@ -43,5 +44,6 @@ function registerRaftMetrics(registry: Registry, raft: RaftNode): void {
   new Gauge({ name: 'blixard_raft_is_leader', help: '1 on the leader', registers, collect() { this.set(raft.isLeader ? 1 : 0); } });
   new Gauge({ name: 'blixard_raft_wal_fsyncs', help: 'WAL fsyncs since start', registers, collect() { this.set(raft.walStats.fsyncs); } });
   new Gauge({ name: 'blixard_raft_wal_records', help: 'WAL records (one per Ready) since start', registers, collect() { this.set(raft.walStats.records); } });
+  new Gauge({ name: 'blixard_raft_wal_disk_full', help: '1 while the data dir has no room for the Raft log (this node acknowledges nothing meanwhile)', registers, collect() { this.set(raft.diskFullSince === undefined ? 0 : 1); } });
   new Gauge({ name: 'blixard_raft_entries_persisted', help: 'Log entries made durable since start', registers, collect() { this.set(raft.walStats.entries); } });
 }

@@ -58,6 +58,8 @@ export interface RaftNodeOptions {
   onWarning?: (msg: string) => void;
   /** A mistake for the fault tests to catch (see WalOptions.keepTornTail). */
   keepTornWalTail?: boolean;
+  /** A mistake for the fault tests to catch (see WalOptions.dieWhenFull). */
+  walDiesWhenFull?: boolean;
   onRoleChange?: (role: Role, leader: string | null, term: number) => void;
   onConfChange?: (conf: ConfState) => void;
   /** After entries were applied (on every member, leader or not). */
@@ -68,6 +70,7 @@ export interface RaftNodeOptions {
 /** The defaults of tickMs and electionTick: an election after 1-2 s of silence. */
 const TICK_MS = 100;
 const ELECTION_TICK = 10;
+const SNAPSHOT_RETRY_MS = 10_000;
 
 interface Pending {
   term: number;
@@ -95,6 +98,8 @@ export class RaftNode implements ClusterLog {
   private snapshotIndex: number;
   /** The snapshot before the latest: the WAL must still reach back to it (fallback if the latest is damaged). */
   private prevSnapshotIndex = 0;
+  /** No snapshot is tried before this (ms since the epoch): the last one found no room. */
+  private snapshotAfter = 0;
   private segmentMax = new Map<number, number>(); // WAL segment -> highest entry index in it
   private recoveredAt = 0;
   private leaderContactAt = 0;
@@ -118,6 +123,10 @@ export class RaftNode implements ClusterLog {
     const { wal, records } = await Wal.open(join(o.dir, 'wal'), {
       ...(o.onWarning ? { onWarning: o.onWarning } : {}),
       ...(o.keepTornWalTail ? { keepTornTail: true } : {}),
+      ...(o.walDiesWhenFull ? { dieWhenFull: true } : {}),
+      // A full disk stalls this node's log (it acknowledges nothing meanwhile), never ends it.
+      onFull: (e) => o.onWarning?.(`the data dir is full (${(e as NodeJS.ErrnoException).code}: ${e.message}): this node writes nothing to its Raft log, and so acknowledges nothing, until space returns; trying again every second`),
+      onSpace: (ms) => o.onWarning?.(`the data dir has space again after ${(ms / 1000).toFixed(1)} s: the Raft log goes on`),
       onRotate: () => [encodeRecord({ entries: [], hardState: storage.initialState().hardState, snapshot: storage.snapshot().meta })],
     });
     const segmentMax = new Map<number, number>();
@@ -303,6 +312,11 @@ export class RaftNode implements ClusterLog {
    * When this node last knew itself part of a working cluster: now if it leads (check-quorum
    * makes a leader without a quorum step down), else when it last heard from its leader.
    */
+  /** Since when the log waits for disk space (ms since the epoch), or undefined. */
+  get diskFullSince(): number | undefined {
+    return this.wal.fullSinceMs;
+  }
+
   get lastClusterContact(): number {
     return this.role === 'leader' ? Date.now() : this.leaderContactAt;
   }
@@ -557,10 +571,20 @@ export class RaftNode implements ClusterLog {
 
   private async maybeSnapshot(): Promise<void> {
     const every = this.o.snapshotEvery ?? 10_000;
-    if (this.applied - this.snapshotIndex < every) return;
+    if (this.applied - this.snapshotIndex < every || Date.now() < this.snapshotAfter) return;
     const index = this.applied;
     const snap = this.storage.createSnapshot(index, this.conf, this.o.sm.snapshot());
-    await writeSnapshot(join(this.o.dir, 'snap'), { index, term: snap.meta.term }, encodeSnapshotFile(snap));
+    try {
+      await writeSnapshot(join(this.o.dir, 'snap'), { index, term: snap.meta.term }, encodeSnapshotFile(snap));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOSPC' && code !== 'EDQUOT') throw e;
+      // A snapshot only saves replay time: without room for one, the log goes on, and it is
+      // tried again a little later.
+      this.snapshotAfter = Date.now() + SNAPSHOT_RETRY_MS;
+      this.o.onWarning?.(`no room for a snapshot at index ${index} (${code}); trying again in ${SNAPSHOT_RETRY_MS / 1000} s`);
+      return;
+    }
     this.prevSnapshotIndex = this.snapshotIndex;
     this.snapshotIndex = index;
     const keep = this.o.keepBehind ?? 5_000;

@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { appendFile, mkdtemp, readdir, readFile, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
@@ -319,5 +320,71 @@ describe('Wal segments', () => {
     ]);
     expect(w2.currentSeq).toBe(5);
     await w2.close();
+  });
+});
+
+// A real full disk: a 256 KiB tmpfs (needs root, as the namespace tests do), filled by a file.
+describe('Wal on a full disk', () => {
+  let mnt: string;
+  beforeEach(async () => {
+    mnt = await mkdtemp(join(tmpdir(), 'blixard-wal-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt]);
+  });
+  afterEach(async () => {
+    execFileSync('umount', [mnt]);
+    await rm(mnt, { recursive: true, force: true });
+  });
+
+  /** Fills the file system but for `leave` bytes. */
+  async function fill(leave: number): Promise<string> {
+    const filler = join(mnt, 'filler');
+    const { bavail, bsize } = await statfs(mnt);
+    await writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - leave)));
+    return filler;
+  }
+
+  it('keeps appends waiting, fails none, and writes them once space returns; reopened, nothing is torn', async () => {
+    const full: string[] = [];
+    const back: number[] = [];
+    const { wal } = await Wal.open(join(mnt, 'wal'), { fullRetryMs: 100, onFull: (e) => full.push((e as NodeJS.ErrnoException).code ?? ''), onSpace: (ms) => back.push(ms) });
+    await wal.append(bytes('before'));
+    const filler = await fill(0);
+    const waiting = [wal.append(bytes('x'.repeat(20_000))), wal.append(bytes('after'))];
+    let settled = false;
+    void Promise.allSettled(waiting).then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 400));
+    expect(settled).toBe(false);
+    expect(full).toEqual(['ENOSPC']);
+    expect(wal.fullSinceMs).toBeTypeOf('number');
+    await unlink(filler);
+    await Promise.all(waiting);
+    expect(back).toHaveLength(1);
+    expect(wal.fullSinceMs).toBeUndefined();
+    await wal.append(bytes('later'));
+    await wal.close();
+    const again = await Wal.open(join(mnt, 'wal'), { onWarning: (m) => full.push(m) });
+    expect(again.records.map((r) => text(r.data).slice(0, 6))).toEqual(['before', 'xxxxxx', 'after', 'later']);
+    expect(full).toEqual(['ENOSPC']); // no torn tail to cut
+    await again.wal.close();
+  });
+
+  it('close gives up what waits for space', async () => {
+    const { wal } = await Wal.open(join(mnt, 'wal'), { fullRetryMs: 60_000 });
+    await fill(0);
+    const waiting = wal.append(bytes('x'.repeat(20_000)));
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    const given = expect(waiting).rejects.toMatchObject({ code: 'ENOSPC' });
+    await wal.close();
+    await given;
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
+  it('with dieWhenFull (a mistake the fault tests must catch) it fails as on any failed write', async () => {
+    const { wal } = await Wal.open(join(mnt, 'wal'), { dieWhenFull: true });
+    await fill(0);
+    await expect(wal.append(bytes('x'.repeat(20_000)))).rejects.toMatchObject({ code: 'ENOSPC' });
+    await expect(wal.append(bytes('y'))).rejects.toMatchObject({ code: 'ENOSPC' });
+    await wal.close();
   });
 });

@@ -28,6 +28,23 @@ export interface WalOptions {
   onWarning?: (msg: string) => void;
   /** A mistake for the fault tests to catch: a torn tail is left in place and written after. */
   keepTornTail?: boolean;
+  /**
+   * The disk is full (ENOSPC, EDQUOT): the batch is cut off the file and kept, nothing waiting
+   * fails, and it is written again every `fullRetryMs` (default 1 s) until space returns.
+   */
+  onFull?: (error: Error) => void;
+  /** Space came back: what waited is written. */
+  onSpace?: (fullForMs: number) => void;
+  fullRetryMs?: number;
+  /** A mistake for the fault tests to catch: a full disk kills the WAL, as any failed write does. */
+  dieWhenFull?: boolean;
+}
+
+type Hooks = Pick<WalOptions, 'onRotate' | 'onFull' | 'onSpace' | 'fullRetryMs' | 'dieWhenFull'>;
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 export interface WalRecord {
@@ -170,6 +187,8 @@ export class Wal {
   private draining: Promise<void> | undefined;
   private failure: { error: unknown } | undefined;
   private closing: Promise<void> | undefined;
+  private fullSince: number | undefined;
+  private wakeFromFull: (() => void) | undefined;
 
   private constructor(
     private readonly dir: string,
@@ -178,7 +197,7 @@ export class Wal {
     size: number,
     private readonly crc: (d: Uint8Array) => number,
     private readonly segmentBytes: number,
-    private readonly onRotate: (() => Uint8Array[]) | undefined,
+    private readonly hooks: Hooks,
   ) {
     this.fh = fh;
     this.seq = seq;
@@ -234,12 +253,12 @@ export class Wal {
         await fh.close();
         throw err;
       }
-      return { wal: new Wal(dir, fh, 1, 0, crc, segmentBytes, opts.onRotate), records };
+      return { wal: new Wal(dir, fh, 1, 0, crc, segmentBytes, opts), records };
     }
     const fh = await open(join(dir, segmentName(lastSeq)), 'r+');
     try {
       const { size } = await fh.stat();
-      if (opts.keepTornTail) return { wal: new Wal(dir, fh, lastSeq, size, crc, segmentBytes, opts.onRotate), records };
+      if (opts.keepTornTail) return { wal: new Wal(dir, fh, lastSeq, size, crc, segmentBytes, opts), records };
       if (size !== tail.validBytes) {
         await fh.truncate(tail.validBytes);
         await fh.sync();
@@ -248,12 +267,17 @@ export class Wal {
       await fh.close();
       throw err;
     }
-    return { wal: new Wal(dir, fh, lastSeq, tail.validBytes, crc, segmentBytes, opts.onRotate), records };
+    return { wal: new Wal(dir, fh, lastSeq, tail.validBytes, crc, segmentBytes, opts), records };
   }
 
   /** Sequence number of the segment new records go to. */
   get currentSeq(): number {
     return this.seq;
+  }
+
+  /** Since when (ms since the epoch) appends wait for disk space, or undefined. */
+  get fullSinceMs(): number | undefined {
+    return this.fullSince;
   }
 
   /** Resolves once `data` is written and fsynced, with the segment it landed in. */
@@ -309,6 +333,7 @@ export class Wal {
   /** Waits for queued appends and rotations, then closes the segment file. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.wakeFromFull?.();
       while (this.draining) await this.draining;
       const fh = this.fh;
       this.fh = undefined;
@@ -358,10 +383,41 @@ export class Wal {
       const batch = this.queue.splice(0, n) as AppendOp[];
       try {
         if (this.size >= this.segmentBytes) await this.startNextSegment();
-        await this.writeDurably(batch.flatMap((op) => op.frames), batch.some((op) => op.sync));
       } catch (err) {
         this.fail(err, batch);
         continue;
+      }
+      try {
+        await this.writeDurably(batch.flatMap((op) => op.frames), batch.some((op) => op.sync));
+      } catch (err) {
+        if (!isNoSpace(err) || this.hooks.dieWhenFull || this.closing) {
+          this.fail(err, batch);
+          continue;
+        }
+        // Nothing of this batch was acknowledged: cut what reached the file off, and write it
+        // again (from memory, so whatever the kernel kept of it does not matter) once there is room.
+        try {
+          await this.fh?.truncate(this.size);
+        } catch (cut) {
+          this.fail(cut, batch);
+          continue;
+        }
+        if (this.fullSince === undefined) {
+          this.fullSince = Date.now();
+          this.hooks.onFull?.(err as Error);
+        }
+        this.queue.unshift(...batch);
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, this.hooks.fullRetryMs ?? 1000);
+          this.wakeFromFull = () => (clearTimeout(t), r());
+        });
+        this.wakeFromFull = undefined;
+        continue;
+      }
+      if (this.fullSince !== undefined) {
+        const ms = Date.now() - this.fullSince;
+        this.fullSince = undefined;
+        this.hooks.onSpace?.(ms);
       }
       for (const op of batch) op.resolve({ seq: this.seq });
     }
@@ -371,6 +427,7 @@ export class Wal {
   /**
    * After a failed write or fsync the file's state is unknown (the kernel may have dropped the
    * dirty pages), so, like etcd, we never retry: everything waiting fails and the WAL stays dead.
+   * A full disk is the exception (see drain): that batch is cut off and written whole again.
    */
   private fail(error: unknown, inFlight: Op[]): void {
     this.failure ??= { error };
@@ -415,7 +472,7 @@ export class Wal {
     this.size = 0;
     await fsyncDir(this.dir);
     this.stats.fsyncs++;
-    const carried = this.onRotate?.() ?? [];
+    const carried = this.hooks.onRotate?.() ?? [];
     if (carried.length > 0) await this.writeDurably(carried.map((r) => this.frame(r)));
     return next;
   }

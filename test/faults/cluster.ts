@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { removeDir, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
@@ -36,11 +38,22 @@ export interface FaultClusterOptions {
   host?: (i: number) => string;
   /** BLIXARD_TEST_BUGS for every node: a mistake the test must catch. */
   bugs?: string;
+  /** Node i's data dir is a tmpfs of this many MiB (mounted here; needs root), to fill up. */
+  tmpfsMiB?: (i: number) => number | undefined;
 }
 
 export async function startFaultCluster(size: number, opts: FaultClusterOptions = {}): Promise<FaultCluster> {
   const work = await tempDir('blixard-faults-');
   const configHome = path.join(work, 'config');
+  const mounts: string[] = [];
+  for (let i = 0; i < size; i++) {
+    const mib = opts.tmpfsMiB?.(i);
+    if (mib === undefined) continue;
+    const dir = path.join(work, `n${i + 1}`);
+    await mkdir(dir, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m,mode=0700`, 'tmpfs', dir]);
+    mounts.push(dir);
+  }
   const apis: string[] = [];
   for (let i = 0; i < size; i++) apis.push(`${opts.host?.(i) ?? '127.0.0.1'}:${await freeTcpPort()}`);
   const start = (i: number, args: string[]) =>
@@ -53,17 +66,25 @@ export async function startFaultCluster(size: number, opts: FaultClusterOptions 
       ...(opts.prefix?.(i) ? { prefix: opts.prefix(i)! } : {}),
       ...(opts.bugs ? { env: { BLIXARD_TEST_BUGS: opts.bugs } } : {}),
     });
-  const nodes: Daemon[] = [await start(0, ['--bootstrap', '--name', 'n1', '--hypervisor', 'process'])];
-  for (let i = 1; i < size; i++) {
-    const ticket = (await nodes[0]!.client.ticket({ role: 'voter', ttlSeconds: 600 })).ticket;
-    nodes.push(await start(i, ['--join', ticket, '--name', `n${i + 1}`, '--hypervisor', 'process']));
-  }
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const s = await nodes[0]!.client.status();
-    if (s.raft.members.filter((m) => m.role === 'voter').length === size && s.raft.leader) break;
-    if (Date.now() > deadline) throw new Error(`the cluster did not reach ${size} voters within 30 s`);
-    await new Promise((r) => setTimeout(r, 100));
+  const nodes: Daemon[] = [];
+  try {
+    nodes.push(await start(0, ['--bootstrap', '--name', 'n1', '--hypervisor', 'process']));
+    for (let i = 1; i < size; i++) {
+      const ticket = (await nodes[0]!.client.ticket({ role: 'voter', ttlSeconds: 600 })).ticket;
+      nodes.push(await start(i, ['--join', ticket, '--name', `n${i + 1}`, '--hypervisor', 'process']));
+    }
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const s = await nodes[0]!.client.status();
+      if (s.raft.members.filter((m) => m.role === 'voter').length === size && s.raft.leader) break;
+      if (Date.now() > deadline) throw new Error(`the cluster did not reach ${size} voters within 30 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (e) {
+    await Promise.all(nodes.map((d) => d.stop().catch(() => {})));
+    for (const dir of mounts) execFileSync('umount', [dir]);
+    await removeDir(work);
+    throw e;
   }
   const gone: { name: string; text: string }[] = [];
   const cluster: FaultCluster = {
@@ -88,6 +109,7 @@ export async function startFaultCluster(size: number, opts: FaultClusterOptions 
       // A node left paused (SIGSTOP) would take SIGTERM only once continued.
       for (const d of cluster.nodes) d.proc.kill('SIGCONT');
       await Promise.all(cluster.nodes.map((d) => d.stop().catch(() => {})));
+      for (const dir of mounts) execFileSync('umount', [dir]);
       await removeDir(work);
     },
   };
