@@ -256,6 +256,32 @@ describe('RaftNode', () => {
     expect(lag.sm.restores.filter((n) => n > 2)).toEqual([JSON.stringify(lag.sm.items).length]);
   });
 
+  it("a leader sends its appends while it writes them: a commit takes one disk's fsync, not the leader's and then a follower's", async () => {
+    const { members } = await cluster(3);
+    const leader = await leaderOf(members);
+    await leader.node.propose(Buffer.from('warm-up'));
+    await until('the followers to hold it', () => members.every((m) => m.node.persistedIndex >= leader.node.persistedIndex), WAIT_MS, POLL_MS);
+    // Every disk takes 60 ms per fsync from now on (below the 100 ms election timeout here).
+    for (const m of members) {
+      const fh = (m.node as unknown as { wal: { fh: { datasync: () => Promise<void> } } }).wal.fh;
+      const real = fh.datasync.bind(fh);
+      fh.datasync = async () => {
+        await new Promise((r) => setTimeout(r, 60));
+        return real();
+      };
+    }
+    const t0 = performance.now();
+    const { index } = await leader.node.propose(Buffer.from('timed'));
+    const ms = performance.now() - t0;
+    console.log(`one commit with 60 ms fsyncs everywhere: ${ms.toFixed(0)} ms`);
+    // Sent only after the leader's fsync, a follower's would follow it: 120 ms and more.
+    expect(ms).toBeGreaterThanOrEqual(60);
+    expect(ms).toBeLessThan(110);
+    // Still acknowledged only once on the leader's disk and a majority's.
+    expect(leader.node.persistedIndex).toBeGreaterThanOrEqual(index);
+    expect(members.filter((m) => m.node.persistedIndex >= index).length).toBeGreaterThanOrEqual(2);
+  }, 10_000);
+
   it('group-commits on the leader and on followers: fewer fsyncs than entries, and every acknowledged entry is durable', async () => {
     const { members } = await cluster(3);
     const leader = await leaderOf(members);

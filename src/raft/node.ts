@@ -452,6 +452,12 @@ export class RaftNode implements ClusterLog {
     // they are written in, so there it stays in order.
     const stable = this.storage.lastIndex();
     const overlap = !rd.snapshot && rd.committedEntries.every((e) => e.index <= stable);
+    // A leader sends its appends while it writes them itself (the Raft thesis, 10.2.1, as etcd
+    // does): its own disk and the followers' then take one fsync's time, not two. Nothing about a
+    // commit leaves this node, and nothing is applied, before this Ready's write is durable: the
+    // next Ready waits for this one.
+    const early = this.role === 'leader';
+    if (early) this.send(rd.messages);
     const persisting = this.persist(rd);
     const confApplied: Entry[] = [];
     const applyCommitted = () => {
@@ -463,19 +469,8 @@ export class RaftNode implements ClusterLog {
     if (overlap) applyCommitted();
     await persisting;
 
-    // 2. Send, batched per peer: only now, when everything they acknowledge is on disk. Snapshots
-    // go on transfers of their own, beside the other messages (see snapshot-transfer.ts).
-    const byPeer = new Map<string, Uint8Array[]>();
-    for (const m of rd.messages) {
-      if (m.type === 'MsgSnap') {
-        this.sendSnapshot(m);
-        continue;
-      }
-      const list = byPeer.get(m.to) ?? [];
-      list.push(encodeMessage(m));
-      byPeer.set(m.to, list);
-    }
-    for (const [to, msgs] of byPeer) this.o.transport.send(to, msgs);
+    // 2. A follower sends only now, when everything it acknowledges is on disk.
+    if (!early) this.send(rd.messages);
 
     // 3. Apply (if not done above).
     if (rd.snapshot) {
@@ -504,6 +499,21 @@ export class RaftNode implements ClusterLog {
     this.releaseReads();
     if (rd.committedEntries.length > 0 || rd.snapshot) this.o.onApplied?.(this.applied);
     await this.maybeSnapshot();
+  }
+
+  /** Sends a Ready's messages, batched per peer. Snapshots go on transfers of their own, beside the other messages (see snapshot-transfer.ts). */
+  private send(messages: readonly Message[]): void {
+    const byPeer = new Map<string, Uint8Array[]>();
+    for (const m of messages) {
+      if (m.type === 'MsgSnap') {
+        this.sendSnapshot(m);
+        continue;
+      }
+      const list = byPeer.get(m.to) ?? [];
+      list.push(encodeMessage(m));
+      byPeer.set(m.to, list);
+    }
+    for (const [to, msgs] of byPeer) this.o.transport.send(to, msgs);
   }
 
   /** 1. Persist: the snapshot file first, then one WAL record with the entries and hard state. */

@@ -56,7 +56,7 @@ export class Raft {
   isLearner = false;
   readonly log: RaftLog;
   readonly prs: ProgressTracker;
-  /** Messages to send once the Ready that carries them is persisted. */
+  /** Messages to send once the Ready that carries them is persisted (a leader's: while it is). */
   msgs: Message[] = [];
   readStates: ReadState[] = [];
   leadTransferee: string | null = null;
@@ -523,8 +523,9 @@ export class Raft {
     let index = this.log.lastIndex();
     const entries: Entry[] = ents.map((e) => ({ term: this.term, index: ++index, type: e.type, data: e.data }));
     this.log.append(entries);
-    // The leader counts itself before its write is durable: the entries reach followers only in
-    // messages sent after that write, so a quorum of acknowledgements implies it is durable here.
+    // The leader counts itself before its write is durable (it may send the entries while it
+    // writes them): the driver handles one Ready at a time, so they are durable here before any
+    // later Ready, the first that can tell anyone, or apply, that they are committed.
     this.prs.progress.get(this.id)?.maybeUpdate(this.log.lastIndex());
     this.maybeCommit();
   }

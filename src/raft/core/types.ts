@@ -116,7 +116,8 @@ export interface ReadState {
  * A batch of work for the driver, in the order it must be done:
  * 1. persist `snapshot`, then `entries` (which may overwrite a suffix of the log), then
  *    `hardState`, as ONE atomic write (a crash keeps all of it or none), fsynced when `mustSync`;
- * 2. send `messages`;
+ * 2. send `messages` (a leader may send them while step 1 runs, as in etcd: the next Ready,
+ *    the first that can say its entries are committed, comes only after step 4);
  * 3. restore `snapshot` into the state machine, then apply `committedEntries` in order, and
  *    answer `readStates` once the state machine has applied their index;
  * 4. call `advance()`.
