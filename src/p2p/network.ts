@@ -58,6 +58,7 @@ export class P2PNetwork {
       accepted: (alpn, remote) => {
         metrics.connections.inc({ protocol: alpn, result: 'accepted' });
         net?.rpc.forgetPeer(remote);
+        net?.peers.wakeUp(remote);
       },
       refused: (alpn, remote, why) => {
         metrics.connections.inc({ protocol: alpn, result: 'refused' });

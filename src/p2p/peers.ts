@@ -66,6 +66,7 @@ export class PeerManager {
       for await (const frame of readFrames(bi.recv)) {
         const p = this.peers.get(remote);
         if (p) p.lastSeen = new Date().toISOString();
+        this.wakeUp(remote);
         this.countBytes('received', frame.length + 4);
         await out.write(frame); // the ping comes back as its own pong
         this.countBytes('sent', frame.length + 4);
@@ -112,6 +113,16 @@ export class PeerManager {
 
   list(): PeerHealth[] {
     return [...this.peers.values()].map(health).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /**
+   * The peer reached us (a ping, or a connection on any protocol): if our own session to it is
+   * down and waiting out its backoff, dial now. After a partition heals, forwarding goes by our
+   * pings being answered again, so they should not wait up to the backoff's 10 s.
+   */
+  wakeUp(nodeId: string): void {
+    const p = this.peers.get(nodeId);
+    if (p && !p.connected) p.wake();
   }
 
   /** When the peer last answered one of this node's pings (ms since the epoch): proof of a round trip. */

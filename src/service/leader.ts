@@ -32,6 +32,8 @@ const FORWARD_WATCH_MS = 50;
 /** How many leaders one call may be passed on to before the client is told to try again. */
 const MAX_FORWARDS = 4;
 const READ_BARRIER_TIMEOUT_MS = 5_000;
+/** A message from the leader this long after a send to it failed shows it alive (heartbeats come every 100 ms). */
+const HEARD_AFTER_ERROR_MS = 300;
 /** An error's details when the call was applied nowhere (it was never handed to a leader). */
 export const NOT_APPLIED = { outcome: 'not-applied' } as const;
 
@@ -100,19 +102,27 @@ export class Leader {
       }
       refused = r.kind === 'gone' ? `the leader ${name} is gone (no contact for ${log.electionTimeoutMs} ms); try again` : r.kind === 'error' ? `cannot reach the leader ${name}: ${r.message}` : '';
       // The call goes to the next leader as soon as one is known (an election takes about one
-      // election timeout); if none comes by then, the client hears it and retries.
-      if (!(await this.nextLeader(leader, 2 * log.electionTimeoutMs))) throw refuse(this.cutOff() ?? (refused || 'leadership is changing; try again'));
+      // election timeout); if none comes by then, the client hears it and retries. After a failed
+      // send, a leader that Raft still hears from is alive: no election is coming.
+      const alive = r.kind === 'error' ? { leader, after: Date.now() + HEARD_AFTER_ERROR_MS } : undefined;
+      if (!(await this.nextLeader(leader, 2 * log.electionTimeoutMs, alive))) {
+        throw refuse(this.cutOff() ?? (alive && log.leader === leader && log.lastClusterContact > alive.after ? `the leader ${name} is alive, but this node cannot reach it (${r.kind === 'error' ? r.message : ''}); try another node` : refused || 'leadership is changing; try again'));
+      }
     }
     throw refuse(refused || `leadership changed ${MAX_FORWARDS} times while the call was passed on; try again`);
   }
 
-  /** Whether a leader other than `old` (or this node's own leadership) is known within `ms`. */
-  private async nextLeader(old: string | null, ms: number): Promise<boolean> {
+  /**
+   * Whether a leader other than `old` (or this node's own leadership) is known within `ms`. Gives
+   * up early when this node is cut off, or when `alive.leader` is still heard from after `alive.after`.
+   */
+  private async nextLeader(old: string | null, ms: number, alive?: { leader: string; after: number }): Promise<boolean> {
     const end = Date.now() + ms;
     for (;;) {
-      const now = this.o.log.leader;
+      const { leader: now, lastClusterContact } = this.o.log;
       if (now !== null && now !== old) return true;
       if (Date.now() >= end || this.cutOff()) return false;
+      if (alive && now === alive.leader && lastClusterContact > alive.after) return false;
       await new Promise((r) => setTimeout(r, FORWARD_WATCH_MS));
     }
   }

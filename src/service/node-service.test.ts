@@ -276,6 +276,19 @@ describe('a call waiting on a leader that is gone', () => {
       expect(Date.now() - t0).toBeLessThan(1_000);
     });
 
+    it('a failed send to a leader that Raft still hears from is answered at once, not after waiting for an election', async () => {
+      const { s, log } = three(async () => Promise.reject(new Error('connection lost')), { L: Date.now() + 60_000, M: Date.now() + 60_000 });
+      log.electionTimeoutMs = 2_000; // the wait for a successor would be 4 s
+      const beat = setInterval(() => (log.lastClusterContact = Date.now()), 50);
+      try {
+        const t0 = Date.now();
+        await expect(s.delete(del)).rejects.toMatchObject({ code: 'no-leader', details: undefined, message: expect.stringMatching(/^the leader \S+ is alive, but this node cannot reach it \(connection lost\); try another node$/) });
+        expect(Date.now() - t0).toBeLessThan(1_000);
+      } finally {
+        clearInterval(beat);
+      }
+    });
+
     it('the leader gone while another voter answers: it waits for the election, as without pings', async () => {
       const heard: Record<string, number> = { L: Date.now() + 60_000, M: Date.now() + 60_000 };
       const { s, log } = three(async (to) => (to === 'L' ? never() : { status: 200, body: { from: to } }), heard);

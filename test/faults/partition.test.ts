@@ -44,11 +44,12 @@ describe('network faults between node processes (namespaces, nftables)', () => {
     const r = await run('isolate-follower');
     expectSafe(r);
     expect(r.electedMs).toBe(0);
-    // About an election timeout to see the leader gone and no quorum answering its pings; before
-    // it judged itself cut off, it waited two more for an election it could not see (3 s).
-    expect(r.minorityCallMs).toBeLessThan(2_000);
-    // So the clients' calls there end soon, and writes through the majority go on.
-    expect(r.stallMs).toBeLessThan(2_000);
+    // About an election timeout to see the leader gone and no quorum answering its pings (~1 s
+    // here, 2 s once under a loaded CI run); before it judged itself cut off, it waited two more
+    // for an election it could not see (3.07 s).
+    expect(r.minorityCallMs).toBeLessThan(2_500);
+    // So the clients' calls there end soon, and writes through the majority go on (2.7 s before).
+    expect(r.stallMs).toBeLessThan(2_500);
   }, 120_000);
 
   it('a minority/majority split of five (the leader on the minority side)', async () => {

@@ -51,4 +51,21 @@ describe('PeerManager', () => {
     await waitFor(() => ma.get(b.nodeId)!.connected, 15_000, 'a to reconnect to the restarted b');
     expect(ma.get(b.nodeId)!.connects).toBeGreaterThanOrEqual(2);
   });
+
+  it('a peer that reaches us wakes our session to it out of its backoff', async () => {
+    const [a, b] = await Promise.all([startTestNode(), startTestNode()]);
+    nodes.push(a, b);
+    a.allow.add(b.nodeId);
+    b.allow.add(a.nodeId);
+    // a dials b before b serves pings: refused, and a's next try is 30 s or more away.
+    const ma = new PeerManager({ endpoint: () => a.iroh.node.endpoint(), router: a.router, pingIntervalMs: 100, connectTimeoutMs: 1000, backoff: { baseMs: 60_000, maxMs: 60_000 } });
+    managers.push(ma);
+    ma.setPeers([{ nodeId: b.nodeId, name: 'b', addresses: b.addresses }]);
+    await waitFor(() => ma.get(b.nodeId)!.lastError !== null, 10_000, "a's first dial to fail");
+    // b starts pinging a: a answers, and dials b again at once.
+    const t0 = Date.now();
+    manage(b, [a]);
+    await waitFor(() => ma.get(b.nodeId)!.connected, 10_000, 'a to connect to b');
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
 });
