@@ -1,5 +1,5 @@
 import { decodeTicket, type JoinTicket } from '../cluster/index.js';
-import type { RpcClient } from '../p2p/index.js';
+import { RpcConnectError, type RpcClient } from '../p2p/index.js';
 import { nodeRequest, type JoinResponse } from '../service/index.js';
 import type { NodeRecord } from '../state/index.js';
 import type { Membership } from './membership.js';
@@ -16,10 +16,28 @@ export function ticketOf(text: string): JoinTicket {
   }
 }
 
-export async function joinCluster(o: { ticket: JoinTicket; rpc: RpcClient; self: string; record: NodeRecord; now: Date }): Promise<Membership> {
+/** How long a join keeps dialling the node in the ticket: a busy node may take seconds to answer. */
+const JOIN_CONNECT_FOR_MS = 30_000;
+
+/** Calls `fn` again while no connection could be made (nothing was sent), for up to `ms`. */
+async function retryConnect<T>(fn: () => Promise<T>, ms: number, waiting?: (why: string) => void): Promise<T> {
+  const end = Date.now() + ms;
+  for (let wait = 250; ; wait = Math.min(wait * 2, 2_000)) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof RpcConnectError) || Date.now() + wait > end) throw e;
+      waiting?.((e as Error).message);
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
+export async function joinCluster(o: { ticket: JoinTicket; rpc: RpcClient; self: string; record: NodeRecord; now: Date; connectForMs?: number; waiting?: (why: string) => void }): Promise<Membership> {
   const { ticket } = o;
   if (ticket.expiresAt <= o.now.toISOString()) throw new StartupError(`--join: the ticket expired at ${ticket.expiresAt}; ask for a new one (blixard node ticket)`, 'invalid');
-  const res = await o.rpc.call(ticket.leader, nodeRequest({ op: 'join', req: { secret: ticket.secret, node: o.record } }), 30_000).catch((e: unknown) => {
+  const call = () => o.rpc.call(ticket.leader, nodeRequest({ op: 'join', req: { secret: ticket.secret, node: o.record } }), 30_000);
+  const res = await retryConnect(call, o.connectForMs ?? JOIN_CONNECT_FOR_MS, o.waiting).catch((e: unknown) => {
     throw new StartupError(`--join: cannot reach the node in the ticket (${ticket.leader.nodeId.slice(0, 10)} at ${ticket.leader.addresses.join(', ')}): ${(e as Error).message}`, 'unreachable');
   });
   if (res.status !== 200) {

@@ -15,7 +15,7 @@ export { downloadBlob, shareFile, NoProviderError, BLOBS_ALPN } from './transfer
 export type { DownloadOptions, DownloadProgress, DownloadResult } from './transfer.js';
 export { P2PMetrics } from './metrics.js';
 export { IrohRaftTransport } from './raft-transport.js';
-export { serveRpc, RpcClient, RpcError } from './rpc.js';
+export { serveRpc, RpcClient, RpcConnectError, RpcError } from './rpc.js';
 export type { RpcRequest, RpcResponse, RpcHandler } from './rpc.js';
 export { P2PNetwork } from './network.js';
 export type { NetworkOptions } from './network.js';

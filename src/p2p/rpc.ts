@@ -23,6 +23,9 @@ class StreamOpenError extends Error {}
 
 export type RpcHandler = (req: RpcRequest, remote: string) => Promise<RpcResponse>;
 
+/** No connection to the peer could be made: nothing was sent, so the call may be made again. */
+export class RpcConnectError extends Error {}
+
 export class RpcError extends Error {
   constructor(message: string) {
     super(message);
@@ -77,7 +80,9 @@ export class RpcClient {
 
   async call(to: NodeAddr, req: RpcRequest, timeoutMs = this.opts.callTimeoutMs ?? 30_000): Promise<RpcResponse> {
     const cached = this.conns.has(to.nodeId);
-    const conn = await this.connection(to);
+    const conn = await this.connection(to).catch((e: unknown) => {
+      throw new RpcConnectError((e as Error).message);
+    });
     this.inFlight.set(conn, (this.inFlight.get(conn) ?? 0) + 1);
     try {
       return await withTimeout(this.exchange(conn, req), timeoutMs, `${req.method} ${req.path} on ${to.nodeId.slice(0, 10)}`);
