@@ -11,6 +11,8 @@ export interface PeerAddress {
   nodeId: string;
   name?: string;
   addresses: string[];
+  /** This peer's ping interval, when it is not the manager's (pingIntervalMs). */
+  pingEveryMs?: number;
 }
 
 export interface PeerHealth {
@@ -42,6 +44,7 @@ export interface PeerManagerOptions {
 
 interface PeerState extends PeerHealth {
   heardAt?: number;
+  pingEveryMs?: number;
   stop: AbortController;
   wake: () => void;
 }
@@ -91,6 +94,8 @@ export class PeerManager {
         const moved = cur.addresses.join() !== p.addresses.join();
         cur.addresses = [...p.addresses];
         cur.name = p.name ?? cur.name;
+        if (p.pingEveryMs === undefined) delete cur.pingEveryMs;
+        else cur.pingEveryMs = p.pingEveryMs;
         if (moved) cur.wake();
         continue;
       }
@@ -105,6 +110,7 @@ export class PeerManager {
         connects: 0,
         stop: new AbortController(),
         wake: () => {},
+        ...(p.pingEveryMs !== undefined ? { pingEveryMs: p.pingEveryMs } : {}),
       };
       this.peers.set(p.nodeId, st);
       void this.run(st);
@@ -207,7 +213,7 @@ export class PeerManager {
           if (sent.size > 64) sent.delete(sent.keys().next().value!);
           await out.write(frame);
           this.countBytes('sent', frame.length + 4);
-          await this.sleep(st, this.o.pingIntervalMs);
+          await this.sleep(st, st.pingEveryMs ?? this.o.pingIntervalMs);
         }
       })();
       // Whichever loop ends first ends the session; the other's failure is expected, not news.

@@ -58,11 +58,12 @@ describe('PeerManager', () => {
     a.allow.add(b.nodeId);
     b.allow.add(a.nodeId);
     // a dials b before b serves pings: refused, and a's next try is 30 s or more away.
-    const ma = new PeerManager({ endpoint: () => a.iroh.node.endpoint(), router: a.router, pingIntervalMs: 100, connectTimeoutMs: 1000, backoff: { baseMs: 60_000, maxMs: 60_000 } });
+    const ma = new PeerManager({ endpoint: () => a.iroh.node.endpoint(), router: a.router, pingIntervalMs: 100, connectTimeoutMs: 3000, backoff: { baseMs: 60_000, maxMs: 60_000 } });
     managers.push(ma);
     ma.setPeers([{ nodeId: b.nodeId, name: 'b', addresses: b.addresses }]);
     await waitFor(() => ma.get(b.nodeId)!.lastError !== null, 10_000, "a's first dial to fail");
-    // b starts pinging a: a answers, and dials b again at once.
+    // b starts pinging a: a answers, and dials b again at once (3 s to connect: a loaded CI
+    // machine once took more than 1 s for the handshake, and each miss meant 30 s more).
     const t0 = Date.now();
     manage(b, [a]);
     await waitFor(() => ma.get(b.nodeId)!.connected, 10_000, 'a to connect to b');
