@@ -4,6 +4,7 @@ import { vmsBench } from './vms.js';
 import { clusterBench } from './cluster.js';
 import { imagesBench } from './images.js';
 import { p2pBench } from './p2p.js';
+import { scaleBench } from './scale.js';
 import { startupBench } from './startup.js';
 import { printTable } from './table.js';
 
@@ -13,6 +14,7 @@ const suites: Record<string, { title: string; run: () => Promise<import('./table
   foundation: { title: 'Foundation: manifests, store, CLI (issue 2)', run: foundationBench },
   raft: { title: 'Raft: replicated desired state (issue 3)', run: raftBench },
   startup: { title: 'Node start: to ready, beside Iroh alone (issue 17)', run: () => startupBench() },
+  scale: { title: 'Scale: 3, 10 and 20 node processes on this machine (issue 17)', run: () => scaleBench() },
   p2p: { title: 'P2P on Iroh: documents, transfers (issue 4)', run: p2pBench },
   vms: { title: 'VMs: drivers and the node reconciler (issue 5)', run: vmsBench },
   images: { title: 'Images over Iroh blobs (issue 6)', run: imagesBench },
