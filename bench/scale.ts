@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ApplyRequest } from '../src/api/index.js';
@@ -57,6 +58,7 @@ async function cluster(work: string, size: number, started: Daemon[]): Promise<D
 async function fanOut(nodes: Daemon[], writes: number): Promise<number[]> {
   const seen = new Map<string, Map<number, number>>();
   const abort = new AbortController();
+  setMaxListeners(0, abort.signal); // one watch per node listens on it
   let synced = 0;
   const watches = nodes.map((d, i) =>
     d.client
